@@ -1,0 +1,754 @@
+//! The device: weft's data-plane state machine for one local interface.
+//!
+//! A [`Device`] owns every peer, session and timer. It performs no I/O and
+//! never reads the clock; the caller drives it:
+//!
+//! 1. A packet read from the TUN device goes to [`Device::encapsulate`],
+//!    which seals it in place and says where to send it (or queues it while
+//!    a handshake runs).
+//! 2. A datagram read from the UDP socket goes to [`Device::decapsulate`],
+//!    which opens it in place and says whether the inner packet goes to the
+//!    TUN device, or consumes it (handshakes, keepalives, cookies).
+//! 3. After any input, the caller drains [`Device::poll_transmit`] (control
+//!    messages, keepalives, packets released by a finished handshake) and
+//!    [`Device::poll_event`], then sleeps until [`Device::poll_timeout`] and
+//!    calls [`Device::handle_timeout`].
+//!
+//! Data packets take the direct path of steps 1 and 2, so the hot path is one
+//! table lookup and one AEAD call in the caller's buffer, with no allocation.
+//! Randomness (indices, ephemeral keys, jitter, cookie secrets) comes from a
+//! ChaCha20 RNG seeded by the caller, so a simulation replays bit for bit.
+
+mod handshake;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ip_network_table::IpNetworkTable;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use tracing::{debug, info, trace};
+
+use crate::cookie::CookieChecker;
+use crate::noise::{PublicKey, StaticSecret, Tai64N};
+use crate::packet;
+use crate::peer::{Peer, PeerConfig, PeerId, PeerStats, Slot};
+use crate::session::{Session, SessionError};
+use crate::timers::{
+    Timer, KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT,
+};
+use crate::wire::{self, Message, COOKIE_REPLY_LEN, INITIATION_LEN, RESPONSE_LEN};
+use crate::DropReason;
+
+/// Settings of a device.
+#[derive(Debug)]
+pub struct DeviceConfig {
+    /// Our static private key.
+    pub private_key: StaticSecret,
+    /// The interface MTU; transport padding never grows a packet past it.
+    pub mtu: usize,
+    /// Handshake messages per second above which the device is "under
+    /// load" and demands cookies (mac2) before doing any Diffie-Hellman.
+    pub under_load_handshakes_per_second: u32,
+    /// Packets queued per peer while its handshake runs; the oldest are
+    /// dropped beyond this.
+    pub queue_limit: usize,
+}
+
+impl DeviceConfig {
+    /// Defaults for everything but the key.
+    pub fn new(private_key: StaticSecret) -> Self {
+        Self {
+            private_key,
+            mtu: 1420,
+            under_load_handshakes_per_second: 128,
+            queue_limit: 1024,
+        }
+    }
+}
+
+/// Why a peer could not be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerConfigError {
+    /// The key is our own.
+    #[error("peer {0:?} has this node's own public key")]
+    OwnKey(String),
+    /// Another peer has the same key.
+    #[error("peer {0:?} repeats the public key of another peer")]
+    DuplicateKey(String),
+    /// Another peer already claims this prefix.
+    #[error("peer {peer:?}: allowed_ips {prefix} is already routed to another peer")]
+    DuplicatePrefix {
+        /// The peer being added.
+        peer: String,
+        /// The prefix.
+        prefix: String,
+    },
+}
+
+/// A datagram ready to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// Its length at the start of the caller's buffer.
+    pub len: usize,
+}
+
+/// Outcome of [`Device::encapsulate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encapsulated {
+    /// Send `buf[..len]` to `destination`.
+    Send {
+        /// The peer it goes to.
+        peer: PeerId,
+        /// Its endpoint.
+        destination: SocketAddr,
+        /// Datagram length.
+        len: usize,
+    },
+    /// Queued until a handshake with `peer` finishes; poll for transmits.
+    Queued {
+        /// The peer it waits for.
+        peer: PeerId,
+    },
+    /// Not sent.
+    Dropped(DropReason),
+}
+
+/// Outcome of [`Device::decapsulate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decapsulated {
+    /// Write `buf[offset..offset + len]` to the TUN device.
+    Tun {
+        /// The peer it came from.
+        peer: PeerId,
+        /// Start of the inner packet in the buffer.
+        offset: usize,
+        /// Inner packet length.
+        len: usize,
+    },
+    /// Taken by the protocol (handshake, keepalive, cookie); poll for
+    /// transmits and events.
+    Consumed,
+    /// Refused.
+    Dropped(DropReason),
+}
+
+/// Something the caller may want to know or log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A new session is in use with `peer`.
+    HandshakeCompleted {
+        /// The peer.
+        peer: PeerId,
+        /// Whether we initiated the handshake.
+        initiator: bool,
+    },
+    /// No response came within REKEY_ATTEMPT_TIME; queued packets dropped.
+    HandshakeFailed {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// An authenticated packet arrived from a new address; replies go there.
+    EndpointChanged {
+        /// The peer.
+        peer: PeerId,
+        /// The old endpoint.
+        from: Option<SocketAddr>,
+        /// The new one.
+        to: SocketAddr,
+    },
+    /// All key material of `peer` was erased after a long silence.
+    SessionsCleared {
+        /// The peer.
+        peer: PeerId,
+    },
+}
+
+/// Device-wide counters.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceStats {
+    drops: [u64; DropReason::ALL.len()],
+    /// Cookie replies sent while under load.
+    pub cookie_replies_sent: u64,
+}
+
+impl DeviceStats {
+    /// Packets dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+}
+
+/// A snapshot of one peer for status output.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    /// Name from the configuration.
+    pub name: String,
+    /// Static public key.
+    pub public_key: PublicKey,
+    /// Current endpoint.
+    pub endpoint: Option<SocketAddr>,
+    /// When the last handshake completed.
+    pub last_handshake: Option<Instant>,
+    /// Whether a session is usable for sending.
+    pub has_session: bool,
+    /// Inner prefixes routed to this peer.
+    pub allowed_ips: Vec<ip_network::IpNetwork>,
+    /// Persistent keepalive interval, if any.
+    pub persistent_keepalive: Option<Duration>,
+    /// Counters.
+    pub stats: PeerStats,
+}
+
+enum Outgoing {
+    Initiation(SocketAddr, [u8; INITIATION_LEN]),
+    Response(SocketAddr, [u8; RESPONSE_LEN]),
+    CookieReply(SocketAddr, [u8; COOKIE_REPLY_LEN]),
+    Keepalive(PeerId),
+}
+
+/// The data-plane state machine. See the module documentation.
+pub struct Device {
+    secret: StaticSecret,
+    public: PublicKey,
+    mtu: usize,
+    under_load_threshold: u32,
+    queue_limit: usize,
+    checker: CookieChecker,
+    peers: Vec<Peer>,
+    by_key: HashMap<PublicKey, PeerId>,
+    by_index: HashMap<u32, PeerId>,
+    routes: IpNetworkTable<PeerId>,
+    rng: ChaCha20Rng,
+    origin: Instant,
+    unix_at_origin: Duration,
+    outgoing: VecDeque<Outgoing>,
+    flush: VecDeque<PeerId>,
+    events: VecDeque<Event>,
+    load_window: Option<(Instant, u32)>,
+    stats: DeviceStats,
+}
+
+impl core::fmt::Debug for Device {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Device")
+            .field("public", &self.public)
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Device {
+    /// A device with no peers. `unix_time` is the wall-clock time at `now`
+    /// (for handshake timestamps); `seed` seeds all randomness.
+    pub fn new(config: DeviceConfig, now: Instant, unix_time: Duration, seed: [u8; 32]) -> Self {
+        let public = config.private_key.public_key();
+        Self {
+            checker: CookieChecker::new(public.as_bytes()),
+            secret: config.private_key,
+            public,
+            mtu: config.mtu,
+            under_load_threshold: config.under_load_handshakes_per_second,
+            queue_limit: config.queue_limit.max(1),
+            peers: Vec::new(),
+            by_key: HashMap::new(),
+            by_index: HashMap::new(),
+            routes: IpNetworkTable::new(),
+            rng: ChaCha20Rng::from_seed(seed),
+            origin: now,
+            unix_at_origin: unix_time,
+            outgoing: VecDeque::new(),
+            flush: VecDeque::new(),
+            events: VecDeque::new(),
+            load_window: None,
+            stats: DeviceStats::default(),
+        }
+    }
+
+    /// Our static public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.public
+    }
+
+    /// Adds a peer. With a persistent keepalive and an endpoint, the first
+    /// handshake starts at the next timeout.
+    pub fn add_peer(&mut self, cfg: PeerConfig, now: Instant) -> Result<PeerId, PeerConfigError> {
+        if cfg.public_key == self.public {
+            return Err(PeerConfigError::OwnKey(cfg.name));
+        }
+        if self.by_key.contains_key(&cfg.public_key) {
+            return Err(PeerConfigError::DuplicateKey(cfg.name));
+        }
+        for net in &cfg.allowed_ips {
+            if self.routes.exact_match(*net).is_some() {
+                return Err(PeerConfigError::DuplicatePrefix {
+                    peer: cfg.name,
+                    prefix: net.to_string(),
+                });
+            }
+        }
+        let id = PeerId(self.peers.len() as u32);
+        for net in &cfg.allowed_ips {
+            self.routes.insert(*net, id);
+        }
+        self.by_key.insert(cfg.public_key, id);
+        let mut peer = Peer::new(cfg);
+        if peer.persistent_keepalive.is_some() {
+            peer.timers.set(Timer::PersistentKeepalive, now);
+        }
+        self.peers.push(peer);
+        Ok(id)
+    }
+
+    /// The peer whose allowed IPs contain `ip` most specifically.
+    pub fn route(&self, ip: std::net::IpAddr) -> Option<PeerId> {
+        self.routes.longest_match(ip).map(|(_, id)| *id)
+    }
+
+    /// Every peer's id.
+    pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> {
+        (0..self.peers.len() as u32).map(PeerId)
+    }
+
+    /// A snapshot of `peer`.
+    pub fn peer_status(&self, peer: PeerId, now: Instant) -> Option<PeerStatus> {
+        let p = self.peers.get(peer.0 as usize)?;
+        Some(PeerStatus {
+            name: p.name.clone(),
+            public_key: p.public_key,
+            endpoint: p.endpoint,
+            last_handshake: p.last_handshake,
+            has_session: p.current.as_ref().is_some_and(|s| {
+                now.saturating_duration_since(s.established) < REJECT_AFTER_TIME
+            }),
+            allowed_ips: p.allowed_ips.clone(),
+            persistent_keepalive: p.persistent_keepalive,
+            stats: p.stats,
+        })
+    }
+
+    /// The name of `peer`, for logs.
+    pub fn peer_name(&self, peer: PeerId) -> &str {
+        self.peers
+            .get(peer.0 as usize)
+            .map_or("?", |p| p.name.as_str())
+    }
+
+    /// Device-wide counters.
+    pub fn stats(&self) -> &DeviceStats {
+        &self.stats
+    }
+
+    fn drop_packet(&mut self, reason: DropReason) -> DropReason {
+        self.stats.drops[reason as usize] += 1;
+        reason
+    }
+
+    /// Seals the inner packet at `buf[TRANSPORT_HEADER_LEN..][..len]` for the
+    /// peer its destination routes to. On [`Encapsulated::Send`] the datagram
+    /// is `buf[..len]`. `buf` should have room for the header, the packet
+    /// padded to 16 bytes and the tag.
+    pub fn encapsulate(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Encapsulated {
+        let start = wire::TRANSPORT_HEADER_LEN;
+        let Some(summary) = buf
+            .get(start..start + len)
+            .and_then(packet::summarize)
+        else {
+            return Encapsulated::Dropped(self.drop_packet(DropReason::MalformedInner));
+        };
+        let Some(id) = self.route(summary.dst) else {
+            trace!(dst = %summary.dst, "no peer routes this destination");
+            return Encapsulated::Dropped(self.drop_packet(DropReason::NoRoute));
+        };
+        let mtu = self.mtu;
+        let peer = &mut self.peers[id.0 as usize];
+        if peer.wants_rekey_on_send(now) {
+            self.start_handshake(id, now, false);
+        }
+        let peer = &mut self.peers[id.0 as usize];
+        let Some(destination) = peer.endpoint else {
+            return Encapsulated::Dropped(self.drop_packet(DropReason::NoEndpoint));
+        };
+        if let Some(session) = peer.sending_session(now) {
+            match session.seal(buf, len, mtu) {
+                Ok(n) => {
+                    peer.stats.tx_bytes += len as u64;
+                    peer.stats.tx_packets += 1;
+                    Self::on_data_sent(peer, now);
+                    return Encapsulated::Send {
+                        peer: id,
+                        destination,
+                        len: n,
+                    };
+                }
+                Err(SessionError::BufferTooSmall) => {
+                    return Encapsulated::Dropped(self.drop_packet(DropReason::TooBig));
+                }
+                // An exhausted session is replaced below like a missing one.
+                Err(_) => {}
+            }
+        }
+        if peer.queue.len() >= self.queue_limit {
+            peer.queue.pop_front();
+            self.stats.drops[DropReason::QueueFull as usize] += 1;
+        }
+        let peer = &mut self.peers[id.0 as usize];
+        peer.queue.push_back(buf[start..start + len].to_vec());
+        self.start_handshake(id, now, false);
+        Encapsulated::Queued { peer: id }
+    }
+
+    /// Handles the datagram `buf` received from `from`. On
+    /// [`Decapsulated::Tun`] the inner packet lies in `buf`.
+    pub fn decapsulate(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> Decapsulated {
+        let outcome = match Message::parse(buf) {
+            Err(e) => {
+                trace!(%from, error = %e, "malformed datagram");
+                Err(DropReason::Malformed)
+            }
+            Ok(Message::Transport(t)) => {
+                let (receiver, counter) = (t.receiver(), t.counter());
+                self.handle_transport(now, from, receiver, counter, buf)
+            }
+            Ok(Message::Initiation(m)) => self.handle_initiation(now, from, m),
+            Ok(Message::Response(m)) => self.handle_response(now, from, m),
+            Ok(Message::CookieReply(m)) => self.handle_cookie_reply(now, m),
+        };
+        match outcome {
+            Ok(d) => d,
+            Err(reason) => Decapsulated::Dropped(self.drop_packet(reason)),
+        }
+    }
+
+    fn handle_transport(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        receiver: u32,
+        counter: u64,
+        buf: &mut [u8],
+    ) -> Result<Decapsulated, DropReason> {
+        let id = *self.by_index.get(&receiver).ok_or(DropReason::UnknownIndex)?;
+        let peer = &mut self.peers[id.0 as usize];
+        let (slot, session) = peer.session_mut(receiver).ok_or(DropReason::UnknownIndex)?;
+        if now.saturating_duration_since(session.established) >= REJECT_AFTER_TIME {
+            return Err(DropReason::Expired);
+        }
+        let start = wire::TRANSPORT_HEADER_LEN;
+        let plain = session
+            .open(counter, &mut buf[start..])
+            .map_err(|e| match e {
+                SessionError::Replay => DropReason::Replay,
+                _ => DropReason::Decrypt,
+            })?;
+        // Authenticated from here on.
+        if slot == Slot::Next {
+            self.confirm_next_session(id, now);
+        }
+        self.update_endpoint(id, from);
+        let peer = &mut self.peers[id.0 as usize];
+        Self::on_authenticated_received(peer, now);
+        if plain == 0 {
+            trace!(peer = %peer.name, "keepalive received");
+            return Ok(Decapsulated::Consumed);
+        }
+        let summary =
+            packet::summarize(&buf[start..start + plain]).ok_or(DropReason::MalformedInner)?;
+        if self.route(summary.src) != Some(id) {
+            trace!(src = %summary.src, "inner source not allowed for this peer");
+            return Err(DropReason::SourceNotAllowed);
+        }
+        let peer = &mut self.peers[id.0 as usize];
+        peer.stats.rx_bytes += summary.len as u64;
+        peer.stats.rx_packets += 1;
+        peer.timers
+            .set_if_unarmed(Timer::PassiveKeepalive, now + KEEPALIVE_TIMEOUT);
+        // An initiator about to hit REJECT_AFTER_TIME on a session that only
+        // receives refreshes it now (WireGuard's keep-key-fresh on receive).
+        let refresh = peer.current.as_ref().is_some_and(|s| {
+            s.initiator
+                && now.saturating_duration_since(s.established)
+                    >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+        });
+        if refresh {
+            self.start_handshake(id, now, false);
+        }
+        Ok(Decapsulated::Tun {
+            peer: id,
+            offset: start,
+            len: summary.len,
+        })
+    }
+
+    /// The responder's new session proved itself: it becomes current.
+    fn confirm_next_session(&mut self, id: PeerId, now: Instant) {
+        let peer = &mut self.peers[id.0 as usize];
+        let Some(next) = peer.next.take() else { return };
+        if let Some(old) = peer.previous.take() {
+            self.by_index.remove(&old.local_index);
+        }
+        peer.previous = peer.current.take();
+        peer.current = Some(next);
+        peer.last_handshake = Some(now);
+        peer.stats.handshakes_completed += 1;
+        info!(peer = %peer.name, "handshake completed (responder)");
+        self.events.push_back(Event::HandshakeCompleted {
+            peer: id,
+            initiator: false,
+        });
+        if !peer.queue.is_empty() {
+            self.flush.push_back(id);
+        }
+    }
+
+    /// Follows a peer to the source address of an authenticated packet.
+    fn update_endpoint(&mut self, id: PeerId, from: SocketAddr) {
+        let peer = &mut self.peers[id.0 as usize];
+        if peer.endpoint != Some(from) {
+            let old = peer.endpoint.replace(from);
+            peer.stats.endpoint_changes += 1;
+            info!(peer = %peer.name, from = ?old, to = %from, "endpoint changed");
+            self.events.push_back(Event::EndpointChanged {
+                peer: id,
+                from: old,
+                to: from,
+            });
+        }
+    }
+
+    fn on_authenticated_received(peer: &mut Peer, now: Instant) {
+        peer.timers.stop(Timer::NewHandshake);
+        if let Some(every) = peer.persistent_keepalive {
+            peer.timers.set(Timer::PersistentKeepalive, now + every);
+        }
+    }
+
+    fn on_authenticated_sent(peer: &mut Peer, now: Instant) {
+        peer.timers.stop(Timer::PassiveKeepalive);
+        if let Some(every) = peer.persistent_keepalive {
+            peer.timers.set(Timer::PersistentKeepalive, now + every);
+        }
+    }
+
+    fn on_data_sent(peer: &mut Peer, now: Instant) {
+        Self::on_authenticated_sent(peer, now);
+        peer.timers
+            .set_if_unarmed(Timer::NewHandshake, now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT);
+    }
+
+    fn new_index(&mut self, id: PeerId) -> u32 {
+        loop {
+            let i = self.rng.next_u32();
+            if let std::collections::hash_map::Entry::Vacant(e) = self.by_index.entry(i) {
+                e.insert(id);
+                return i;
+            }
+        }
+    }
+
+    fn timestamp(&self, now: Instant) -> Tai64N {
+        Tai64N::from_unix(self.unix_at_origin + now.saturating_duration_since(self.origin))
+    }
+
+    fn seed(&mut self) -> [u8; 32] {
+        let mut s = [0u8; 32];
+        self.rng.fill_bytes(&mut s);
+        s
+    }
+
+    /// Counts a handshake message and says whether the device is under load.
+    fn under_load(&mut self, now: Instant) -> bool {
+        let (start, count) = match self.load_window {
+            Some((start, n)) if now.saturating_duration_since(start) < Duration::from_secs(1) => {
+                (start, n + 1)
+            }
+            _ => (now, 1),
+        };
+        self.load_window = Some((start, count));
+        count > self.under_load_threshold
+    }
+
+    /// The next datagram to send, written into `buf`.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some(out) = self.outgoing.pop_front() {
+            let (destination, bytes): (SocketAddr, &[u8]) = match &out {
+                Outgoing::Initiation(d, b) => (*d, b),
+                Outgoing::Response(d, b) => (*d, b),
+                Outgoing::CookieReply(d, b) => (*d, b),
+                Outgoing::Keepalive(id) => {
+                    if let Some(t) = self.seal_keepalive(*id, now, buf) {
+                        return Some(t);
+                    }
+                    continue;
+                }
+            };
+            if buf.len() < bytes.len() {
+                continue;
+            }
+            buf[..bytes.len()].copy_from_slice(bytes);
+            return Some(Transmit {
+                destination,
+                len: bytes.len(),
+            });
+        }
+        while let Some(&id) = self.flush.front() {
+            let mtu = self.mtu;
+            let peer = &mut self.peers[id.0 as usize];
+            let (Some(destination), true) = (peer.endpoint, peer.sending_session(now).is_some())
+            else {
+                self.flush.pop_front();
+                continue;
+            };
+            let Some(packet) = peer.queue.pop_front() else {
+                self.flush.pop_front();
+                continue;
+            };
+            let start = wire::TRANSPORT_HEADER_LEN;
+            let len = packet.len();
+            let Some(body) = buf.get_mut(start..start + len) else {
+                continue;
+            };
+            body.copy_from_slice(&packet);
+            let session = peer.sending_session(now)?;
+            if let Ok(n) = session.seal(buf, len, mtu) {
+                peer.stats.tx_bytes += len as u64;
+                peer.stats.tx_packets += 1;
+                Self::on_data_sent(peer, now);
+                return Some(Transmit {
+                    destination,
+                    len: n,
+                });
+            }
+        }
+        None
+    }
+
+    fn seal_keepalive(&mut self, id: PeerId, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        let mtu = self.mtu;
+        let peer = &mut self.peers[id.0 as usize];
+        let destination = peer.endpoint?;
+        let n = peer.sending_session(now)?.seal(buf, 0, mtu).ok()?;
+        peer.stats.keepalives_sent += 1;
+        Self::on_authenticated_sent(peer, now);
+        trace!(peer = %peer.name, "keepalive sent");
+        Some(Transmit {
+            destination,
+            len: n,
+        })
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Device::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers
+            .iter()
+            .filter_map(|p| p.timers.next_timeout())
+            .min()
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for i in 0..self.peers.len() {
+            let id = PeerId(i as u32);
+            while let Some(timer) = self.peers[i].timers.take_expired(now) {
+                self.fire(id, timer, now);
+            }
+        }
+    }
+
+    fn fire(&mut self, id: PeerId, timer: Timer, now: Instant) {
+        let peer = &mut self.peers[id.0 as usize];
+        match timer {
+            Timer::RetransmitHandshake => {
+                let gave_up = peer
+                    .attempt_started
+                    .is_some_and(|t| now.saturating_duration_since(t) >= REKEY_ATTEMPT_TIME);
+                if gave_up {
+                    info!(peer = %peer.name, "handshake did not complete after {}s, giving up",
+                        REKEY_ATTEMPT_TIME.as_secs());
+                    if let Some(h) = peer.handshake.take() {
+                        self.by_index.remove(&h.local_index);
+                    }
+                    peer.attempt_started = None;
+                    peer.queue.clear();
+                    peer.stats.handshakes_failed += 1;
+                    peer.timers.set_if_unarmed(Timer::ZeroKeys, now + 3 * REJECT_AFTER_TIME);
+                    self.events.push_back(Event::HandshakeFailed { peer: id });
+                } else {
+                    debug!(peer = %peer.name, "retransmitting handshake initiation");
+                    self.start_handshake(id, now, true);
+                }
+            }
+            Timer::PassiveKeepalive => self.outgoing.push_back(Outgoing::Keepalive(id)),
+            Timer::NewHandshake => {
+                debug!(peer = %peer.name, "no reply to sent data, starting a new handshake");
+                self.start_handshake(id, now, false);
+            }
+            Timer::PersistentKeepalive => {
+                if peer.sending_session(now).is_some() {
+                    self.outgoing.push_back(Outgoing::Keepalive(id));
+                } else {
+                    self.start_handshake(id, now, false);
+                }
+                if let Some(every) = peer_keepalive(&self.peers[id.0 as usize]) {
+                    self.peers[id.0 as usize]
+                        .timers
+                        .set_if_unarmed(Timer::PersistentKeepalive, now + every);
+                }
+            }
+            Timer::ZeroKeys => {
+                debug!(peer = %peer.name, "erasing key material after a long silence");
+                let indices: Vec<u32> = peer.local_indices().collect();
+                for i in indices {
+                    self.by_index.remove(&i);
+                }
+                let peer = &mut self.peers[id.0 as usize];
+                peer.current = None;
+                peer.previous = None;
+                peer.next = None;
+                peer.handshake = None;
+                peer.attempt_started = None;
+                peer.queue.clear();
+                self.events.push_back(Event::SessionsCleared { peer: id });
+            }
+        }
+    }
+
+    fn install_session(&mut self, id: PeerId, session: Session, now: Instant) {
+        let peer = &mut self.peers[id.0 as usize];
+        // As initiator: a pending responder session moves to previous (it
+        // may still receive), the old current is released.
+        let released = if let Some(next) = peer.next.take() {
+            let old_current = peer.current.take();
+            let old_previous = peer.previous.replace(next);
+            [old_current, old_previous]
+        } else {
+            let old_previous = peer.previous.take();
+            peer.previous = peer.current.take();
+            [old_previous, None]
+        };
+        for s in released.into_iter().flatten() {
+            self.by_index.remove(&s.local_index);
+        }
+        let peer = &mut self.peers[id.0 as usize];
+        peer.current = Some(session);
+        peer.last_handshake = Some(now);
+        peer.timers.set(Timer::ZeroKeys, now + 3 * REJECT_AFTER_TIME);
+    }
+}
+
+fn peer_keepalive(peer: &Peer) -> Option<Duration> {
+    peer.persistent_keepalive
+}
+
+#[cfg(test)]
+mod tests;

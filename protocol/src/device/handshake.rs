@@ -1,0 +1,223 @@
+//! The device's handshake paths: starting and retransmitting initiations,
+//! answering them, and taking responses and cookie replies.
+//!
+//! Order of checks on every incoming handshake message: mac1 (one hash),
+//! then the load check and mac2, and only then any Diffie-Hellman. Nothing
+//! about a peer changes until its message has been authenticated.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand_chacha::rand_core::RngCore;
+use tracing::{debug, info, trace};
+
+use super::{Decapsulated, Device, Event, Outgoing};
+use crate::cookie::MacVerdict;
+use crate::noise;
+use crate::peer::{Initiated, PeerId};
+use crate::session::Session;
+use crate::timers::{
+    Timer, MIN_INITIATION_INTERVAL, REJECT_AFTER_TIME, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX,
+};
+use crate::wire::{self, field, CookieReply, Initiation, Response, INITIATION_LEN, RESPONSE_LEN};
+use crate::DropReason;
+
+impl Device {
+    /// Sends an initiation to `id`, unless one went out less than
+    /// REKEY_TIMEOUT ago (`retry` is the retransmission timer, which may).
+    pub(super) fn start_handshake(&mut self, id: PeerId, now: Instant, retry: bool) {
+        let peer = &self.peers[id.0 as usize];
+        let recent = peer
+            .last_initiation_sent
+            .is_some_and(|t| now.saturating_duration_since(t) < REKEY_TIMEOUT);
+        if !retry && recent {
+            return;
+        }
+        let Some(destination) = peer.endpoint else {
+            trace!(peer = %peer.name, "no endpoint to send a handshake to");
+            return;
+        };
+        let (remote, psk) = (peer.public_key, peer.psk.clone());
+        let timestamp = self.timestamp(now);
+        let seed = self.seed();
+        let local_index = self.new_index(id);
+        let mut msg = [0u8; INITIATION_LEN];
+        wire::write_initiation_header(&mut msg, local_index);
+        let mut noise_msg = [0u8; wire::INITIATION_NOISE_LEN];
+        let pending =
+            match noise::initiate(&self.secret, &remote, &psk, timestamp, seed, &mut noise_msg) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Only a malformed local key can get here.
+                    debug!(error = ?e, "could not build an initiation");
+                    self.by_index.remove(&local_index);
+                    return;
+                }
+            };
+        msg[field::initiation::NOISE].copy_from_slice(&noise_msg);
+        let jitter = Duration::from_millis(
+            u64::from(self.rng.next_u32()) % (REKEY_TIMEOUT_JITTER_MAX.as_millis() as u64 + 1),
+        );
+        let peer = &mut self.peers[id.0 as usize];
+        peer.cookie.seal(&mut msg, now);
+        if let Some(old) = peer.handshake.replace(Initiated {
+            pending,
+            local_index,
+        }) {
+            self.by_index.remove(&old.local_index);
+        }
+        let peer = &mut self.peers[id.0 as usize];
+        peer.attempt_started.get_or_insert(now);
+        peer.last_initiation_sent = Some(now);
+        peer.stats.initiations_sent += 1;
+        peer.timers
+            .set(Timer::RetransmitHandshake, now + REKEY_TIMEOUT + jitter);
+        Self::on_authenticated_sent(peer, now);
+        debug!(peer = %peer.name, %destination, "sending handshake initiation");
+        self.outgoing
+            .push_back(Outgoing::Initiation(destination, msg));
+    }
+
+    /// Runs the mac checks; under load without a valid mac2, queues a cookie
+    /// reply and refuses the message.
+    fn check_macs(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: &[u8],
+        sender: u32,
+    ) -> Result<(), DropReason> {
+        let under_load = self.under_load(now);
+        match self
+            .checker
+            .verify(msg, from, under_load, now, &mut self.rng)
+        {
+            MacVerdict::Accept => Ok(()),
+            MacVerdict::BadMac1 => Err(DropReason::BadMac),
+            MacVerdict::NeedCookie => {
+                let reply = self.checker.reply(msg, sender, from, now, &mut self.rng);
+                self.outgoing.push_back(Outgoing::CookieReply(from, reply));
+                self.stats.cookie_replies_sent += 1;
+                Err(DropReason::UnderLoad)
+            }
+        }
+    }
+
+    pub(super) fn handle_initiation(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        m: Initiation<'_>,
+    ) -> Result<Decapsulated, DropReason> {
+        self.check_macs(now, from, m.bytes(), m.sender())?;
+        let seed = self.seed();
+        let received = noise::receive_initiation(&self.secret, seed, m.noise())
+            .map_err(|_| DropReason::HandshakeFailed)?;
+        let id = *self
+            .by_key
+            .get(&received.remote)
+            .ok_or(DropReason::UnknownPeer)?;
+        let peer = &self.peers[id.0 as usize];
+        if peer.last_timestamp.is_some_and(|t| received.timestamp <= t) {
+            debug!(peer = %peer.name, "refusing a replayed handshake initiation");
+            return Err(DropReason::Replay);
+        }
+        if peer
+            .last_initiation_received
+            .is_some_and(|t| now.saturating_duration_since(t) < MIN_INITIATION_INTERVAL)
+        {
+            return Err(DropReason::HandshakeFlood);
+        }
+        let psk = peer.psk.clone();
+        let timestamp = received.timestamp;
+        let mut noise_msg = [0u8; wire::RESPONSE_NOISE_LEN];
+        let keys = received
+            .respond(&psk, &mut noise_msg)
+            .map_err(|_| DropReason::HandshakeFailed)?;
+        let local_index = self.new_index(id);
+        let session = Session::new(&keys, local_index, m.sender(), false, now);
+        let mut msg = [0u8; RESPONSE_LEN];
+        wire::write_response_header(&mut msg, local_index, m.sender());
+        msg[field::response::NOISE].copy_from_slice(&noise_msg);
+        let peer = &mut self.peers[id.0 as usize];
+        peer.cookie.seal(&mut msg, now);
+        peer.last_timestamp = Some(timestamp);
+        peer.last_initiation_received = Some(now);
+        if let Some(old) = peer.next.replace(session) {
+            self.by_index.remove(&old.local_index);
+        }
+        self.update_endpoint(id, from);
+        let peer = &mut self.peers[id.0 as usize];
+        peer.timers.set(Timer::ZeroKeys, now + 3 * REJECT_AFTER_TIME);
+        Self::on_authenticated_received(peer, now);
+        Self::on_authenticated_sent(peer, now);
+        debug!(peer = %peer.name, %from, "answering handshake initiation");
+        self.outgoing.push_back(Outgoing::Response(from, msg));
+        Ok(Decapsulated::Consumed)
+    }
+
+    pub(super) fn handle_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        m: Response<'_>,
+    ) -> Result<Decapsulated, DropReason> {
+        self.check_macs(now, from, m.bytes(), m.sender())?;
+        let receiver = m.receiver();
+        let id = *self
+            .by_index
+            .get(&receiver)
+            .ok_or(DropReason::UnknownIndex)?;
+        let peer = &mut self.peers[id.0 as usize];
+        let handshake = peer
+            .handshake
+            .as_mut()
+            .filter(|h| h.local_index == receiver)
+            .ok_or(DropReason::UnknownIndex)?;
+        let keys = handshake
+            .pending
+            .finish(m.noise())
+            .map_err(|_| DropReason::HandshakeFailed)?;
+        // Authenticated: the handshake is done.
+        peer.handshake = None;
+        peer.attempt_started = None;
+        peer.timers.stop(Timer::RetransmitHandshake);
+        peer.stats.handshakes_completed += 1;
+        info!(peer = %peer.name, "handshake completed (initiator)");
+        let session = Session::new(&keys, receiver, m.sender(), true, now);
+        self.install_session(id, session, now);
+        self.update_endpoint(id, from);
+        let peer = &mut self.peers[id.0 as usize];
+        Self::on_authenticated_received(peer, now);
+        self.events.push_back(Event::HandshakeCompleted {
+            peer: id,
+            initiator: true,
+        });
+        // The responder may only send once it hears from us on the new
+        // session: release the queue, or confirm with a keepalive.
+        if peer.queue.is_empty() {
+            self.outgoing.push_back(Outgoing::Keepalive(id));
+        } else {
+            self.flush.push_back(id);
+        }
+        Ok(Decapsulated::Consumed)
+    }
+
+    pub(super) fn handle_cookie_reply(
+        &mut self,
+        now: Instant,
+        m: CookieReply<'_>,
+    ) -> Result<Decapsulated, DropReason> {
+        let receiver = m.receiver();
+        let id = *self
+            .by_index
+            .get(&receiver)
+            .ok_or(DropReason::UnknownIndex)?;
+        let peer = &mut self.peers[id.0 as usize];
+        peer.cookie
+            .receive(m.nonce(), m.encrypted_cookie(), now)
+            .map_err(|_| DropReason::Decrypt)?;
+        debug!(peer = %peer.name, "cookie received; the peer is under load");
+        Ok(Decapsulated::Consumed)
+    }
+}

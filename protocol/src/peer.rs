@@ -1,0 +1,172 @@
+//! What the device knows about one peer: configuration, sessions, the
+//! handshake in flight, timers, queued packets and counters.
+//!
+//! The peer holds up to three sessions, as WireGuard does: `current` (used
+//! to send), `previous` (kept so packets still in flight under the old keys
+//! are accepted after a rekey) and `next` (a session we answered as
+//! responder, promoted once the initiator's first packet proves it has the
+//! keys). The decisions that need the whole device (indices, randomness,
+//! output queues) live in [`crate::device`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ip_network::IpNetwork;
+
+use crate::cookie::CookieGenerator;
+use crate::noise::{PendingInitiation, PresharedKey, PublicKey, Tai64N};
+use crate::session::Session;
+use crate::timers::{TimerTable, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME};
+
+/// Index of a peer in its device, stable for the device's lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerId(pub u32);
+
+/// How a peer is configured.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// The peer's static public key.
+    pub public_key: PublicKey,
+    /// Optional pre-shared key (all zero when absent).
+    pub preshared_key: Option<PresharedKey>,
+    /// Where to send until the peer is heard from somewhere else.
+    pub endpoint: Option<SocketAddr>,
+    /// Inner addresses routed to, and accepted from, this peer.
+    pub allowed_ips: Vec<IpNetwork>,
+    /// Send a keepalive after this much silence, to keep NAT mappings open.
+    pub persistent_keepalive: Option<Duration>,
+}
+
+/// Counters of one peer, for status and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// Inner bytes delivered to the TUN device from this peer.
+    pub rx_bytes: u64,
+    /// Inner packets delivered from this peer.
+    pub rx_packets: u64,
+    /// Inner bytes sent to this peer.
+    pub tx_bytes: u64,
+    /// Inner packets sent to this peer.
+    pub tx_packets: u64,
+    /// Handshakes that produced a session.
+    pub handshakes_completed: u64,
+    /// Handshake attempts given up after REKEY_ATTEMPT_TIME.
+    pub handshakes_failed: u64,
+    /// Initiations sent (first tries and retransmissions).
+    pub initiations_sent: u64,
+    /// Keepalives sent (passive and persistent).
+    pub keepalives_sent: u64,
+    /// Times the endpoint moved to a new source address.
+    pub endpoint_changes: u64,
+}
+
+/// A handshake we initiated, waiting for its response.
+#[derive(Debug)]
+pub(crate) struct Initiated {
+    pub pending: PendingInitiation,
+    pub local_index: u32,
+}
+
+/// State of one peer.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub name: String,
+    pub public_key: PublicKey,
+    pub psk: PresharedKey,
+    pub endpoint: Option<SocketAddr>,
+    pub allowed_ips: Vec<IpNetwork>,
+    pub persistent_keepalive: Option<Duration>,
+    pub cookie: CookieGenerator,
+    pub handshake: Option<Initiated>,
+    /// When the current run of handshake attempts began.
+    pub attempt_started: Option<Instant>,
+    /// When the last initiation was sent.
+    pub last_initiation_sent: Option<Instant>,
+    pub current: Option<Session>,
+    pub previous: Option<Session>,
+    pub next: Option<Session>,
+    /// Greatest initiation timestamp accepted from this peer.
+    pub last_timestamp: Option<Tai64N>,
+    pub last_initiation_received: Option<Instant>,
+    pub last_handshake: Option<Instant>,
+    pub timers: TimerTable,
+    pub queue: VecDeque<Vec<u8>>,
+    pub stats: PeerStats,
+}
+
+impl Peer {
+    pub fn new(cfg: PeerConfig) -> Self {
+        Self {
+            cookie: CookieGenerator::new(cfg.public_key.as_bytes()),
+            name: cfg.name,
+            public_key: cfg.public_key,
+            psk: cfg.preshared_key.unwrap_or_default(),
+            endpoint: cfg.endpoint,
+            allowed_ips: cfg.allowed_ips,
+            persistent_keepalive: cfg.persistent_keepalive,
+            handshake: None,
+            attempt_started: None,
+            last_initiation_sent: None,
+            current: None,
+            previous: None,
+            next: None,
+            last_timestamp: None,
+            last_initiation_received: None,
+            last_handshake: None,
+            timers: TimerTable::default(),
+            queue: VecDeque::new(),
+            stats: PeerStats::default(),
+        }
+    }
+
+    /// The session to send on, if one is still within its limits.
+    pub fn sending_session(&mut self, now: Instant) -> Option<&mut Session> {
+        self.current.as_mut().filter(|s| {
+            now.saturating_duration_since(s.established) < REJECT_AFTER_TIME
+                && s.send_counter() < crate::replay::REJECT_AFTER_MESSAGES
+        })
+    }
+
+    /// Whether sending on the current session should start a new handshake:
+    /// we initiated it and it is past its age or message budget.
+    pub fn wants_rekey_on_send(&self, now: Instant) -> bool {
+        self.current.as_ref().is_some_and(|s| {
+            (s.initiator && now.saturating_duration_since(s.established) >= REKEY_AFTER_TIME)
+                || s.send_counter() >= REKEY_AFTER_MESSAGES
+        })
+    }
+
+    /// The session (current, previous or next) with our index `local`.
+    pub fn session_mut(&mut self, local: u32) -> Option<(Slot, &mut Session)> {
+        for (slot, s) in [
+            (Slot::Current, self.current.as_mut()),
+            (Slot::Previous, self.previous.as_mut()),
+            (Slot::Next, self.next.as_mut()),
+        ] {
+            if let Some(s) = s.filter(|s| s.local_index == local) {
+                return Some((slot, s));
+            }
+        }
+        None
+    }
+
+    /// Every local index this peer holds (sessions and handshake).
+    pub fn local_indices(&self) -> impl Iterator<Item = u32> + '_ {
+        [&self.current, &self.previous, &self.next]
+            .into_iter()
+            .flatten()
+            .map(|s| s.local_index)
+            .chain(self.handshake.as_ref().map(|h| h.local_index))
+    }
+}
+
+/// Which of a peer's sessions a packet matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Current,
+    Previous,
+    Next,
+}

@@ -1,0 +1,1 @@
+//! Virtual-time simulator (filled in below).

@@ -1,0 +1,293 @@
+//! Node processes under test: key pairs made by the binary itself (`weft genkey`, `weft
+//! pubkey`), config files written from [`NodeConfig`], and the [`Node`] guard that runs `weft
+//! up` inside a namespace, waits until its overlay address is up, and on drop stops it (SIGTERM,
+//! then SIGKILL after 3 s). When the test is failing, every node prints the tail of its log.
+
+use super::{cmd, overlay, poll, Lab, Netns};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::Duration;
+
+/// The `weft` binary cargo built for this test run.
+pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+/// The UDP port every test node listens on (each is alone in its namespace).
+pub const DEFAULT_PORT: u16 = 51820;
+
+/// How many log lines a node prints when the test fails.
+const LOG_TAIL_LINES: usize = 80;
+
+/// A private key file written by `weft genkey` and its public key from `weft pubkey`.
+#[derive(Debug, Clone)]
+pub struct Keypair {
+    pub private_key_file: PathBuf,
+    pub public_key: String,
+}
+
+impl Keypair {
+    /// Generates `NAME.key` in the lab's dir with the binary under test.
+    pub fn generate(lab: &Lab, name: &str) -> Keypair {
+        let private_key_file = lab.dir().join(format!("{name}.key"));
+        let path = private_key_file.to_str().expect("temp dir path is UTF-8");
+        cmd::run(&[WEFT, "genkey", "--out", path]);
+        let out = std::process::Command::new(WEFT)
+            .arg("pubkey")
+            .stdin(File::open(&private_key_file).expect("genkey wrote the key file"))
+            .output()
+            .expect("run weft pubkey");
+        assert!(
+            out.status.success(),
+            "weft pubkey failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let public_key = String::from_utf8(out.stdout)
+            .expect("public key is UTF-8")
+            .trim()
+            .to_owned();
+        assert!(!public_key.is_empty(), "weft pubkey printed nothing");
+        Keypair {
+            private_key_file,
+            public_key,
+        }
+    }
+}
+
+/// One `[[peer]]` section.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub name: String,
+    pub public_key: String,
+    pub endpoint: Option<String>,
+    pub allowed_ips: Vec<String>,
+    pub persistent_keepalive: Option<u16>,
+}
+
+impl PeerConfig {
+    /// Peer `name` owning the overlay addresses of host number `host` (see [`overlay`]), with
+    /// no endpoint and no keepalive.
+    pub fn new(name: &str, key: &Keypair, host: u8) -> PeerConfig {
+        let (v4, v6) = overlay(host);
+        PeerConfig {
+            name: name.to_owned(),
+            public_key: key.public_key.clone(),
+            endpoint: None,
+            allowed_ips: vec![format!("{v4}/32"), format!("{v6}/128")],
+            persistent_keepalive: None,
+        }
+    }
+
+    /// Sets the peer's underlay endpoint, e.g. `"192.0.2.2:51820"`.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> PeerConfig {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Sets `persistent_keepalive` in seconds.
+    pub fn keepalive(mut self, seconds: u16) -> PeerConfig {
+        self.persistent_keepalive = Some(seconds);
+        self
+    }
+}
+
+/// A node's whole config file.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Names the config and log files; not part of the file itself.
+    pub name: String,
+    pub private_key_file: PathBuf,
+    pub listen_port: u16,
+    pub address: Vec<String>,
+    pub peers: Vec<PeerConfig>,
+}
+
+impl NodeConfig {
+    /// Node `name` with the overlay addresses of host number `host` on [`DEFAULT_PORT`].
+    pub fn new(name: &str, key: &Keypair, host: u8) -> NodeConfig {
+        let (v4, v6) = overlay(host);
+        NodeConfig {
+            name: name.to_owned(),
+            private_key_file: key.private_key_file.clone(),
+            listen_port: DEFAULT_PORT,
+            address: vec![format!("{v4}/24"), format!("{v6}/64")],
+            peers: Vec::new(),
+        }
+    }
+
+    /// Adds a `[[peer]]`.
+    pub fn peer(mut self, peer: PeerConfig) -> NodeConfig {
+        self.peers.push(peer);
+        self
+    }
+
+    /// The overlay IPv4 address the node's readiness is judged by.
+    pub fn overlay_v4(&self) -> Ipv4Addr {
+        self.address
+            .iter()
+            .find_map(|a| a.split('/').next()?.parse().ok())
+            .expect("a node config has an IPv4 overlay address")
+    }
+
+    /// The config as TOML. Key files are named relative to the config's dir, which is where
+    /// they are, so the relative-path rule gets exercised too.
+    pub fn to_toml(&self) -> String {
+        let key = self
+            .private_key_file
+            .file_name()
+            .expect("key file has a name")
+            .to_string_lossy();
+        let mut s = String::new();
+        let _ = writeln!(s, "[interface]\nname = \"weft0\"");
+        let _ = writeln!(s, "private_key_file = {key:?}");
+        let _ = writeln!(s, "listen_port = {}", self.listen_port);
+        let _ = writeln!(s, "address = {:?}", self.address);
+        for p in &self.peers {
+            let _ = writeln!(s, "\n[[peer]]\nname = {:?}", p.name);
+            let _ = writeln!(s, "public_key = {:?}", p.public_key);
+            if let Some(endpoint) = &p.endpoint {
+                let _ = writeln!(s, "endpoint = {endpoint:?}");
+            }
+            let _ = writeln!(s, "allowed_ips = {:?}", p.allowed_ips);
+            if let Some(seconds) = p.persistent_keepalive {
+                let _ = writeln!(s, "persistent_keepalive = {seconds}");
+            }
+        }
+        s
+    }
+}
+
+/// A running `weft up`, stopped when dropped. Borrows its namespace so it cannot outlive it.
+#[derive(Debug)]
+pub struct Node<'a> {
+    name: String,
+    ns: &'a Netns,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl<'a> Node<'a> {
+    /// Writes the config, starts `weft up` in `ns` with `WEFT_LOG=debug` and stderr to
+    /// `NAME.log`, and waits (up to 10 s) until weft0 carries the overlay IPv4 address.
+    pub fn start(lab: &Lab, ns: &'a Netns, config: &NodeConfig) -> Node<'a> {
+        let config_file = lab.dir().join(format!("{}.toml", config.name));
+        std::fs::write(&config_file, config.to_toml()).expect("write node config");
+        assert_eq!(
+            config.private_key_file.parent(),
+            Some(lab.dir()),
+            "key files live beside the configs"
+        );
+        let log = lab.dir().join(format!("{}.log", config.name));
+        let log_file = File::create(&log).expect("create node log");
+        let child = ns
+            .command(WEFT)
+            .args(["up", "--config"])
+            .arg(&config_file)
+            .env("WEFT_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("dup node log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn ip netns exec weft up");
+        let mut node = Node {
+            name: config.name.clone(),
+            ns,
+            child: Some(child),
+            log,
+        };
+        node.wait_ready(config.overlay_v4());
+        node
+    }
+
+    fn wait_ready(&mut self, v4: Ipv4Addr) {
+        let needle = format!("inet {v4}/");
+        let ready = poll(Duration::from_secs(10), Duration::from_millis(50), || {
+            if let Some(status) = self.exited() {
+                panic!(
+                    "node {} exited during startup ({status}); its log:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+            }
+            let addrs = self
+                .ns
+                .try_ip(&["-o", "addr", "show", "dev", "weft0"])
+                .ok()?;
+            addrs.contains(&needle).then_some(())
+        });
+        if ready.is_none() {
+            panic!(
+                "node {} did not bring weft0 up with {v4} within 10 s; its log:\n{}",
+                self.name,
+                self.log_tail()
+            );
+        }
+    }
+
+    /// The exit status if the process has ended.
+    fn exited(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        child.try_wait().expect("wait on node process")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.is_some() && self.exited().is_none()
+    }
+
+    /// The node's name from its config.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Stops the node as an operator would (SIGTERM; SIGKILL after 3 s) and returns how it
+    /// exited; a status from SIGKILL means it ignored SIGTERM.
+    pub fn stop(mut self) -> ExitStatus {
+        self.terminate().expect("node was running")
+    }
+
+    fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Some(status) = child.try_wait().expect("wait on node process") {
+            return Some(status);
+        }
+        // The pid is weft's own: `ip netns exec` execs the program rather than forking.
+        let pid = Pid::from_raw(child.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let exited = poll(Duration::from_secs(3), Duration::from_millis(20), || {
+            child.try_wait().expect("wait on node process")
+        });
+        Some(exited.unwrap_or_else(|| {
+            eprintln!("node {} ignored SIGTERM for 3 s: killing it", self.name);
+            let _ = child.kill();
+            child.wait().expect("wait on killed node")
+        }))
+    }
+
+    /// The last lines of the node's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+    }
+}
+
+impl Drop for Node<'_> {
+    fn drop(&mut self) {
+        let status = self.terminate();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- node {} ({}; {}), last {LOG_TAIL_LINES} log lines -----\n{}\n----- end of node {} log -----",
+                self.name,
+                status.map_or("already stopped".to_owned(), |s| s.to_string()),
+                self.log.display(),
+                self.log_tail(),
+                self.name,
+            );
+        }
+    }
+}

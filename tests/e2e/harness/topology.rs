@@ -1,0 +1,141 @@
+//! The underlay networks the scenarios run on, built from namespaces and veth links, and the
+//! overlay address plan. Underlay addresses come only from the documentation ranges
+//! 192.0.2.0/24, 198.51.100.0/24 and 203.0.113.0/24; overlay ones from 100.64.0.0/10 and
+//! fd00::/8. No namespace here gets a default route, so nothing can be routed anywhere else.
+
+use super::netns::veth;
+use super::{cmd, Lab, Netns};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Overlay addresses of host number `host`: 100.64.0.HOST and fd00:77::HOST.
+pub fn overlay(host: u8) -> (Ipv4Addr, Ipv6Addr) {
+    (
+        Ipv4Addr::new(100, 64, 0, host),
+        Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, u16::from(host)),
+    )
+}
+
+/// Two namespaces `a` (192.0.2.1/24) and `b` (192.0.2.2/24) on one veth link, `eth0` in both.
+#[derive(Debug)]
+pub struct OneLink {
+    pub a: Netns,
+    pub b: Netns,
+}
+
+impl OneLink {
+    pub const A: &str = "192.0.2.1";
+    pub const B: &str = "192.0.2.2";
+
+    pub fn new(lab: &Lab) -> OneLink {
+        let a = lab.netns("a");
+        let b = lab.netns("b");
+        veth(&a, "eth0", &b, "eth0");
+        a.ip(&["addr", "add", &format!("{}/24", Self::A), "dev", "eth0"]);
+        b.ip(&["addr", "add", &format!("{}/24", Self::B), "dev", "eth0"]);
+        OneLink { a, b }
+    }
+}
+
+/// `a` behind a masquerading router `router`, `b` on the router's public side:
+///
+/// ```text
+/// a 198.51.100.2 ── 198.51.100.1 router 203.0.113.1 ── 203.0.113.2 b
+/// ```
+///
+/// `a` routes only 203.0.113.0/24 via the router; `b` has no route to 198.51.100.0/24, so it
+/// can reach `a` only through a NAT mapping that `a`'s own traffic created.
+#[derive(Debug)]
+pub struct NatSetup {
+    pub a: Netns,
+    pub router: Netns,
+    pub b: Netns,
+}
+
+impl NatSetup {
+    pub const A: &str = "198.51.100.2";
+    pub const ROUTER_INSIDE: &str = "198.51.100.1";
+    pub const ROUTER_PUBLIC: &str = "203.0.113.1";
+    pub const B: &str = "203.0.113.2";
+
+    /// Builds the three namespaces (roles `{tag}a`, `{tag}r`, `{tag}b`) with UDP conntrack
+    /// entries on the router expiring after `udp_timeout_secs` of silence.
+    pub fn new(lab: &Lab, tag: &str, udp_timeout_secs: u32) -> NatSetup {
+        let a = lab.netns(&format!("{tag}a"));
+        let router = lab.netns(&format!("{tag}r"));
+        let b = lab.netns(&format!("{tag}b"));
+        veth(&a, "eth0", &router, "eth0");
+        veth(&router, "eth1", &b, "eth0");
+        a.ip(&["addr", "add", &format!("{}/24", Self::A), "dev", "eth0"]);
+        router.ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", Self::ROUTER_INSIDE),
+            "dev",
+            "eth0",
+        ]);
+        router.ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", Self::ROUTER_PUBLIC),
+            "dev",
+            "eth1",
+        ]);
+        b.ip(&["addr", "add", &format!("{}/24", Self::B), "dev", "eth0"]);
+        a.ip(&["route", "add", "203.0.113.0/24", "via", Self::ROUTER_INSIDE]);
+
+        router.sysctl(&["net.ipv4.ip_forward=1"]);
+        router.exec(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "eth1",
+            "-j",
+            "MASQUERADE",
+        ]);
+        ensure_conntrack(&router);
+        let timeout = udp_timeout_secs.to_string();
+        router.sysctl(&[
+            &format!("net.netfilter.nf_conntrack_udp_timeout={timeout}"),
+            &format!("net.netfilter.nf_conntrack_udp_timeout_stream={timeout}"),
+        ]);
+        NatSetup { a, router, b }
+    }
+
+    /// How many UDP flows the router's connection tracking currently holds.
+    pub fn udp_mappings(&self) -> usize {
+        let out = self.router.exec_output(&["conntrack", "-L", "-p", "udp"]);
+        assert!(
+            out.status.success(),
+            "conntrack -L failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    }
+}
+
+/// The MASQUERADE rule pulls in connection tracking; where it is a module that did not load,
+/// load it, and fail clearly if the router still has no conntrack sysctls.
+fn ensure_conntrack(router: &Netns) {
+    let present = |ns: &Netns| {
+        ns.exec_output(&[
+            "test",
+            "-e",
+            "/proc/sys/net/netfilter/nf_conntrack_udp_timeout",
+        ])
+        .status
+        .success()
+    };
+    if present(router) {
+        return;
+    }
+    let _ = cmd::try_run(&["modprobe", "nf_conntrack"]);
+    assert!(
+        present(router),
+        "connection tracking is unavailable in namespace {} even after `modprobe nf_conntrack`: \
+         the kernel needs nf_conntrack and iptable_nat (or nft nat) for the NAT scenario",
+        router.name()
+    );
+}
