@@ -1,1 +1,89 @@
-fn main(){}
+//! `weft`: the mesh VPN node's command line.
+//!
+//! Every failure ends in one line on stderr (`weft: error: …` with its
+//! causes joined by `: `) and exit status 1; never a panic or a backtrace.
+
+mod config;
+mod daemon;
+mod keys;
+mod tun;
+mod udp;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// weft: a mesh VPN node.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a new private key (base64), or write it to a 0600 file.
+    Genkey {
+        /// Write the key to this new file (mode 0600) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Read a private key on stdin and print its public key.
+    Pubkey,
+    /// Run the node in the foreground.
+    Up {
+        /// The node's configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Genkey { out } => {
+            let key = keys::generate()?;
+            match out {
+                Some(path) => keys::write_private_key(&path, &key)?,
+                None => println!("{}", keys::encode(&key.to_bytes())),
+            }
+            Ok(())
+        }
+        Command::Pubkey => {
+            let mut text = zeroize::Zeroizing::new(String::new());
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read a private key on stdin")?;
+            let key = keys::parse_private_key(&text).context("stdin")?;
+            println!("{}", keys::encode(key.public_key().as_bytes()));
+            Ok(())
+        }
+        Command::Up { config } => {
+            init_logging();
+            let config = config::Config::load(&config)?;
+            daemon::run(config)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

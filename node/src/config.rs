@@ -1,0 +1,263 @@
+//! The node's TOML configuration, in the shape operators know from wg-quick.
+//!
+//! Parsing happens in two steps: serde reads the raw file (unknown keys are
+//! errors, so a typo is caught), then [`Config::from_raw`] turns strings into
+//! typed values and names the offending field in every error, e.g.
+//! `peer[1].allowed_ips[0]: "100.64.0.300/32" is not an IP prefix`.
+//! Relative paths are resolved against the config file's directory, so
+//! several nodes can run on one machine from self-contained directories.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use ip_network::IpNetwork;
+use serde::Deserialize;
+use weft_protocol::PublicKey;
+
+use crate::keys;
+
+/// Default interface MTU: 1500 minus the IPv6 (40), UDP (8) and transport
+/// (32) overheads, as WireGuard chooses.
+pub const DEFAULT_MTU: u16 = 1420;
+/// Default UDP port.
+pub const DEFAULT_PORT: u16 = 51820;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    interface: RawInterface,
+    #[serde(default)]
+    peer: Vec<RawPeer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterface {
+    name: Option<String>,
+    private_key_file: PathBuf,
+    listen_port: Option<u16>,
+    #[serde(default)]
+    address: Vec<String>,
+    mtu: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    name: Option<String>,
+    public_key: String,
+    preshared_key_file: Option<PathBuf>,
+    endpoint: Option<String>,
+    #[serde(default)]
+    allowed_ips: Vec<String>,
+    persistent_keepalive: Option<u32>,
+}
+
+/// The `[interface]` table.
+#[derive(Debug, Clone)]
+pub struct Interface {
+    /// TUN device name.
+    pub name: String,
+    /// Where the private key lives.
+    pub private_key_file: PathBuf,
+    /// UDP port, IPv4 and IPv6.
+    pub listen_port: u16,
+    /// Overlay addresses with their prefix lengths.
+    pub address: Vec<IpNetworkWithHost>,
+    /// Interface MTU.
+    pub mtu: u16,
+}
+
+/// An interface address: the host address and its prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNetworkWithHost {
+    /// The host address.
+    pub addr: std::net::IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+/// One `[[peer]]` table.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Name for logs.
+    pub name: String,
+    /// Static public key.
+    pub public_key: PublicKey,
+    /// Optional pre-shared key file.
+    pub preshared_key_file: Option<PathBuf>,
+    /// Initial endpoint.
+    pub endpoint: Option<SocketAddr>,
+    /// Routed and accepted inner prefixes.
+    pub allowed_ips: Vec<IpNetwork>,
+    /// Keepalive interval.
+    pub persistent_keepalive: Option<Duration>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Interface settings.
+    pub interface: Interface,
+    /// Peers.
+    pub peers: Vec<Peer>,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).with_context(|| format!("config {}", path.display()))
+    }
+
+    /// Parses `text`; relative paths are taken relative to `base`.
+    pub fn parse(text: &str, base: &Path) -> anyhow::Result<Self> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            // toml's message spans several lines with a source excerpt;
+            // the first line names the key and the problem.
+            anyhow!("{}", e.message().lines().next().unwrap_or("invalid TOML"))
+                .context(match e.span() {
+                    Some(span) => format!(
+                        "at line {}",
+                        text[..span.start.min(text.len())].lines().count().max(1)
+                    ),
+                    None => "invalid TOML".to_string(),
+                })
+        })?;
+        Self::from_raw(raw, base)
+    }
+
+    fn from_raw(raw: RawConfig, base: &Path) -> anyhow::Result<Self> {
+        let i = raw.interface;
+        let name = i.name.unwrap_or_else(|| "weft0".to_string());
+        if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
+            bail!("interface.name: {name:?} is not a valid interface name (1-15 characters, no '/' or spaces)");
+        }
+        let mtu = i.mtu.unwrap_or(DEFAULT_MTU);
+        if !(1280..=9000).contains(&mtu) {
+            bail!("interface.mtu: {mtu} is outside 1280..=9000");
+        }
+        let mut address = Vec::new();
+        for (n, a) in i.address.iter().enumerate() {
+            address.push(parse_interface_address(a).with_context(|| format!("interface.address[{n}]"))?);
+        }
+        let interface = Interface {
+            name,
+            private_key_file: base.join(i.private_key_file),
+            listen_port: i.listen_port.unwrap_or(DEFAULT_PORT),
+            address,
+            mtu,
+        };
+        let mut peers = Vec::new();
+        for (n, p) in raw.peer.into_iter().enumerate() {
+            let field = |f: &str| format!("peer[{n}].{f}");
+            let public_key = keys::parse_public_key(&p.public_key).context(field("public_key"))?;
+            let endpoint = p
+                .endpoint
+                .as_deref()
+                .map(|e| {
+                    e.parse::<SocketAddr>().map_err(|_| {
+                        anyhow!("{e:?} is not an IP address and port (e.g. \"192.0.2.1:51820\" or \"[2001:db8::1]:51820\")")
+                    })
+                })
+                .transpose()
+                .context(field("endpoint"))?;
+            let mut allowed_ips = Vec::new();
+            for (k, a) in p.allowed_ips.iter().enumerate() {
+                let net: IpNetwork = a
+                    .parse()
+                    .map_err(|_| anyhow!("{a:?} is not an IP prefix in canonical form (e.g. \"100.64.0.2/32\")"))
+                    .with_context(|| field(&format!("allowed_ips[{k}]")))?;
+                allowed_ips.push(net);
+            }
+            let persistent_keepalive = match p.persistent_keepalive {
+                None | Some(0) => None,
+                Some(s) if s > 3600 => {
+                    return Err(anyhow!("{s} seconds is more than an hour")).context(field("persistent_keepalive"));
+                }
+                Some(s) => Some(Duration::from_secs(u64::from(s))),
+            };
+            peers.push(Peer {
+                name: p.name.unwrap_or_else(|| format!("peer{n}")),
+                public_key,
+                preshared_key_file: p.preshared_key_file.map(|f| base.join(f)),
+                endpoint,
+                allowed_ips,
+                persistent_keepalive,
+            });
+        }
+        Ok(Self { interface, peers })
+    }
+}
+
+fn parse_interface_address(s: &str) -> anyhow::Result<IpNetworkWithHost> {
+    let (addr, prefix) = s
+        .split_once('/')
+        .ok_or_else(|| anyhow!("{s:?} needs a prefix length, e.g. \"100.64.0.1/24\""))?;
+    let addr: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| anyhow!("{addr:?} is not an IP address"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .map_err(|_| anyhow!("{prefix:?} is not a prefix length"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if prefix > max {
+        bail!("prefix length {prefix} is longer than {max}");
+    }
+    Ok(IpNetworkWithHost { addr, prefix })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=";
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        Config::parse(text, Path::new("/etc/weft"))
+    }
+
+    fn err(text: &str) -> String {
+        format!("{:#}", parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn a_wg_quick_shaped_config_parses_with_defaults() {
+        let c = parse(&format!(
+            r#"
+            [interface]
+            private_key_file = "private.key"
+            address = ["100.64.0.1/24", "fd00:77::1/64"]
+            [[peer]]
+            public_key = "{KEY}"
+            endpoint = "192.0.2.2:51820"
+            allowed_ips = ["100.64.0.2/32", "fd00:77::2/128"]
+            persistent_keepalive = 10
+            "#
+        ))
+        .unwrap();
+        assert_eq!(c.interface.name, "weft0");
+        assert_eq!(c.interface.mtu, DEFAULT_MTU);
+        assert_eq!(c.interface.listen_port, DEFAULT_PORT);
+        assert_eq!(c.interface.private_key_file, Path::new("/etc/weft/private.key"));
+        assert_eq!(c.peers[0].persistent_keepalive, Some(Duration::from_secs(10)));
+        assert_eq!(c.peers[0].allowed_ips.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let base = "[interface]\nprivate_key_file = \"k\"\n";
+        assert!(err(&format!("{base}mtu = 100\n")).contains("interface.mtu"));
+        assert!(err(&format!("{base}address = [\"100.64.0.1\"]\n")).contains("interface.address[0]"));
+        let peer = format!("{base}[[peer]]\npublic_key = \"{KEY}\"\n");
+        assert!(err(&format!("{peer}allowed_ips = [\"100.64.0.300/32\"]\n")).contains("peer[0].allowed_ips[0]"));
+        assert!(err(&format!("{peer}endpoint = \"nowhere\"\n")).contains("peer[0].endpoint"));
+        assert!(err(&format!("{base}[[peer]]\npublic_key = \"abc\"\n")).contains("peer[0].public_key"));
+        assert!(err(&format!("{base}colour = 1\n")).contains("colour"));
+        assert!(err("[interface]\n").contains("private_key_file"));
+    }
+}

@@ -1,0 +1,201 @@
+//! The data-plane UDP socket: one dual-stack socket, batched with
+//! quinn-udp (recvmmsg, GRO on receive, GSO on send), don't-fragment set.
+//!
+//! Socket options live here and nowhere else. IPv4 peers are addressed
+//! through v4-mapped IPv6 addresses on the dual-stack socket; addresses
+//! handed to the protocol are always canonical (plain IPv4 for IPv4 peers),
+//! so an endpoint compares equal however it was learned.
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+
+use anyhow::{bail, Context};
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
+
+/// Socket buffer size asked for: enough for a burst of GSO batches at
+/// multi-gigabit rates (wireguard-go and quinn use the same order).
+const SOCKET_BUFFER: usize = 7 << 20;
+
+/// The bound data-plane socket.
+#[derive(Debug)]
+pub struct UdpIo {
+    socket: tokio::net::UdpSocket,
+    state: UdpSocketState,
+    v6: bool,
+}
+
+fn bind_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(false)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+fn force_buffer(fd: i32, option: libc::c_int) {
+    let size = SOCKET_BUFFER as libc::c_int;
+    // SAFETY: fd is an open socket owned by the caller for the duration of
+    // the call, and the option value points to a live c_int of the given
+    // length. Failure (no CAP_NET_ADMIN) is harmless: the normal option
+    // set before this one stays in force.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+impl UdpIo {
+    /// Binds `[::]:port` dual-stack, or `0.0.0.0:port` where IPv6 is off.
+    /// Must be called inside a tokio runtime.
+    pub fn bind(port: u16) -> anyhow::Result<Self> {
+        let v6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
+        let (socket, is_v6) = match bind_socket(v6) {
+            Ok(s) => (s, true),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                bail!("UDP port {port} is already in use (listen_port)")
+            }
+            Err(_) => match bind_socket(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)) {
+                Ok(s) => (s, false),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                    bail!("UDP port {port} is already in use (listen_port)")
+                }
+                Err(e) => return Err(e).context(format!("cannot bind UDP port {port}")),
+            },
+        };
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+        force_buffer(socket.as_raw_fd(), libc::SO_RCVBUFFORCE);
+        force_buffer(socket.as_raw_fd(), libc::SO_SNDBUFFORCE);
+        let std_socket: std::net::UdpSocket = socket.into();
+        let state = UdpSocketState::new(UdpSockRef::from(&std_socket))
+            .context("cannot configure the UDP socket")?;
+        let socket = tokio::net::UdpSocket::from_std(std_socket)
+            .context("cannot register the UDP socket")?;
+        Ok(Self {
+            socket,
+            state,
+            v6: is_v6,
+        })
+    }
+
+    /// The bound local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// How many segments one send may carry (1 without GSO).
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// How many segments one received buffer may hold (1 without GRO).
+    pub fn gro_segments(&self) -> usize {
+        self.state.gro_segments()
+    }
+
+    /// Waits until a receive may succeed.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.socket.readable().await
+    }
+
+    /// Receives a batch without waiting; `WouldBlock` when none is queued.
+    /// Source addresses in `meta` are canonical.
+    pub fn try_recv(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> io::Result<usize> {
+        let n = self.socket.try_io(Interest::READABLE, || {
+            self.state.recv((&self.socket).into(), bufs, meta)
+        })?;
+        for m in &mut meta[..n] {
+            m.addr = canonical(m.addr);
+        }
+        Ok(n)
+    }
+
+    /// Sends `contents` to `destination`, as `segment_size`-byte datagrams
+    /// when given (GSO). Waits while the socket buffer is full.
+    pub async fn send(
+        &self,
+        destination: SocketAddr,
+        contents: &[u8],
+        segment_size: Option<usize>,
+    ) -> io::Result<()> {
+        let destination = if self.v6 { mapped(destination) } else { destination };
+        let transmit = Transmit {
+            destination,
+            ecn: None,
+            contents,
+            segment_size,
+            src_ip: None,
+        };
+        loop {
+            match self.socket.try_io(Interest::WRITABLE, || {
+                self.state.try_send((&self.socket).into(), &transmit)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.socket.writable().await?;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Plain IPv4 for v4-mapped addresses.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+fn mapped(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) => SocketAddr::new(IpAddr::V6(ip.to_ipv6_mapped()), addr.port()),
+        IpAddr::V6(_) => addr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_round_trips_through_canonical() {
+        let a: SocketAddr = "192.0.2.7:51820".parse().unwrap();
+        assert!(mapped(a).is_ipv6());
+        assert_eq!(canonical(mapped(a)), a);
+        let b: SocketAddr = "[fd00::1]:1".parse().unwrap();
+        assert_eq!(mapped(b), b);
+    }
+
+    #[tokio::test]
+    async fn a_datagram_crosses_loopback_and_its_source_is_canonical() {
+        let a = UdpIo::bind(0).unwrap();
+        let b = UdpIo::bind(0).unwrap();
+        let to = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), b.local_addr().unwrap().port());
+        a.send(to, b"hello", None).await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut meta = [RecvMeta::default()];
+        b.readable().await.unwrap();
+        let n = loop {
+            match b.try_recv(&mut [IoSliceMut::new(&mut buf)], &mut meta) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => b.readable().await.unwrap(),
+                r => break r.unwrap(),
+            }
+        };
+        assert_eq!(n, 1);
+        assert_eq!(&buf[..meta[0].len], b"hello");
+        assert!(meta[0].addr.is_ipv4());
+    }
+}
