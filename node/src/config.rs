@@ -119,14 +119,15 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             // toml's message spans several lines with a source excerpt;
             // the first line names the key and the problem.
-            anyhow!("{}", e.message().lines().next().unwrap_or("invalid TOML"))
-                .context(match e.span() {
+            anyhow!("{}", e.message().lines().next().unwrap_or("invalid TOML")).context(
+                match e.span() {
                     Some(span) => format!(
                         "at line {}",
                         text[..span.start.min(text.len())].lines().count().max(1)
                     ),
                     None => "invalid TOML".to_string(),
-                })
+                },
+            )
         })?;
         Self::from_raw(raw, base)
     }
@@ -143,7 +144,9 @@ impl Config {
         }
         let mut address = Vec::new();
         for (n, a) in i.address.iter().enumerate() {
-            address.push(parse_interface_address(a).with_context(|| format!("interface.address[{n}]"))?);
+            address.push(
+                parse_interface_address(a).with_context(|| format!("interface.address[{n}]"))?,
+            );
         }
         let interface = Interface {
             name,
@@ -170,14 +173,19 @@ impl Config {
             for (k, a) in p.allowed_ips.iter().enumerate() {
                 let net: IpNetwork = a
                     .parse()
-                    .map_err(|_| anyhow!("{a:?} is not an IP prefix in canonical form (e.g. \"100.64.0.2/32\")"))
+                    .map_err(|_| {
+                        anyhow!(
+                            "{a:?} is not an IP prefix in canonical form (e.g. \"100.64.0.2/32\")"
+                        )
+                    })
                     .with_context(|| field(&format!("allowed_ips[{k}]")))?;
                 allowed_ips.push(net);
             }
             let persistent_keepalive = match p.persistent_keepalive {
                 None | Some(0) => None,
                 Some(s) if s > 3600 => {
-                    return Err(anyhow!("{s} seconds is more than an hour")).context(field("persistent_keepalive"));
+                    return Err(anyhow!("{s} seconds is more than an hour"))
+                        .context(field("persistent_keepalive"));
                 }
                 Some(s) => Some(Duration::from_secs(u64::from(s))),
             };
@@ -243,8 +251,14 @@ mod tests {
         assert_eq!(c.interface.name, "weft0");
         assert_eq!(c.interface.mtu, DEFAULT_MTU);
         assert_eq!(c.interface.listen_port, DEFAULT_PORT);
-        assert_eq!(c.interface.private_key_file, Path::new("/etc/weft/private.key"));
-        assert_eq!(c.peers[0].persistent_keepalive, Some(Duration::from_secs(10)));
+        assert_eq!(
+            c.interface.private_key_file,
+            Path::new("/etc/weft/private.key")
+        );
+        assert_eq!(
+            c.peers[0].persistent_keepalive,
+            Some(Duration::from_secs(10))
+        );
         assert_eq!(c.peers[0].allowed_ips.len(), 2);
     }
 
@@ -252,11 +266,16 @@ mod tests {
     fn errors_name_the_field() {
         let base = "[interface]\nprivate_key_file = \"k\"\n";
         assert!(err(&format!("{base}mtu = 100\n")).contains("interface.mtu"));
-        assert!(err(&format!("{base}address = [\"100.64.0.1\"]\n")).contains("interface.address[0]"));
+        assert!(
+            err(&format!("{base}address = [\"100.64.0.1\"]\n")).contains("interface.address[0]")
+        );
         let peer = format!("{base}[[peer]]\npublic_key = \"{KEY}\"\n");
-        assert!(err(&format!("{peer}allowed_ips = [\"100.64.0.300/32\"]\n")).contains("peer[0].allowed_ips[0]"));
+        assert!(err(&format!("{peer}allowed_ips = [\"100.64.0.300/32\"]\n"))
+            .contains("peer[0].allowed_ips[0]"));
         assert!(err(&format!("{peer}endpoint = \"nowhere\"\n")).contains("peer[0].endpoint"));
-        assert!(err(&format!("{base}[[peer]]\npublic_key = \"abc\"\n")).contains("peer[0].public_key"));
+        assert!(
+            err(&format!("{base}[[peer]]\npublic_key = \"abc\"\n")).contains("peer[0].public_key")
+        );
         assert!(err(&format!("{base}colour = 1\n")).contains("colour"));
         assert!(err("[interface]\n").contains("private_key_file"));
     }

@@ -184,7 +184,10 @@ impl DataPath {
         while let Some(event) = device.poll_event() {
             match event {
                 Event::HandshakeFailed { peer } => {
-                    warn!(peer = device.peer_name(peer), "peer unreachable: handshake gave up")
+                    warn!(
+                        peer = device.peer_name(peer),
+                        "peer unreachable: handshake gave up"
+                    )
                 }
                 other => debug!(?other, "protocol event"),
             }

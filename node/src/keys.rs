@@ -71,7 +71,10 @@ fn read_secret_file(path: &Path, what: &str) -> anyhow::Result<Zeroizing<[u8; 32
 
 /// Reads a private key file, refusing one readable by group or others.
 pub fn read_private_key(path: &Path) -> anyhow::Result<StaticSecret> {
-    Ok(StaticSecret::from_bytes(*read_secret_file(path, "private key")?))
+    Ok(StaticSecret::from_bytes(*read_secret_file(
+        path,
+        "private key",
+    )?))
 }
 
 /// Reads a pre-shared key file, with the same permission rule.

@@ -26,7 +26,9 @@ pub struct Tun {
 
 impl std::fmt::Debug for Tun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tun").field("offload", &self.offload).finish_non_exhaustive()
+        f.debug_struct("Tun")
+            .field("offload", &self.offload)
+            .finish_non_exhaustive()
     }
 }
 
@@ -36,7 +38,9 @@ fn permission_hint(e: io::Error, name: &str) -> anyhow::Error {
             "creating TUN device {name} needs CAP_NET_ADMIN (run as root, or grant the capability to the weft binary)"
         )
     } else if e.raw_os_error() == Some(libc::ENOENT) || e.raw_os_error() == Some(libc::ENODEV) {
-        anyhow::anyhow!("cannot create TUN device {name}: /dev/net/tun is missing (load the tun module)")
+        anyhow::anyhow!(
+            "cannot create TUN device {name}: /dev/net/tun is missing (load the tun module)"
+        )
     } else {
         anyhow::Error::new(e).context(format!("cannot create TUN device {name}"))
     }
@@ -69,7 +73,10 @@ pub fn create(iface: &Interface) -> anyhow::Result<Tun> {
             return Err(permission_hint(e, &iface.name))
         }
         // Kernels without virtio-net headers on TUN still get a device.
-        Err(_) => (build(false).map_err(|e| permission_hint(e, &iface.name))?, false),
+        Err(_) => (
+            build(false).map_err(|e| permission_hint(e, &iface.name))?,
+            false,
+        ),
     };
     // Further IPv4 addresses beyond the first.
     for a in iface.address.iter().filter(|a| a.addr.is_ipv4()).skip(1) {

@@ -28,7 +28,11 @@ pub struct UdpIo {
 }
 
 fn bind_socket(addr: SocketAddr) -> io::Result<Socket> {
-    let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         s.set_only_v6(false)?;
@@ -133,7 +137,11 @@ impl UdpIo {
         contents: &[u8],
         segment_size: Option<usize>,
     ) -> io::Result<()> {
-        let destination = if self.v6 { mapped(destination) } else { destination };
+        let destination = if self.v6 {
+            mapped(destination)
+        } else {
+            destination
+        };
         let transmit = Transmit {
             destination,
             ecn: None,

@@ -2,10 +2,8 @@
 //! refusing a broken config with a one-line error. `up` runs inside a scratch namespace so a
 //! misbehaving build cannot leave an interface in the host's own namespace.
 
-use crate::harness::{Keypair, Lab};
+use crate::harness::{weft_bin, Keypair, Lab};
 use std::os::unix::fs::PermissionsExt;
-
-const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
 #[test]
 fn genkey_writes_an_owner_only_key_whose_public_key_is_32_bytes_of_base64() {
@@ -56,7 +54,7 @@ fn up_with_a_broken_config_exits_nonzero_with_a_one_line_error() {
         let file = lab.dir().join(format!("{name}.toml"));
         std::fs::write(&file, text).expect("write config");
         let path = file.to_str().expect("temp dir path is UTF-8");
-        let out = ns.exec_output(&[WEFT, "up", "--config", path]);
+        let out = ns.exec_output(&[&weft_bin(), "up", "--config", path]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "`weft up` accepted {name}: {stderr}");
         assert_eq!(

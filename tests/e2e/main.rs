@@ -4,6 +4,7 @@
 //! crashed run. Underlay traffic stays inside 192.0.2.0/24, 198.51.100.0/24 and 203.0.113.0/24,
 //! overlay traffic inside 100.64.0.0/10 and fd00::/8; nothing leaves the namespaces the tests
 //! made. They need root and say so plainly instead of skipping; `tests/run.sh` runs them.
+//! `WEFT_E2E_BIN=PATH` points them at another build of the binary than cargo's own.
 
 mod harness;
 
@@ -11,5 +12,4 @@ mod cli;
 mod hostile;
 mod nat;
 mod roaming;
-mod scratch;
 mod tunnel;

@@ -38,6 +38,7 @@ fn silence_then_public_peer_pings(net: &NatSetup, node_a: &Node<'_>, node_b: &No
         node_a.name(),
         node_b.name()
     );
+    // Nothing to poll for: the passing of time with no traffic is what is under test.
     std::thread::sleep(SILENCE);
     let udp_mappings_after_silence = net.udp_mappings();
     let stats = ping(&net.b, a4.into(), PINGS);

@@ -18,8 +18,8 @@ fn ping_both_ways_over_ipv4_and_ipv6_and_64mib_transfer_arrives_intact_and_sigte
         .peer(PeerConfig::new("b", &key_b, 2).endpoint(format!("{}:{DEFAULT_PORT}", OneLink::B)));
     let config_b = NodeConfig::new("b", &key_b, 2)
         .peer(PeerConfig::new("a", &key_a, 1).endpoint(format!("{}:{DEFAULT_PORT}", OneLink::A)));
-    let node_a = Node::start(&lab, &net.a, &config_a);
-    let node_b = Node::start(&lab, &net.b, &config_b);
+    let mut node_a = Node::start(&lab, &net.a, &config_a);
+    let mut node_b = Node::start(&lab, &net.b, &config_b);
 
     let (a4, a6) = overlay(1);
     let (b4, b6) = overlay(2);
@@ -53,16 +53,17 @@ fn ping_both_ways_over_ipv4_and_ipv6_and_64mib_transfer_arrives_intact_and_sigte
         "the data arrived corrupted"
     );
 
-    for (node, ns) in [(node_a, &net.a), (node_b, &net.b)] {
-        let name = node.name().to_owned();
+    for (node, ns) in [(&mut node_a, &net.a), (&mut node_b, &net.b)] {
         let status = node.stop();
         assert!(
             status.success(),
-            "node {name} exited with {status} after SIGTERM"
+            "node {} exited with {status} after SIGTERM",
+            node.name()
         );
         assert!(
             ns.try_ip(&["link", "show", "dev", "weft0"]).is_err(),
-            "node {name} left weft0 behind after exiting"
+            "node {} left weft0 behind after exiting",
+            node.name()
         );
     }
 }

@@ -14,12 +14,12 @@ mod topology;
 mod transfer;
 
 pub use netns::Netns;
-pub use node::{Keypair, Node, NodeConfig, PeerConfig, DEFAULT_PORT};
+pub use node::{weft_bin, Keypair, Node, NodeConfig, PeerConfig, DEFAULT_PORT};
 pub use ping::{ping, ping_in_background, wait_reachable};
 pub use poll::poll;
 pub use rng::XorShift64;
 pub use topology::{overlay, NatSetup, OneLink};
-pub use transfer::{tcp_transfer, tcp_transfer_while, MIB};
+pub use transfer::{tcp_transfer, tcp_transfer_while, Progress, MIB};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -30,7 +30,8 @@ static LABS: AtomicU32 = AtomicU32::new(0);
 /// One test's workspace: its unique name prefix and its temp dir.
 ///
 /// Declare it first in a test so it is dropped last: nodes print their logs from it when the
-/// test fails, and the dir is kept (and its path printed) in that case.
+/// test fails, and the dir is kept (and its path printed) in that case, or when the
+/// environment has `WEFT_E2E_KEEP` set.
 #[derive(Debug)]
 pub struct Lab {
     prefix: String,
@@ -73,6 +74,8 @@ impl Drop for Lab {
                 "test failed: keys, configs and logs kept in {}",
                 self.dir.display()
             );
+        } else if std::env::var_os("WEFT_E2E_KEEP").is_some() {
+            eprintln!("keys, configs and logs kept in {}", self.dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -13,8 +13,11 @@ use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::Duration;
 
-/// The `weft` binary cargo built for this test run.
-pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+/// The binary under test: the `weft` cargo built for this test run, unless `WEFT_E2E_BIN`
+/// names another (e.g. a release build: `WEFT_E2E_BIN=target/release/weft`).
+pub fn weft_bin() -> String {
+    std::env::var("WEFT_E2E_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_weft").to_owned())
+}
 
 /// The UDP port every test node listens on (each is alone in its namespace).
 pub const DEFAULT_PORT: u16 = 51820;
@@ -34,8 +37,9 @@ impl Keypair {
     pub fn generate(lab: &Lab, name: &str) -> Keypair {
         let private_key_file = lab.dir().join(format!("{name}.key"));
         let path = private_key_file.to_str().expect("temp dir path is UTF-8");
-        cmd::run(&[WEFT, "genkey", "--out", path]);
-        let out = std::process::Command::new(WEFT)
+        let weft = weft_bin();
+        cmd::run(&[&weft, "genkey", "--out", path]);
+        let out = std::process::Command::new(&weft)
             .arg("pubkey")
             .stdin(File::open(&private_key_file).expect("genkey wrote the key file"))
             .output()
@@ -166,7 +170,9 @@ impl NodeConfig {
 pub struct Node<'a> {
     name: String,
     ns: &'a Netns,
-    child: Option<Child>,
+    child: Child,
+    /// Set once the process has been seen to exit.
+    status: Option<ExitStatus>,
     log: PathBuf,
 }
 
@@ -184,10 +190,12 @@ impl<'a> Node<'a> {
         let log = lab.dir().join(format!("{}.log", config.name));
         let log_file = File::create(&log).expect("create node log");
         let child = ns
-            .command(WEFT)
+            .command(&weft_bin())
             .args(["up", "--config"])
             .arg(&config_file)
             .env("WEFT_LOG", "debug")
+            // The log is a file that CI output quotes: no colour codes.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("dup node log"))
             .stderr(log_file)
@@ -196,7 +204,8 @@ impl<'a> Node<'a> {
         let mut node = Node {
             name: config.name.clone(),
             ns,
-            child: Some(child),
+            child,
+            status: None,
             log,
         };
         node.wait_ready(config.overlay_v4());
@@ -207,11 +216,8 @@ impl<'a> Node<'a> {
         let needle = format!("inet {v4}/");
         let ready = poll(Duration::from_secs(10), Duration::from_millis(50), || {
             if let Some(status) = self.exited() {
-                panic!(
-                    "node {} exited during startup ({status}); its log:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
+                // Dropping the guard while unwinding prints the log.
+                panic!("node {} exited during startup ({status})", self.name);
             }
             let addrs = self
                 .ns
@@ -221,22 +227,23 @@ impl<'a> Node<'a> {
         });
         if ready.is_none() {
             panic!(
-                "node {} did not bring weft0 up with {v4} within 10 s; its log:\n{}",
-                self.name,
-                self.log_tail()
+                "node {} did not bring weft0 up with {v4} within 10 s",
+                self.name
             );
         }
     }
 
-    /// The exit status if the process has ended.
+    /// The exit status if the process has ended (never panics: also used from `Drop`).
     fn exited(&mut self) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        child.try_wait().expect("wait on node process")
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
     }
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.is_some() && self.exited().is_none()
+        self.exited().is_none()
     }
 
     /// The node's name from its config.
@@ -245,27 +252,30 @@ impl<'a> Node<'a> {
     }
 
     /// Stops the node as an operator would (SIGTERM; SIGKILL after 3 s) and returns how it
-    /// exited; a status from SIGKILL means it ignored SIGTERM.
-    pub fn stop(mut self) -> ExitStatus {
-        self.terminate().expect("node was running")
+    /// exited; a status from SIGKILL means it ignored SIGTERM. The guard stays, so its log is
+    /// still printed if an assertion about the exit fails.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.terminate()
+            .unwrap_or_else(|| panic!("cannot tell how node {} exited", self.name))
     }
 
+    /// Runs from `Drop`, maybe while unwinding: no panics in here.
     fn terminate(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        if let Some(status) = child.try_wait().expect("wait on node process") {
+        if let Some(status) = self.exited() {
             return Some(status);
         }
         // The pid is weft's own: `ip netns exec` execs the program rather than forking.
-        let pid = Pid::from_raw(child.id() as i32);
+        let pid = Pid::from_raw(self.child.id() as i32);
         let _ = kill(pid, Signal::SIGTERM);
-        let exited = poll(Duration::from_secs(3), Duration::from_millis(20), || {
-            child.try_wait().expect("wait on node process")
-        });
-        Some(exited.unwrap_or_else(|| {
-            eprintln!("node {} ignored SIGTERM for 3 s: killing it", self.name);
-            let _ = child.kill();
-            child.wait().expect("wait on killed node")
-        }))
+        if let Some(status) = poll(Duration::from_secs(3), Duration::from_millis(20), || {
+            self.exited()
+        }) {
+            return Some(status);
+        }
+        eprintln!("node {} ignored SIGTERM for 3 s: killing it", self.name);
+        let _ = self.child.kill();
+        self.status = self.child.wait().ok();
+        self.status
     }
 
     /// The last lines of the node's log.
@@ -283,7 +293,7 @@ impl Drop for Node<'_> {
             eprintln!(
                 "----- node {} ({}; {}), last {LOG_TAIL_LINES} log lines -----\n{}\n----- end of node {} log -----",
                 self.name,
-                status.map_or("already stopped".to_owned(), |s| s.to_string()),
+                status.map_or("exit status unknown".to_owned(), |s| s.to_string()),
                 self.log.display(),
                 self.log_tail(),
                 self.name,

@@ -7,6 +7,7 @@ use super::{Netns, XorShift64};
 use sha2::{Digest, Sha256};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// One mebibyte.
@@ -52,11 +53,35 @@ pub fn tcp_transfer(
     bytes: usize,
     seed: u64,
 ) -> TransferReport {
-    tcp_transfer_while(from, to, to_addr, port, bytes, seed, || ()).0
+    tcp_transfer_while(from, to, to_addr, port, bytes, seed, |_| ()).0
+}
+
+/// Tells a side task of [`tcp_transfer_while`] whether the transfer is still running.
+#[derive(Debug, Default)]
+pub struct Progress {
+    done: AtomicBool,
+}
+
+impl Progress {
+    /// True once the receiver has seen the end of the stream (or failed).
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+}
+
+/// Marks the transfer done when dropped, also if the receiver panics, so a side task waiting
+/// for the end never waits forever.
+struct MarkDone<'a>(&'a Progress);
+
+impl Drop for MarkDone<'_> {
+    fn drop(&mut self) {
+        self.0.done.store(true, Ordering::Release);
+    }
 }
 
 /// Like [`tcp_transfer`], and runs `during` on its own thread once the connection is up, while
-/// the bytes flow; returns its result too.
+/// the bytes flow; returns its result too. `during` can watch [`Progress`] to keep going for
+/// as long as the transfer does.
 pub fn tcp_transfer_while<R: Send>(
     from: &Netns,
     to: &Netns,
@@ -64,7 +89,7 @@ pub fn tcp_transfer_while<R: Send>(
     port: u16,
     bytes: usize,
     seed: u64,
-    during: impl FnOnce() -> R + Send,
+    during: impl FnOnce(&Progress) -> R + Send,
 ) -> (TransferReport, R) {
     let dest = SocketAddr::new(to_addr, port);
     let listener = to
@@ -80,11 +105,15 @@ pub fn tcp_transfer_while<R: Send>(
         s.set_write_timeout(Some(STALL)).expect("set write timeout");
     }
 
+    let progress = Progress::default();
     let start = Instant::now();
     std::thread::scope(|scope| {
         let sender = scope.spawn(|| send(client, bytes, seed));
-        let side = scope.spawn(during);
-        let (received, received_sha256) = receive(server);
+        let side = scope.spawn(|| during(&progress));
+        let (received, received_sha256) = {
+            let _done = MarkDone(&progress);
+            receive(server)
+        };
         let elapsed = start.elapsed();
         let sent_sha256 = sender
             .join()
