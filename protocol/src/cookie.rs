@@ -287,10 +287,19 @@ mod tests {
         CookieGenerator::new(&a).seal(&mut m, now);
         let mut to_a = CookieChecker::new(&a);
         let mut to_b = CookieChecker::new(&b);
-        assert_eq!(to_a.verify(&m, src, false, now, &mut rng), MacVerdict::Accept);
-        assert_eq!(to_b.verify(&m, src, false, now, &mut rng), MacVerdict::BadMac1);
+        assert_eq!(
+            to_a.verify(&m, src, false, now, &mut rng),
+            MacVerdict::Accept
+        );
+        assert_eq!(
+            to_b.verify(&m, src, false, now, &mut rng),
+            MacVerdict::BadMac1
+        );
         m[10] ^= 1;
-        assert_eq!(to_a.verify(&m, src, false, now, &mut rng), MacVerdict::BadMac1);
+        assert_eq!(
+            to_a.verify(&m, src, false, now, &mut rng),
+            MacVerdict::BadMac1
+        );
     }
 
     #[test]
@@ -304,7 +313,10 @@ mod tests {
         let mut chk = CookieChecker::new(&key);
         let mut m = msg();
         gen.seal(&mut m, now);
-        assert_eq!(chk.verify(&m, src, true, now, &mut rng), MacVerdict::NeedCookie);
+        assert_eq!(
+            chk.verify(&m, src, true, now, &mut rng),
+            MacVerdict::NeedCookie
+        );
         let reply = chk.reply(&m, 42, src, now, &mut rng);
         let crate::wire::Message::CookieReply(r) = crate::wire::Message::parse(&reply).unwrap()
         else {
@@ -314,8 +326,14 @@ mod tests {
         gen.receive(r.nonce(), r.encrypted_cookie(), now).unwrap();
         let mut m2 = msg();
         gen.seal(&mut m2, now);
-        assert_eq!(chk.verify(&m2, src, true, now, &mut rng), MacVerdict::Accept);
-        assert_eq!(chk.verify(&m2, other, true, now, &mut rng), MacVerdict::NeedCookie);
+        assert_eq!(
+            chk.verify(&m2, src, true, now, &mut rng),
+            MacVerdict::Accept
+        );
+        assert_eq!(
+            chk.verify(&m2, other, true, now, &mut rng),
+            MacVerdict::NeedCookie
+        );
     }
 
     #[test]

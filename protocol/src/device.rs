@@ -323,9 +323,10 @@ impl Device {
             public_key: p.public_key,
             endpoint: p.endpoint,
             last_handshake: p.last_handshake,
-            has_session: p.current.as_ref().is_some_and(|s| {
-                now.saturating_duration_since(s.established) < REJECT_AFTER_TIME
-            }),
+            has_session: p
+                .current
+                .as_ref()
+                .is_some_and(|s| now.saturating_duration_since(s.established) < REJECT_AFTER_TIME),
             allowed_ips: p.allowed_ips.clone(),
             persistent_keepalive: p.persistent_keepalive,
             stats: p.stats,
@@ -355,10 +356,7 @@ impl Device {
     /// padded to 16 bytes and the tag.
     pub fn encapsulate(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Encapsulated {
         let start = wire::TRANSPORT_HEADER_LEN;
-        let Some(summary) = buf
-            .get(start..start + len)
-            .and_then(packet::summarize)
-        else {
+        let Some(summary) = buf.get(start..start + len).and_then(packet::summarize) else {
             return Encapsulated::Dropped(self.drop_packet(DropReason::MalformedInner));
         };
         let Some(id) = self.route(summary.dst) else {
@@ -433,7 +431,10 @@ impl Device {
         counter: u64,
         buf: &mut [u8],
     ) -> Result<Decapsulated, DropReason> {
-        let id = *self.by_index.get(&receiver).ok_or(DropReason::UnknownIndex)?;
+        let id = *self
+            .by_index
+            .get(&receiver)
+            .ok_or(DropReason::UnknownIndex)?;
         let peer = &mut self.peers[id.0 as usize];
         let (slot, session) = peer.session_mut(receiver).ok_or(DropReason::UnknownIndex)?;
         if now.saturating_duration_since(session.established) >= REJECT_AFTER_TIME {
@@ -453,6 +454,18 @@ impl Device {
         self.update_endpoint(id, from);
         let peer = &mut self.peers[id.0 as usize];
         Self::on_authenticated_received(peer, now);
+        // An initiator about to hit REJECT_AFTER_TIME on a session that only
+        // receives (data or keepalives) refreshes it now (WireGuard's
+        // keep-key-fresh on receive).
+        let refresh = peer.current.as_ref().is_some_and(|s| {
+            s.initiator
+                && now.saturating_duration_since(s.established)
+                    >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+        });
+        if refresh {
+            self.start_handshake(id, now, false);
+        }
+        let peer = &mut self.peers[id.0 as usize];
         if plain == 0 {
             trace!(peer = %peer.name, "keepalive received");
             return Ok(Decapsulated::Consumed);
@@ -468,16 +481,6 @@ impl Device {
         peer.stats.rx_packets += 1;
         peer.timers
             .set_if_unarmed(Timer::PassiveKeepalive, now + KEEPALIVE_TIMEOUT);
-        // An initiator about to hit REJECT_AFTER_TIME on a session that only
-        // receives refreshes it now (WireGuard's keep-key-fresh on receive).
-        let refresh = peer.current.as_ref().is_some_and(|s| {
-            s.initiator
-                && now.saturating_duration_since(s.established)
-                    >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
-        });
-        if refresh {
-            self.start_handshake(id, now, false);
-        }
         Ok(Decapsulated::Tun {
             peer: id,
             offset: start,
@@ -496,6 +499,11 @@ impl Device {
         peer.current = Some(next);
         peer.last_handshake = Some(now);
         peer.stats.handshakes_completed += 1;
+        // A session is up: our own attempt, if any, need not be retried
+        // (WireGuard's handshake-complete timer event). A late response to
+        // it is still taken.
+        peer.timers.stop(Timer::RetransmitHandshake);
+        peer.attempt_started = None;
         info!(peer = %peer.name, "handshake completed (responder)");
         self.events.push_back(Event::HandshakeCompleted {
             peer: id,
@@ -611,6 +619,7 @@ impl Device {
             let start = wire::TRANSPORT_HEADER_LEN;
             let len = packet.len();
             let Some(body) = buf.get_mut(start..start + len) else {
+                self.stats.drops[DropReason::TooBig as usize] += 1;
                 continue;
             };
             body.copy_from_slice(&packet);
@@ -624,6 +633,8 @@ impl Device {
                     len: n,
                 });
             }
+            // The buffer holds the packet but not its padding and tag.
+            self.stats.drops[DropReason::TooBig as usize] += 1;
         }
         None
     }
@@ -636,6 +647,11 @@ impl Device {
         peer.stats.keepalives_sent += 1;
         Self::on_authenticated_sent(peer, now);
         trace!(peer = %peer.name, "keepalive sent");
+        // Keepalives keep the key fresh like data does (WireGuard's
+        // keep-key-fresh on send); the initiation goes out next.
+        if peer.wants_rekey_on_send(now) {
+            self.start_handshake(id, now, false);
+        }
         Some(Transmit {
             destination,
             len: n,
@@ -681,7 +697,8 @@ impl Device {
                     peer.attempt_started = None;
                     peer.queue.clear();
                     peer.stats.handshakes_failed += 1;
-                    peer.timers.set_if_unarmed(Timer::ZeroKeys, now + 3 * REJECT_AFTER_TIME);
+                    peer.timers
+                        .set_if_unarmed(Timer::ZeroKeys, now + 3 * REJECT_AFTER_TIME);
                     self.events.push_back(Event::HandshakeFailed { peer: id });
                 } else {
                     debug!(peer = %peer.name, "retransmitting handshake initiation");
@@ -742,7 +759,8 @@ impl Device {
         let peer = &mut self.peers[id.0 as usize];
         peer.current = Some(session);
         peer.last_handshake = Some(now);
-        peer.timers.set(Timer::ZeroKeys, now + 3 * REJECT_AFTER_TIME);
+        peer.timers
+            .set(Timer::ZeroKeys, now + 3 * REJECT_AFTER_TIME);
     }
 }
 

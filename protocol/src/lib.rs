@@ -24,6 +24,7 @@ pub mod device;
 pub mod noise;
 pub mod packet;
 pub mod peer;
+pub mod pmtu;
 pub mod replay;
 pub mod session;
 pub mod timers;
@@ -31,6 +32,10 @@ pub mod wire;
 
 #[cfg(test)]
 mod sim;
+
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use device::{
     Decapsulated, Device, DeviceConfig, DeviceStats, Encapsulated, Event, PeerConfigError,

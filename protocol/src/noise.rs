@@ -325,7 +325,8 @@ mod tests {
         let (i, r) = (key(1), key(2));
         let psk = PresharedKey([3; 32]);
         let mut m1 = [0u8; INITIATION_NOISE_LEN];
-        let mut pending = initiate(&i, &r.public_key(), &psk, Tai64N([1; 12]), [4; 32], &mut m1).unwrap();
+        let mut pending =
+            initiate(&i, &r.public_key(), &psk, Tai64N([1; 12]), [4; 32], &mut m1).unwrap();
         let got = receive_initiation(&r, [5; 32], &m1).unwrap();
         assert_eq!(got.remote, i.public_key());
         assert_eq!(got.timestamp, Tai64N([1; 12]));
@@ -360,8 +361,15 @@ mod tests {
     fn an_initiation_for_another_key_is_refused() {
         let (i, r, other) = (key(1), key(2), key(9));
         let mut m1 = [0u8; INITIATION_NOISE_LEN];
-        initiate(&i, &r.public_key(), &PresharedKey::default(), Tai64N::default(), [4; 32], &mut m1)
-            .unwrap();
+        initiate(
+            &i,
+            &r.public_key(),
+            &PresharedKey::default(),
+            Tai64N::default(),
+            [4; 32],
+            &mut m1,
+        )
+        .unwrap();
         assert!(receive_initiation(&other, [5; 32], &m1).is_err());
     }
 

@@ -106,7 +106,9 @@ impl Peer {
             psk: cfg.preshared_key.unwrap_or_default(),
             endpoint: cfg.endpoint,
             allowed_ips: cfg.allowed_ips,
-            persistent_keepalive: cfg.persistent_keepalive,
+            // Zero means off, as in WireGuard; armed, it would re-fire at
+            // the same instant forever.
+            persistent_keepalive: cfg.persistent_keepalive.filter(|d| !d.is_zero()),
             handshake: None,
             attempt_started: None,
             last_initiation_sent: None,

@@ -161,7 +161,10 @@ mod tests {
             send: [2; 32],
             recv: [1; 32],
         };
-        (Session::new(&a, 10, 20, true, now), Session::new(&b, 20, 10, false, now))
+        (
+            Session::new(&a, 10, 20, true, now),
+            Session::new(&b, 20, 10, false, now),
+        )
     }
 
     fn open(s: &mut Session, dgram: &mut [u8]) -> Result<usize, SessionError> {

@@ -375,6 +375,9 @@ mod tests {
         let mut buf = [0u8; TRANSPORT_MIN_LEN];
         write_transport_header(&mut buf, 1, 1);
         buf[2] = 1;
-        assert_eq!(Message::parse(&buf).unwrap_err(), WireError::ReservedNotZero);
+        assert_eq!(
+            Message::parse(&buf).unwrap_err(),
+            WireError::ReservedNotZero
+        );
     }
 }

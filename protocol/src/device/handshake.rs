@@ -148,7 +148,8 @@ impl Device {
         }
         self.update_endpoint(id, from);
         let peer = &mut self.peers[id.0 as usize];
-        peer.timers.set(Timer::ZeroKeys, now + 3 * REJECT_AFTER_TIME);
+        peer.timers
+            .set(Timer::ZeroKeys, now + 3 * REJECT_AFTER_TIME);
         Self::on_authenticated_received(peer, now);
         Self::on_authenticated_sent(peer, now);
         debug!(peer = %peer.name, %from, "answering handshake initiation");

@@ -1,0 +1,421 @@
+//! Fuzzing harness shared by the cargo-fuzz targets in `protocol/fuzz` and
+//! the stable `fuzz_smoke` test. Not part of the API: compiled only with
+//! the `fuzzing` feature or for tests.
+//!
+//! [`Target`] is a device with one configured peer and a live session with
+//! it, built from fixed keys and seeds, so every run starts from the same
+//! state and real messages for it can be made ahead of time
+//! ([`seed_corpus`]). An input is a sequence of records, each a flags byte
+//! and a datagram; the flags steer the harness (recompute mac1 so mutated
+//! handshakes reach the Noise layer, pick the source address, advance time,
+//! send a packet the other way), the datagram goes to
+//! [`Device::decapsulate`], and every output is checked: no panic, a drop is
+//! counted exactly once under its reason, an inner packet lies within the
+//! buffer and comes from the peer's allowed IPs. Like the rest of the crate
+//! it never reads the clock: callers pass the origin.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+
+use crate::cookie::{CookieChecker, CookieGenerator};
+use crate::wire::{self, Message, INITIATION_LEN, RESPONSE_LEN};
+use crate::{
+    packet, Decapsulated, Device, DeviceConfig, DropReason, Encapsulated, PeerConfig, PeerId,
+    StaticSecret,
+};
+
+/// The fuzzed device's static key.
+pub const LOCAL_KEY: [u8; 32] = [0x11; 32];
+/// Its one peer's static key.
+pub const REMOTE_KEY: [u8; 32] = [0x22; 32];
+const UNIX_TIME: Duration = Duration::from_secs(1_700_000_000);
+const LOCAL_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const REMOTE_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+/// Flags bit: recompute mac1 of a handshake message for the fuzzed device.
+pub const FIX_MAC1: u8 = 1 << 0;
+/// Flags bit: the datagram comes from the peer's address, not a stranger's.
+pub const FROM_PEER: u8 = 1 << 1;
+/// Flags bits 2..=4: advance the clock by one of [`STEPS`] first.
+const STEP_SHIFT: u8 = 2;
+/// Flags bit: the device also sends a packet to the peer.
+pub const SEND_TOO: u8 = 1 << 5;
+/// Flags bit: a little-endian u16 length follows and more records may
+/// come after the datagram; without it the datagram runs to the end.
+pub const LENGTH_PREFIXED: u8 = 1 << 7;
+const STEPS: [Duration; 8] = [
+    Duration::ZERO,
+    Duration::from_millis(10),
+    Duration::from_millis(100),
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(60),
+    Duration::from_secs(200),
+];
+
+fn local_addr() -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, 1], 51820))
+}
+
+fn remote_addr() -> SocketAddr {
+    SocketAddr::from(([192, 0, 2, 2], 51820))
+}
+
+fn stranger_addr() -> SocketAddr {
+    SocketAddr::from(([203, 0, 113, 7], 4242))
+}
+
+fn peer_config(name: &str, key: [u8; 32], endpoint: SocketAddr, ip: Ipv4Addr) -> PeerConfig {
+    PeerConfig {
+        name: name.into(),
+        public_key: StaticSecret::from_bytes(key).public_key(),
+        preshared_key: None,
+        endpoint: Some(endpoint),
+        allowed_ips: vec![ip_network::IpNetwork::new(ip, 32).expect("a /32")],
+        persistent_keepalive: None,
+    }
+}
+
+fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, len: u16) -> Vec<u8> {
+    let mut p = vec![0u8; usize::from(len)];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&len.to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p
+}
+
+/// Seals `packet` on `device`; the datagram if it went out at once.
+fn seal(device: &mut Device, now: Instant, packet: &[u8]) -> (Encapsulated, Vec<u8>) {
+    let mut buf = vec![0u8; packet.len() + 64];
+    buf[16..16 + packet.len()].copy_from_slice(packet);
+    let out = device.encapsulate(now, &mut buf, packet.len());
+    if let Encapsulated::Send { len, .. } = out {
+        buf.truncate(len);
+    }
+    (out, buf)
+}
+
+/// Every datagram `device` has to send.
+fn transmits(device: &mut Device, now: Instant) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    while let Some(t) = device.poll_transmit(now, &mut buf) {
+        assert!(t.len <= buf.len(), "transmit longer than the buffer");
+        out.push((t.destination, buf[..t.len].to_vec()));
+    }
+    while device.poll_event().is_some() {}
+    out
+}
+
+fn total_drops(device: &Device) -> u64 {
+    DropReason::ALL
+        .iter()
+        .map(|r| device.stats().dropped(*r))
+        .sum()
+}
+
+/// The device under test, with a session to its one peer.
+#[derive(Debug)]
+pub struct Target {
+    device: Device,
+    peer: PeerId,
+    now: Instant,
+    /// Real messages made while building the target (see [`seed_corpus`]).
+    messages: Messages,
+}
+
+#[derive(Debug, Default)]
+struct Messages {
+    initiation: Vec<u8>,
+    response: Vec<u8>,
+    data: Vec<u8>,
+    data_bad_source: Vec<u8>,
+    keepalive: Vec<u8>,
+    fresh_initiation: Vec<u8>,
+    cookie_reply: Vec<u8>,
+}
+
+impl Target {
+    /// Builds the device and its peer and runs a handshake between them.
+    /// Deterministic: every target starts in the same state.
+    pub fn new(origin: Instant) -> Self {
+        let now = origin;
+        let mut device = Device::new(
+            DeviceConfig::new(StaticSecret::from_bytes(LOCAL_KEY)),
+            now,
+            UNIX_TIME,
+            [1; 32],
+        );
+        let peer = device
+            .add_peer(
+                peer_config("remote", REMOTE_KEY, remote_addr(), REMOTE_IP),
+                now,
+            )
+            .expect("a valid peer");
+        let mut remote = Device::new(
+            DeviceConfig::new(StaticSecret::from_bytes(REMOTE_KEY)),
+            now,
+            UNIX_TIME,
+            [2; 32],
+        );
+        remote
+            .add_peer(peer_config("local", LOCAL_KEY, local_addr(), LOCAL_IP), now)
+            .expect("a valid peer");
+
+        let mut m = Messages::default();
+        // The device initiates; its first packet waits for the handshake.
+        seal(&mut device, now, &ipv4(LOCAL_IP, REMOTE_IP, 40));
+        let [(_, initiation)] =
+            <[_; 1]>::try_from(transmits(&mut device, now)).expect("initiation");
+        remote.decapsulate(now, local_addr(), &mut initiation.clone());
+        let [(_, response)] = <[_; 1]>::try_from(transmits(&mut remote, now)).expect("response");
+        device.decapsulate(now, remote_addr(), &mut response.clone());
+        for (_, mut d) in transmits(&mut device, now) {
+            remote.decapsulate(now, local_addr(), &mut d);
+        }
+        // Messages the device has not seen yet. First the keepalive the
+        // remote owes for the data it received (sending data would cancel
+        // it).
+        let later = now + crate::timers::KEEPALIVE_TIMEOUT;
+        remote.handle_timeout(later);
+        m.keepalive = transmits(&mut remote, later)
+            .into_iter()
+            .map(|(_, d)| d)
+            .find(|d| d.len() == wire::TRANSPORT_MIN_LEN)
+            .unwrap_or_default();
+        m.data = seal(&mut remote, later, &ipv4(REMOTE_IP, LOCAL_IP, 60)).1;
+        let elsewhere = Ipv4Addr::new(10, 9, 9, 9);
+        m.data_bad_source = seal(&mut remote, later, &ipv4(elsewhere, LOCAL_IP, 60)).1;
+        // An initiation with a newer timestamp, as from a restarted peer.
+        let mut restarted = Device::new(
+            DeviceConfig::new(StaticSecret::from_bytes(REMOTE_KEY)),
+            now,
+            UNIX_TIME + Duration::from_secs(1),
+            [3; 32],
+        );
+        restarted
+            .add_peer(peer_config("local", LOCAL_KEY, local_addr(), LOCAL_IP), now)
+            .expect("a valid peer");
+        seal(&mut restarted, now, &ipv4(REMOTE_IP, LOCAL_IP, 40));
+        m.fresh_initiation = transmits(&mut restarted, now).remove(0).1;
+        // The cookie reply the remote would have sent, were it under load.
+        let remote_public = StaticSecret::from_bytes(REMOTE_KEY).public_key();
+        let sender = match Message::parse(&initiation) {
+            Ok(Message::Initiation(i)) => i.sender(),
+            _ => unreachable!("the device sent an initiation"),
+        };
+        m.cookie_reply = CookieChecker::new(remote_public.as_bytes())
+            .reply(
+                &initiation,
+                sender,
+                local_addr(),
+                now,
+                &mut ChaCha20Rng::from_seed([4; 32]),
+            )
+            .to_vec();
+        m.initiation = initiation;
+        m.response = response;
+        Self {
+            device,
+            peer,
+            now,
+            messages: m,
+        }
+    }
+
+    /// Feeds one fuzz input (a sequence of records), checks every output
+    /// and returns what the device made of each datagram.
+    pub fn feed(&mut self, data: &[u8]) -> Vec<Decapsulated> {
+        let mut outcomes = Vec::new();
+        let mut rest = data;
+        while let Some((&flags, tail)) = rest.split_first() {
+            let (dgram, next) = if flags & LENGTH_PREFIXED != 0 && tail.len() >= 2 {
+                let len = usize::from(u16::from_le_bytes([tail[0], tail[1]])).min(tail.len() - 2);
+                tail[2..].split_at(len)
+            } else {
+                (tail, &[][..])
+            };
+            outcomes.push(self.record(flags, dgram));
+            rest = next;
+        }
+        outcomes
+    }
+
+    fn record(&mut self, flags: u8, dgram: &[u8]) -> Decapsulated {
+        self.now += STEPS[usize::from((flags >> STEP_SHIFT) & 0b111)];
+        let now = self.now;
+        if self.device.poll_timeout().is_some_and(|t| t <= now) {
+            self.device.handle_timeout(now);
+        }
+        let mut buf = dgram.to_vec();
+        if flags & FIX_MAC1 != 0 {
+            fix_mac1(&mut buf, now);
+        }
+        let from = if flags & FROM_PEER != 0 {
+            remote_addr()
+        } else {
+            stranger_addr()
+        };
+        let parsed = parse(&buf);
+
+        let before = self.device.stats().clone();
+        let out = self.device.decapsulate(now, from, &mut buf);
+        let after = self.device.stats();
+        match out {
+            Decapsulated::Dropped(reason) => {
+                assert_eq!(
+                    after.dropped(reason),
+                    before.dropped(reason) + 1,
+                    "{reason:?} not counted"
+                );
+                assert_eq!(
+                    total_drops(&self.device),
+                    total_drops_of(&before) + 1,
+                    "counted twice"
+                );
+                assert_eq!(
+                    reason == DropReason::Malformed,
+                    !parsed,
+                    "parse and device disagree"
+                );
+            }
+            Decapsulated::Tun { peer, offset, len } => {
+                assert_eq!(total_drops(&self.device), total_drops_of(&before));
+                assert_eq!(peer, self.peer);
+                let inner = buf
+                    .get(offset..offset + len)
+                    .expect("inner packet within the buffer");
+                let s = packet::summarize(inner).expect("a well-formed inner packet");
+                assert_eq!(s.len, len);
+                assert_eq!(
+                    s.src,
+                    IpAddr::V4(REMOTE_IP),
+                    "source outside the allowed IPs"
+                );
+            }
+            Decapsulated::Consumed => {
+                assert_eq!(total_drops(&self.device), total_drops_of(&before));
+                assert!(parsed);
+            }
+        }
+        if flags & SEND_TOO != 0 {
+            let before = total_drops(&self.device);
+            let (out, _) = seal(&mut self.device, now, &ipv4(LOCAL_IP, REMOTE_IP, 100));
+            let counted = total_drops(&self.device) - before;
+            match out {
+                Encapsulated::Dropped(_) => assert_eq!(counted, 1),
+                // Queueing may push out the oldest packet, counted as such.
+                Encapsulated::Queued { .. } => assert!(counted <= 1),
+                Encapsulated::Send { .. } => assert_eq!(counted, 0),
+            }
+        }
+        // Replies go to the sender; the rest to the endpoint, which an
+        // authenticated packet from the stranger's address may have moved.
+        for (to, _) in transmits(&mut self.device, now) {
+            assert!(to == remote_addr() || to == stranger_addr(), "sent to {to}");
+        }
+        out
+    }
+}
+
+fn total_drops_of(stats: &crate::DeviceStats) -> u64 {
+    DropReason::ALL.iter().map(|r| stats.dropped(*r)).sum()
+}
+
+/// Recomputes mac1 (and clears mac2) of a handshake message as its sender
+/// would for the fuzzed device, so that mutations reach the Noise layer.
+fn fix_mac1(buf: &mut [u8], now: Instant) {
+    let handshake = matches!(
+        (buf.first(), buf.len()),
+        (Some(1), INITIATION_LEN) | (Some(2), RESPONSE_LEN)
+    );
+    if handshake {
+        let local_public = StaticSecret::from_bytes(LOCAL_KEY).public_key();
+        CookieGenerator::new(local_public.as_bytes()).seal(buf, now);
+    }
+}
+
+/// Runs the parsers on `data` and every accessor of what they return.
+/// Returns whether it parsed as a message.
+pub fn parse(data: &[u8]) -> bool {
+    if let Some(s) = packet::summarize(data) {
+        assert!(s.len <= data.len() && s.len >= 20);
+    }
+    match Message::parse(data) {
+        Ok(Message::Initiation(m)) => {
+            let _ = (m.sender(), m.noise(), m.bytes());
+        }
+        Ok(Message::Response(m)) => {
+            let _ = (m.sender(), m.receiver(), m.noise(), m.bytes());
+        }
+        Ok(Message::CookieReply(m)) => {
+            let _ = (m.receiver(), m.nonce(), m.encrypted_cookie());
+        }
+        Ok(Message::Transport(m)) => {
+            let _ = (m.receiver(), m.counter());
+            assert!(m.payload().len() >= wire::TAG_LEN);
+        }
+        Err(_) => return false,
+    }
+    true
+}
+
+/// The `decapsulate` fuzz target's body: a fresh [`Target`] per input.
+pub fn decapsulate(origin: Instant, data: &[u8]) {
+    Target::new(origin).feed(data);
+}
+
+/// Real messages for a fresh [`Target`], each as an input of one or two
+/// records (a flags byte, then the datagram), named for the seed files.
+pub fn seed_corpus(origin: Instant) -> Vec<(&'static str, Vec<u8>)> {
+    let m = Target::new(origin).messages;
+    let one = |flags: u8, d: &[u8]| [&[flags][..], d].concat();
+    let two = |flags: u8, d: &[u8], then: u8, e: &[u8]| {
+        let len = u16::try_from(d.len()).expect("a datagram shorter than 64 KiB");
+        [
+            &[flags | LENGTH_PREFIXED][..],
+            &len.to_le_bytes(),
+            d,
+            &[then],
+            e,
+        ]
+        .concat()
+    };
+    vec![
+        ("data", one(FROM_PEER, &m.data)),
+        ("data-bad-source", one(FROM_PEER, &m.data_bad_source)),
+        ("keepalive", one(FROM_PEER, &m.keepalive)),
+        // The device's own initiation, reflected back at it.
+        ("initiation-reflected", one(FROM_PEER, &m.initiation)),
+        ("initiation-fresh", one(FROM_PEER, &m.fresh_initiation)),
+        (
+            "initiation-fresh-fixed-mac1",
+            one(FROM_PEER | FIX_MAC1, &m.fresh_initiation),
+        ),
+        ("response-stale", one(FROM_PEER, &m.response)),
+        ("cookie-reply", one(0, &m.cookie_reply)),
+        (
+            "data-then-replay",
+            two(FROM_PEER, &m.data, FROM_PEER | SEND_TOO, &m.data),
+        ),
+        (
+            "initiation-fresh-then-replay",
+            two(
+                FROM_PEER,
+                &m.fresh_initiation,
+                FROM_PEER | (3 << STEP_SHIFT),
+                &m.fresh_initiation,
+            ),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests;

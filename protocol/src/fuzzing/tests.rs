@@ -1,0 +1,216 @@
+//! `fuzz_smoke`: the fuzz targets' body over seeded random and mutated
+//! inputs, on stable Rust, so every `cargo test` runs a little fuzzing.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use rand_chacha::rand_core::RngCore;
+
+use super::*;
+
+/// Inputs per run; `WEFT_FUZZ_SMOKE_ITERS` overrides.
+const ITERATIONS: usize = 200_000;
+/// Inputs fed to one target before a fresh one is built.
+const BATCH: usize = 2_000;
+
+fn below(rng: &mut ChaCha20Rng, n: usize) -> usize {
+    (rng.next_u64() % n as u64) as usize
+}
+
+/// Random bytes, often shaped like a message header so they get past the
+/// length and type checks.
+fn random_input(rng: &mut ChaCha20Rng) -> Vec<u8> {
+    let mut flags = [0u8; 1];
+    rng.fill_bytes(&mut flags);
+    let len = match below(rng, 6) {
+        0 => INITIATION_LEN,
+        1 => RESPONSE_LEN,
+        2 => wire::COOKIE_REPLY_LEN,
+        3 => wire::TRANSPORT_MIN_LEN + below(rng, 200),
+        _ => below(rng, 200),
+    };
+    let mut d = vec![0u8; len];
+    rng.fill_bytes(&mut d);
+    if below(rng, 3) > 0 && len >= 4 {
+        d[0] = 1 + below(rng, 4) as u8;
+        d[1..4].fill(0);
+    }
+    [&[flags[0] & !LENGTH_PREFIXED][..], &d].concat()
+}
+
+/// One to four mutations of a seed: bit flips, byte writes, truncation,
+/// growth, index and counter rewrites, flag changes, or a splice with
+/// another seed into a two-record input.
+fn mutate(seed: &[u8], seeds: &[Vec<u8>], rng: &mut ChaCha20Rng) -> Vec<u8> {
+    let mut d = seed.to_vec();
+    for _ in 0..1 + below(rng, 4) {
+        if d.is_empty() {
+            d.push(0);
+        }
+        match below(rng, 9) {
+            0 => {
+                let i = below(rng, d.len());
+                d[i] ^= 1 << below(rng, 8);
+            }
+            1 => {
+                let i = below(rng, d.len());
+                d[i] = rng.next_u32() as u8;
+            }
+            2 => d.truncate(below(rng, d.len() + 1)),
+            3 => d.extend((0..1 + below(rng, 40)).map(|_| rng.next_u32() as u8)),
+            // The index fields (after the flags byte).
+            4 if d.len() >= 13 => {
+                let at = [5, 9][below(rng, 2)];
+                let v = match below(rng, 3) {
+                    0 => rng.next_u32(),
+                    1 => 0,
+                    _ => u32::from_le_bytes([d[9], d[10], d[11], d[12]]),
+                };
+                d[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            // A transport counter.
+            5 if d.len() >= 17 => {
+                let v = [
+                    0,
+                    1,
+                    8127,
+                    8128,
+                    u64::MAX - (1 << 13),
+                    u64::MAX,
+                    rng.next_u64(),
+                ][below(rng, 7)];
+                d[9..17].copy_from_slice(&v.to_le_bytes());
+            }
+            6 => d[0] = (rng.next_u32() as u8) & !LENGTH_PREFIXED,
+            7 => d[0] |= FIX_MAC1,
+            _ => {
+                let other = &seeds[below(rng, seeds.len())];
+                let first = &d[1..];
+                d = [
+                    &[d[0] | LENGTH_PREFIXED][..],
+                    &(first.len() as u16).to_le_bytes(),
+                    first,
+                    other,
+                ]
+                .concat();
+            }
+        }
+    }
+    d
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn reason_name(o: &Decapsulated) -> &'static str {
+    match o {
+        Decapsulated::Tun { .. } => "tun",
+        Decapsulated::Consumed => "consumed",
+        Decapsulated::Dropped(r) => r.as_str(),
+    }
+}
+
+#[test]
+fn real_messages_do_what_they_should_on_a_fresh_target() {
+    let origin = Instant::now();
+    let seeds: BTreeMap<_, _> = seed_corpus(origin).into_iter().collect();
+    let expect = [
+        ("data", vec!["tun"]),
+        ("data-bad-source", vec!["source_not_allowed"]),
+        ("keepalive", vec!["consumed"]),
+        ("initiation-reflected", vec!["bad_mac"]),
+        ("initiation-fresh", vec!["consumed"]),
+        ("initiation-fresh-fixed-mac1", vec!["consumed"]),
+        ("response-stale", vec!["unknown_index"]),
+        ("cookie-reply", vec!["consumed"]),
+        ("data-then-replay", vec!["tun", "replay"]),
+        ("initiation-fresh-then-replay", vec!["consumed", "replay"]),
+    ];
+    assert_eq!(seeds.len(), expect.len());
+    for (name, outcomes) in expect {
+        let got = Target::new(origin).feed(&seeds[name]);
+        let got: Vec<_> = got.iter().map(reason_name).collect();
+        assert_eq!(got, outcomes, "{name}");
+    }
+}
+
+#[test]
+fn fuzz_smoke() {
+    let iterations = std::env::var("WEFT_FUZZ_SMOKE_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ITERATIONS);
+    let origin = Instant::now();
+    let seeds: Vec<Vec<u8>> = seed_corpus(origin).into_iter().map(|(_, s)| s).collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(0x5eed_f022);
+    let mut tally: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut target = Target::new(origin);
+    for i in 0..iterations {
+        if i % BATCH == 0 {
+            target = Target::new(origin);
+        }
+        let input = if below(&mut rng, 10) < 4 {
+            random_input(&mut rng)
+        } else {
+            let seed = &seeds[below(&mut rng, seeds.len())];
+            mutate(seed, &seeds, &mut rng)
+        };
+        // The harness asserts every invariant; name the input if one breaks.
+        match catch_unwind(AssertUnwindSafe(|| target.feed(&input))) {
+            Ok(outcomes) => {
+                for o in &outcomes {
+                    *tally.entry(reason_name(o)).or_default() += 1;
+                }
+            }
+            Err(_) => panic!("input {i} broke the harness: {}", hex(&input)),
+        }
+    }
+    eprintln!("fuzz_smoke: {iterations} inputs: {tally:?}");
+    // The inputs reached every layer, not only the parser.
+    if iterations >= ITERATIONS {
+        for layer in [
+            "malformed",
+            "unknown_index",
+            "bad_mac",
+            "handshake_failed",
+            "replay",
+            "decrypt",
+            "consumed",
+            "tun",
+        ] {
+            assert!(
+                tally.get(layer).is_some_and(|n| *n > 0),
+                "nothing reached {layer}"
+            );
+        }
+    }
+}
+
+fn seed_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/decapsulate")
+}
+
+/// Rewrites the cargo-fuzz seed files from [`seed_corpus`].
+#[test]
+#[ignore = "writes files; run by hand after a change to the wire formats"]
+fn write_fuzz_seeds() {
+    let dir = seed_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in seed_corpus(Instant::now()) {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+#[test]
+fn the_committed_fuzz_seeds_are_current() {
+    // Keys, seeds and times are fixed, so the messages are too.
+    for (name, bytes) in seed_corpus(Instant::now()) {
+        let on_disk = std::fs::read(seed_dir().join(name))
+            .unwrap_or_else(|e| panic!("seed {name}: {e}; run write_fuzz_seeds"));
+        assert!(
+            on_disk == bytes,
+            "seed {name} is stale; run write_fuzz_seeds"
+        );
+    }
+}

@@ -1,0 +1,635 @@
+//! Path-MTU discovery for one edge (a peer at one endpoint), by probing.
+//!
+//! The kernel learns a path MTU only from ICMP, which firewalls often drop;
+//! then the first full-size packets vanish and a transfer hangs. So each edge
+//! measures its own MTU, in the spirit of RFC 8899 (Packetization Layer PMTU
+//! Discovery): authenticated probe datagrams of chosen sizes, sent with DF,
+//! that the peer acknowledges. Sizes here are outer IP packet sizes (what a
+//! router's MTU limits), from a floor to the local interface MTU.
+//!
+//! The search keeps `confirmed` (largest size acknowledged) and `upper`
+//! (largest size not yet ruled out). Each round probes several sizes spread
+//! over `(confirmed, upper]` at once, plus a *control* probe of a size known
+//! to pass, so a round converges in one timeout instead of one probe per
+//! round trip, and a round in which nothing at all came back (the peer or the
+//! path is down) proves nothing and changes nothing. A size is given up only
+//! after at least [`MIN_LOSSES`] probes of it were lost and none arrived; when
+//! the edge shows random loss, more copies are required, enough that random
+//! loss alone would give up a fitting size less than once in a thousand. An
+//! acknowledgement that arrives after its probe was declared lost still
+//! counts. After convergence, the confirmed size is re-validated every second
+//! while the edge carries traffic (a black hole is detected within a few
+//! seconds), and a raise is attempted every [`RAISE_INTERVAL`].
+//!
+//! This module only decides; the device sends the probes and routes the
+//! acknowledgements. It never reads the clock.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Fewest losses of one size, with no acknowledgement, before it is given up.
+pub const MIN_LOSSES: u8 = 3;
+/// Most copies of one size per round, however lossy the edge.
+pub const MAX_COPIES: u8 = 10;
+/// Sizes probed at once in one search round (besides the control probe).
+pub const SIZES_PER_ROUND: u16 = 6;
+/// Copies of the control probe per search round.
+pub const CONTROL_COPIES: u8 = 2;
+/// Smallest probe timeout: probes wait at least this long for their
+/// acknowledgement, whatever the measured round-trip time.
+pub const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(10);
+/// Probe timeout before any round-trip time is known.
+pub const INITIAL_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+/// Re-validation interval while the edge carries traffic. A path MTU
+/// decrease is noticed within this plus three probe timeouts.
+pub const VALIDATE_ACTIVE: Duration = Duration::from_secs(1);
+/// Re-validation interval while the edge is idle.
+pub const VALIDATE_IDLE: Duration = Duration::from_secs(30);
+/// How long after its last data packet an edge counts as active.
+pub const ACTIVE_WINDOW: Duration = Duration::from_secs(10);
+/// Interval between attempts to raise a PMTU below the local MTU, while the
+/// edge carries traffic (RFC 8899 §5.1.1's PMTU_RAISE_TIMER, shortened from
+/// 600 s: weft's probes are separate datagrams that cost the inner traffic
+/// nothing when lost, and one attempt costs a few dozen probes).
+pub const RAISE_INTERVAL: Duration = Duration::from_secs(30);
+/// The first raise attempt after an edge's search converged.
+pub const FIRST_RAISE: Duration = Duration::from_secs(2);
+/// Wait before retrying a round in which nothing was acknowledged.
+pub const RETRY_SILENT: Duration = Duration::from_secs(1);
+/// Target chance that random loss alone makes a fitting size be given up.
+const FALSE_GIVE_UP: f64 = 1e-3;
+/// Lost probe ids remembered so a late acknowledgement still counts.
+const LATE_ACKS: usize = 64;
+
+/// Sizes and bounds of an edge's search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PmtuLimits {
+    /// Smallest size ever probed or reported.
+    pub floor: u16,
+    /// Size used until one is confirmed.
+    pub base: u16,
+    /// The local interface MTU toward the endpoint: nothing larger is sent.
+    pub max: u16,
+}
+
+/// Counters of one edge's discovery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PmtuStats {
+    /// Probes sent.
+    pub probes_sent: u64,
+    /// Probes declared lost.
+    pub probes_lost: u64,
+    /// Bytes of probes sent (outer IP sizes).
+    pub probe_bytes: u64,
+    /// Times the size in use changed.
+    pub changes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Rounds are running.
+    Searching,
+    /// Converged; validate or raise at `next`.
+    Complete,
+    /// Nothing came back; try again at `next`.
+    Silent,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    id: u32,
+    size: u16,
+    sent: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    size: u16,
+    queued: u8,
+    lost: u8,
+    /// Losses and sends already counted in the loss estimate (control only).
+    counted: u8,
+    counted_sent: u8,
+    acked: bool,
+}
+
+/// RFC 6298 smoothed round-trip time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rtt {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+}
+
+impl Rtt {
+    fn sample(&mut self, r: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(r);
+                self.rttvar = r / 2;
+            }
+            Some(s) => {
+                let diff = s.abs_diff(r);
+                self.rttvar = (self.rttvar * 3 + diff) / 4;
+                self.srtt = Some((s * 7 + r) / 8);
+            }
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        match self.srtt {
+            None => INITIAL_PROBE_TIMEOUT,
+            Some(s) => (s + self.rttvar * 4).max(MIN_PROBE_TIMEOUT),
+        }
+    }
+}
+
+/// The discovery state of one edge.
+#[derive(Debug, Clone)]
+pub struct Pmtud {
+    limits: PmtuLimits,
+    confirmed: Option<u16>,
+    upper: u16,
+    in_use: u16,
+    phase: Phase,
+    next: Option<Instant>,
+    round: Vec<Entry>,
+    required: u8,
+    to_send: VecDeque<u16>,
+    in_flight: Vec<InFlight>,
+    lost_ids: VecDeque<(u32, u16)>,
+    next_id: u32,
+    rtt: Rtt,
+    /// Probes of sizes that pass, and how many of those were lost: the
+    /// edge's random round-trip loss.
+    fit_sent: u32,
+    fit_lost: u32,
+    last_active: Option<Instant>,
+    last_validated: Option<Instant>,
+    next_raise: Option<Instant>,
+    /// Raise attempts scheduled since the edge started.
+    raises: u32,
+    changed: bool,
+    stats: PmtuStats,
+}
+
+impl Pmtud {
+    /// Starts discovery on a new edge: the first round goes out at once.
+    /// `prior` is a size believed to pass (a stored or gossiped value); it
+    /// is probed first but used only once acknowledged.
+    pub fn new(limits: PmtuLimits, initial_rtt: Option<Duration>, now: Instant) -> Self {
+        let limits = PmtuLimits {
+            floor: limits.floor.min(limits.max),
+            base: limits.base.clamp(limits.floor.min(limits.max), limits.max),
+            max: limits.max,
+        };
+        let mut rtt = Rtt::default();
+        if let Some(r) = initial_rtt {
+            rtt.sample(r);
+        }
+        let mut s = Self {
+            limits,
+            confirmed: None,
+            upper: limits.max,
+            in_use: limits.base,
+            phase: Phase::Searching,
+            next: None,
+            round: Vec::new(),
+            required: MIN_LOSSES,
+            to_send: VecDeque::new(),
+            in_flight: Vec::new(),
+            lost_ids: VecDeque::new(),
+            next_id: 1,
+            rtt,
+            fit_sent: 0,
+            fit_lost: 0,
+            last_active: None,
+            last_validated: None,
+            next_raise: None,
+            raises: 0,
+            changed: false,
+            stats: PmtuStats::default(),
+        };
+        s.start_search(now);
+        s
+    }
+
+    /// The size in use: the confirmed one, or the base until one is.
+    pub fn current(&self) -> u16 {
+        self.in_use
+    }
+
+    /// The largest size acknowledged, if any.
+    pub fn confirmed(&self) -> Option<u16> {
+        self.confirmed
+    }
+
+    /// Whether the search has converged.
+    pub fn is_complete(&self) -> bool {
+        self.phase == Phase::Complete
+    }
+
+    /// The local MTU toward the endpoint.
+    pub fn limits(&self) -> PmtuLimits {
+        self.limits
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> PmtuStats {
+        self.stats
+    }
+
+    /// Smoothed round-trip time of the probes, if measured.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt.srtt
+    }
+
+    /// Returns the new size in use if it changed since the last call.
+    pub fn poll_change(&mut self) -> Option<u16> {
+        std::mem::take(&mut self.changed).then_some(self.in_use)
+    }
+
+    /// The next probe to send now: its id and size.
+    pub fn poll_probe(&mut self, now: Instant) -> Option<(u32, u16)> {
+        let size = self.to_send.pop_front()?;
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.in_flight.push(InFlight {
+            id,
+            size,
+            sent: now,
+        });
+        self.stats.probes_sent += 1;
+        self.stats.probe_bytes += u64::from(size);
+        Some((id, size))
+    }
+
+    /// The size of probe `id` if it is in flight or was recently declared
+    /// lost (so the device can check the acknowledged length).
+    pub fn probe_size(&self, id: u32) -> Option<u16> {
+        self.in_flight
+            .iter()
+            .find(|p| p.id == id)
+            .map(|p| p.size)
+            .or_else(|| {
+                self.lost_ids
+                    .iter()
+                    .find(|(i, _)| *i == id)
+                    .map(|(_, s)| *s)
+            })
+    }
+
+    /// Data was sent on the edge: it is active, so validate often.
+    pub fn on_active(&mut self, now: Instant) {
+        let was_idle = self
+            .last_active
+            .is_none_or(|t| now.saturating_duration_since(t) >= ACTIVE_WINDOW);
+        self.last_active = Some(now);
+        if was_idle && self.phase == Phase::Complete {
+            let due = self
+                .last_validated
+                .map_or(now, |t| (t + VALIDATE_ACTIVE).max(now));
+            self.next = Some(self.next.map_or(due, |n| n.min(due)));
+        }
+    }
+
+    /// Probe `id` was acknowledged.
+    pub fn on_ack(&mut self, id: u32, now: Instant) {
+        let size = if let Some(i) = self.in_flight.iter().position(|p| p.id == id) {
+            let p = self.in_flight.swap_remove(i);
+            self.rtt.sample(now.saturating_duration_since(p.sent));
+            p.size
+        } else if let Some(i) = self.lost_ids.iter().position(|(i, _)| *i == id) {
+            // Late, but it arrived: the size passes after all.
+            let (_, size) = self.lost_ids.remove(i).unwrap_or_default();
+            self.upper = self.upper.max(size);
+            size
+        } else {
+            return;
+        };
+        if let Some(e) = self.round.iter_mut().find(|e| e.size == size) {
+            e.acked = true;
+        }
+        if self.confirmed.is_none_or(|c| size > c) {
+            self.confirmed = Some(size);
+            self.recompute();
+        }
+        self.maybe_end_round(now);
+    }
+
+    /// An ICMP "too big" (or a local EMSGSIZE) says nothing above `mtu`
+    /// passes. Taken as a hint: the search restarts below it at once.
+    pub fn on_too_big(&mut self, mtu: u16, now: Instant) {
+        let mtu = mtu.max(self.limits.floor);
+        if mtu >= self.upper && self.confirmed.is_none_or(|c| c <= mtu) {
+            return;
+        }
+        self.upper = mtu;
+        if self.confirmed.is_some_and(|c| c > mtu) {
+            self.confirmed = None;
+        }
+        self.recompute();
+        self.start_search(now);
+    }
+
+    /// The local interface MTU toward the endpoint changed.
+    pub fn set_max(&mut self, max: u16, now: Instant) {
+        if max == self.limits.max {
+            return;
+        }
+        self.limits.max = max;
+        self.limits.floor = self.limits.floor.min(max);
+        self.limits.base = self.limits.base.min(max);
+        if max < self.in_use {
+            self.on_too_big(max, now);
+        } else {
+            self.upper = max;
+            self.start_search(now);
+        }
+    }
+
+    /// When [`Pmtud::handle_timeout`] must next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timeout = self.rtt.timeout();
+        let probe = self.in_flight.iter().map(|p| p.sent + timeout).min();
+        match (probe, self.next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Declares late probes lost and runs due validation or raise attempts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let timeout = self.rtt.timeout();
+        let mut i = 0;
+        while i < self.in_flight.len() {
+            let p = self.in_flight[i];
+            if p.sent + timeout > now {
+                i += 1;
+                continue;
+            }
+            self.in_flight.swap_remove(i);
+            self.stats.probes_lost += 1;
+            if self.lost_ids.len() == LATE_ACKS {
+                self.lost_ids.pop_front();
+            }
+            self.lost_ids.push_back((p.id, p.size));
+            if let Some(e) = self.round.iter_mut().find(|e| e.size == p.size) {
+                e.lost += 1;
+            }
+        }
+        self.maybe_end_round(now);
+        if self.next.is_some_and(|n| n <= now) {
+            self.next = None;
+            self.scheduled(now);
+        }
+    }
+
+    /// The size to use: the confirmed one once it reaches the base (or the
+    /// base is ruled out), else the base while it may still pass.
+    fn recompute(&mut self) {
+        let base = self.limits.base;
+        let size = match self.confirmed {
+            Some(c) if c >= base || self.upper < base => c,
+            _ => base.min(self.upper),
+        };
+        self.set_in_use(size);
+    }
+
+    fn set_in_use(&mut self, size: u16) {
+        if size != self.in_use {
+            self.in_use = size;
+            self.changed = true;
+            self.stats.changes += 1;
+        }
+    }
+
+    /// Copies of each size a round sends: at least [`MIN_LOSSES`], more on
+    /// a lossy edge so a fitting size is rarely given up by chance.
+    fn copies(&self) -> u8 {
+        // A cautious estimate: before much is known, assume one probe in
+        // four may be lost (a prior of 1 loss in 4 probes).
+        let loss = f64::from(self.fit_lost + 1) / f64::from(self.fit_sent + 4);
+        let n = (FALSE_GIVE_UP.ln() / loss.min(0.9).ln()).ceil();
+        (n as u8).clamp(MIN_LOSSES, MAX_COPIES)
+    }
+
+    fn count_fitting(&mut self, sent: u32, lost: u32) {
+        self.fit_sent += sent;
+        self.fit_lost += lost;
+        // Forget slowly, so the estimate follows a path whose loss changes.
+        if self.fit_sent > 1000 {
+            self.fit_sent /= 2;
+            self.fit_lost /= 2;
+        }
+    }
+
+    fn start_search(&mut self, now: Instant) {
+        self.phase = Phase::Searching;
+        self.next = None;
+        self.start_round(now);
+    }
+
+    /// Probes sizes spread over `(confirmed, upper]` plus a control.
+    fn start_round(&mut self, now: Instant) {
+        let lo = self
+            .confirmed
+            .map_or(self.limits.floor.saturating_sub(1), |c| c);
+        if lo >= self.upper {
+            self.complete(now);
+            return;
+        }
+        let copies = self.copies();
+        let span = self.upper - lo;
+        let mut sizes: Vec<u16> = (1..=SIZES_PER_ROUND)
+            .map(|j| {
+                lo + ((u32::from(span) * u32::from(j)).div_ceil(u32::from(SIZES_PER_ROUND))) as u16
+            })
+            .collect();
+        sizes.dedup();
+        // One copy each first; only sizes that go unanswered get the rest.
+        self.begin(sizes, 1, copies);
+        self.add_control(CONTROL_COPIES);
+    }
+
+    /// Re-validates the confirmed size, one copy first (escalating only if
+    /// it is lost), with the floor as control.
+    fn start_validation(&mut self, now: Instant) {
+        let Some(c) = self.confirmed else {
+            self.start_search(now);
+            return;
+        };
+        self.phase = Phase::Searching;
+        let required = self.copies();
+        self.begin(vec![c], 1, required);
+        if c > self.limits.floor {
+            self.add_control(1);
+        }
+    }
+
+    /// The control probe: the floor, which passes whenever anything does.
+    /// It tells a dead path from a black hole, and its losses measure the
+    /// edge's random loss without bias.
+    fn add_control(&mut self, copies: u8) {
+        let size = self.limits.floor;
+        if self.round.iter().any(|e| e.size == size) {
+            return;
+        }
+        self.round.push(Entry {
+            size,
+            queued: copies,
+            lost: 0,
+            counted: 0,
+            counted_sent: 0,
+            acked: false,
+        });
+        for _ in 0..copies {
+            self.to_send.push_back(size);
+        }
+    }
+
+    fn begin(&mut self, sizes: Vec<u16>, copies: u8, required: u8) {
+        self.round.clear();
+        self.required = required;
+        for &size in &sizes {
+            self.round.push(Entry {
+                size,
+                queued: copies,
+                lost: 0,
+                counted: 0,
+                counted_sent: 0,
+                acked: false,
+            });
+            for _ in 0..copies {
+                self.to_send.push_back(size);
+            }
+        }
+    }
+
+    /// Ends the round once every probe of it is resolved.
+    fn maybe_end_round(&mut self, now: Instant) {
+        if self.phase != Phase::Searching || !self.to_send.is_empty() {
+            return;
+        }
+        let open = |size: u16| self.in_flight.iter().any(|p| p.size == size);
+        if self.round.iter().any(|e| !e.acked && open(e.size)) {
+            return;
+        }
+        // The control's losses measure random loss, once the round shows
+        // the path is alive; a lossy edge needs more copies before a size
+        // is given up.
+        let best = self.round.iter().filter(|e| e.acked).map(|e| e.size).max();
+        let floor = self.limits.floor;
+        let (mut sent, mut lost) = (0, 0);
+        if best.is_some() {
+            for e in self.round.iter_mut().filter(|e| e.size == floor) {
+                sent += u32::from(e.queued - e.counted_sent);
+                lost += u32::from(e.lost - e.counted);
+                e.counted_sent = e.queued;
+                e.counted = e.lost;
+            }
+        }
+        self.count_fitting(sent, lost);
+        self.required = self.required.max(self.copies());
+        // Escalate: a lost size gets more copies before it is given up.
+        let required = self.required;
+        let mut escalated = false;
+        for e in &mut self.round {
+            let unresolved = best.is_none_or(|b| e.size > b);
+            if unresolved && !e.acked && e.lost < required && e.queued < required {
+                for _ in e.queued..required {
+                    self.to_send.push_back(e.size);
+                }
+                e.queued = required;
+                escalated = true;
+            }
+        }
+        if escalated {
+            return;
+        }
+        if !self.round.iter().any(|e| e.acked) {
+            // Nothing came back at all: the peer or the path is down, which
+            // says nothing about sizes. Try again later.
+            self.phase = Phase::Silent;
+            self.round.clear();
+            self.next = Some(now + RETRY_SILENT);
+            return;
+        }
+        let confirmed = self.confirmed.unwrap_or(0);
+        let mut black_hole = false;
+        for e in &self.round {
+            if !e.acked && e.size > confirmed && e.size <= self.upper {
+                self.upper = e.size - 1;
+            }
+            if !e.acked && Some(e.size) == self.confirmed {
+                black_hole = true;
+            }
+        }
+        if black_hole {
+            // The size we were using stopped passing while smaller ones
+            // pass: fall back to the largest size still known to pass.
+            let fallen = self.confirmed.unwrap_or(self.limits.base);
+            let still = self
+                .round
+                .iter()
+                .filter(|e| e.acked && e.size < fallen)
+                .map(|e| e.size)
+                .max();
+            self.upper = fallen - 1;
+            self.confirmed = still;
+            self.recompute();
+        }
+        self.recompute();
+        self.round.clear();
+        self.start_round(now);
+    }
+
+    fn complete(&mut self, now: Instant) {
+        self.phase = Phase::Complete;
+        self.round.clear();
+        self.last_validated = Some(now);
+        let active = self
+            .last_active
+            .is_some_and(|t| now.saturating_duration_since(t) < ACTIVE_WINDOW);
+        let validate = now
+            + if active {
+                VALIDATE_ACTIVE
+            } else {
+                VALIDATE_IDLE
+            };
+        if self.in_use < self.limits.max && self.next_raise.is_none() {
+            // The first raise comes soon: it re-checks, at little cost, any
+            // size that random loss made the search give up.
+            let first = self.raises == 0;
+            self.raises += 1;
+            self.next_raise = Some(now + if first { FIRST_RAISE } else { RAISE_INTERVAL });
+        }
+        self.next = Some(match self.next_raise {
+            Some(r) => validate.min(r),
+            None => validate,
+        });
+    }
+
+    fn scheduled(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Silent => self.start_search(now),
+            Phase::Searching => {}
+            Phase::Complete => {
+                let active = self
+                    .last_active
+                    .is_some_and(|t| now.saturating_duration_since(t) < ACTIVE_WINDOW);
+                if self.next_raise.is_some_and(|r| r <= now) {
+                    self.next_raise = None;
+                    if active && self.in_use < self.limits.max {
+                        self.upper = self.limits.max;
+                        self.start_search(now);
+                        return;
+                    }
+                }
+                self.start_validation(now);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+//! Scenarios for one edge's discovery against a scripted path: a path MTU
+//! that can change, random loss both ways, a fixed round-trip time, and no
+//! ICMP unless a test sends one.
+
+use super::*;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+const LIMITS: PmtuLimits = PmtuLimits {
+    floor: 576,
+    base: 1340,
+    max: 1500,
+};
+
+struct Path {
+    mtu: u16,
+    loss: f64,
+    rtt: Duration,
+    rng: ChaCha20Rng,
+}
+
+impl Path {
+    fn lost(&mut self) -> bool {
+        (self.rng.next_u32() as f64 / u32::MAX as f64) < self.loss
+    }
+}
+
+struct Run {
+    edge: Pmtud,
+    path: Path,
+    now: Instant,
+    acks: Vec<(Instant, u32)>,
+    active: bool,
+}
+
+impl Run {
+    fn new(mtu: u16, loss: f64, seed: u64) -> Self {
+        // Tests alone take a real instant, as the origin of virtual time.
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let path = Path {
+            mtu,
+            loss,
+            rtt: Duration::from_micros(400),
+            rng: ChaCha20Rng::seed_from_u64(seed),
+        };
+        Self {
+            edge: Pmtud::new(LIMITS, Some(path.rtt), now),
+            path,
+            now,
+            acks: Vec::new(),
+            active: true,
+        }
+    }
+
+    /// Runs for `d` of virtual time; returns the last change seen.
+    fn run_for(&mut self, d: Duration) -> Option<u16> {
+        let end = self.now + d;
+        let mut last = None;
+        loop {
+            if self.active {
+                self.edge.on_active(self.now);
+            }
+            while let Some((id, size)) = self.edge.poll_probe(self.now) {
+                if size <= self.path.mtu && !self.path.lost() && !self.path.lost() {
+                    self.acks.push((self.now + self.path.rtt, id));
+                }
+            }
+            if let Some(c) = self.edge.poll_change() {
+                last = Some(c);
+            }
+            let next_ack = self.acks.iter().map(|a| a.0).min();
+            let next = [next_ack, self.edge.poll_timeout(), Some(end)]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("end is always there");
+            self.now = next.max(self.now);
+            if self.now >= end {
+                return last;
+            }
+            let due: Vec<u32> = self
+                .acks
+                .iter()
+                .filter(|a| a.0 <= self.now)
+                .map(|a| a.1)
+                .collect();
+            self.acks.retain(|a| a.0 > self.now);
+            for id in due {
+                self.edge.on_ack(id, self.now);
+            }
+            self.edge.handle_timeout(self.now);
+        }
+    }
+
+    /// Virtual time until the edge uses exactly `mtu`, within `limit`.
+    fn time_to(&mut self, mtu: u16, limit: Duration) -> Option<Duration> {
+        let start = self.now;
+        while self.now.saturating_duration_since(start) < limit {
+            self.run_for(Duration::from_millis(5));
+            if self.edge.current() == mtu && self.edge.confirmed() == Some(mtu) {
+                return Some(self.now - start);
+            }
+        }
+        None
+    }
+}
+
+#[test]
+fn converges_exactly_on_black_hole_paths_of_several_mtus() {
+    for mtu in [600, 1280, 1300, 1337, 1400, 1420, 1492, 1500] {
+        let mut run = Run::new(mtu, 0.0, u64::from(mtu));
+        let t = run
+            .time_to(mtu, Duration::from_secs(1))
+            .unwrap_or_else(|| panic!("mtu {mtu}: got {} after 1 s", run.edge.current()));
+        assert!(t < Duration::from_millis(300), "mtu {mtu} took {t:?}");
+        run.run_for(Duration::from_secs(1));
+        assert!(run.edge.is_complete(), "mtu {mtu} not complete");
+        assert_eq!(run.edge.current(), mtu);
+    }
+}
+
+#[test]
+fn until_a_size_is_confirmed_the_base_is_used() {
+    let run = Run::new(1400, 0.0, 1);
+    assert_eq!(run.edge.current(), LIMITS.base);
+    assert_eq!(run.edge.confirmed(), None);
+}
+
+#[test]
+fn twenty_percent_random_loss_converges_to_the_exact_value_not_lower() {
+    for seed in 0..2000 {
+        let mut run = Run::new(1400, 0.2, seed);
+        let t = run.time_to(1400, Duration::from_secs(5));
+        assert!(
+            t.is_some(),
+            "seed {seed}: stuck at {} (confirmed {:?})",
+            run.edge.current(),
+            run.edge.confirmed()
+        );
+        run.run_for(Duration::from_secs(3));
+        assert_eq!(run.edge.current(), 1400, "seed {seed} drifted");
+    }
+}
+
+#[test]
+fn an_icmp_too_big_hint_restarts_the_search_below_it() {
+    let mut run = Run::new(1500, 0.0, 3);
+    run.time_to(1500, Duration::from_secs(1)).unwrap();
+    run.path.mtu = 1380;
+    let now = run.now;
+    run.edge.on_too_big(1380, now);
+    assert!(run.edge.current() <= 1380);
+    run.time_to(1380, Duration::from_secs(1))
+        .expect("converged after the hint");
+}
+
+#[test]
+fn a_decrease_mid_run_is_found_within_3s_without_icmp() {
+    let mut run = Run::new(1400, 0.0, 4);
+    run.time_to(1400, Duration::from_secs(1)).unwrap();
+    run.run_for(Duration::from_secs(5));
+    run.path.mtu = 1300;
+    let t = run
+        .time_to(1300, Duration::from_secs(3))
+        .unwrap_or_else(|| panic!("still {} after 3 s", run.edge.current()));
+    assert!(t <= Duration::from_millis(2100), "took {t:?}");
+}
+
+#[test]
+fn an_increase_is_found_within_the_raise_interval() {
+    let mut run = Run::new(1300, 0.0, 5);
+    run.time_to(1300, Duration::from_secs(1)).unwrap();
+    run.path.mtu = 1400;
+    let t = run
+        .time_to(1400, RAISE_INTERVAL + Duration::from_secs(1))
+        .unwrap_or_else(|| panic!("still {}", run.edge.current()));
+    assert!(
+        t <= RAISE_INTERVAL + Duration::from_millis(200),
+        "took {t:?}"
+    );
+}
+
+#[test]
+fn a_silent_peer_changes_nothing() {
+    let mut run = Run::new(1400, 1.0, 6);
+    run.run_for(Duration::from_secs(10));
+    assert_eq!(run.edge.current(), LIMITS.base);
+    assert_eq!(run.edge.confirmed(), None);
+    // And it keeps trying, at a modest rate.
+    let sent = run.edge.stats().probes_sent;
+    assert!(sent > 0 && sent < 400, "{sent} probes in 10 s");
+}
+
+#[test]
+fn a_path_smaller_than_the_base_is_used_once_the_base_fails() {
+    let mut run = Run::new(1300, 0.0, 7);
+    run.time_to(1300, Duration::from_secs(1))
+        .expect("converged below the base");
+}
+
+#[test]
+fn a_late_acknowledgement_still_confirms_its_size() {
+    let mut run = Run::new(1400, 0.0, 8);
+    run.time_to(1400, Duration::from_secs(1)).unwrap();
+    let lost = run.edge.lost_ids.len();
+    assert!(lost > 0, "a black-hole search declares probes lost");
+    let (id, _) = (1..u32::MAX)
+        .map(|i| (i, run.edge.probe_size(i)))
+        .find(|(_, s)| s.is_some_and(|s| s > 1400))
+        .map(|(i, s)| (i, s.unwrap()))
+        .unwrap();
+    let now = run.now;
+    run.edge.on_ack(id, now);
+    assert!(run.edge.confirmed().unwrap() > 1400);
+}
+
+#[test]
+fn probes_are_spent_sparingly_on_a_clean_path() {
+    let mut run = Run::new(1500, 0.0, 9);
+    run.time_to(1500, Duration::from_secs(1)).unwrap();
+    assert!(run.edge.stats().probes_sent <= 30, "{:?}", run.edge.stats());
+    // Validation while active: one probe pair per second.
+    let before = run.edge.stats().probes_sent;
+    run.run_for(Duration::from_secs(10));
+    let per_s = (run.edge.stats().probes_sent - before) / 10;
+    assert!(per_s <= 3, "{per_s} probes per second while converged");
+}
+
+#[test]
+fn figures_for_the_record() {
+    for (mtu, loss) in [(1400u16, 0.0), (1400, 0.2), (1300, 0.0), (1500, 0.0)] {
+        let mut run = Run::new(mtu, loss, 11);
+        let t = run.time_to(mtu, Duration::from_secs(5)).unwrap();
+        let s = run.edge.stats();
+        eprintln!(
+            "mtu {mtu} loss {loss}: exact after {t:?}, {} probes, {} bytes, {} lost",
+            s.probes_sent, s.probe_bytes, s.probes_lost
+        );
+    }
+}
