@@ -20,6 +20,9 @@
 //! ChaCha20 RNG seeded by the caller, so a simulation replays bit for bit.
 
 mod handshake;
+pub(crate) mod path;
+
+pub use path::{overhead, BASE_INNER_MTU, FLOOR_V4, FLOOR_V6};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -54,6 +57,11 @@ pub struct DeviceConfig {
     /// Packets queued per peer while its handshake runs; the oldest are
     /// dropped beyond this.
     pub queue_limit: usize,
+    /// Whether each edge discovers its path MTU by probing.
+    pub pmtu_discovery: bool,
+    /// The largest path MTU any edge may use, until the caller reports the
+    /// local interface MTU toward an endpoint ([`Device::set_local_mtu`]).
+    pub max_pmtu: u16,
 }
 
 impl DeviceConfig {
@@ -64,6 +72,8 @@ impl DeviceConfig {
             mtu: 1420,
             under_load_handshakes_per_second: 128,
             queue_limit: 1024,
+            pmtu_discovery: true,
+            max_pmtu: 1500,
         }
     }
 }
@@ -114,6 +124,14 @@ pub enum Encapsulated {
         /// The peer it waits for.
         peer: PeerId,
     },
+    /// Larger than the edge toward `peer` carries: fragment it or answer
+    /// with an ICMP "too big" carrying `mtu`.
+    TooBig {
+        /// The peer it was for.
+        peer: PeerId,
+        /// The inner MTU of that edge.
+        mtu: u16,
+    },
     /// Not sent.
     Dropped(DropReason),
 }
@@ -161,6 +179,17 @@ pub enum Event {
         from: Option<SocketAddr>,
         /// The new one.
         to: SocketAddr,
+    },
+    /// The path MTU in use toward `peer` changed.
+    PmtuChanged {
+        /// The peer.
+        peer: PeerId,
+        /// Its endpoint (the edge).
+        endpoint: SocketAddr,
+        /// The outer path MTU now in use.
+        pmtu: u16,
+        /// The largest inner packet the edge carries.
+        inner_mtu: u16,
     },
     /// All key material of `peer` was erased after a long silence.
     SessionsCleared {
@@ -210,6 +239,7 @@ enum Outgoing {
     Response(SocketAddr, [u8; RESPONSE_LEN]),
     CookieReply(SocketAddr, [u8; COOKIE_REPLY_LEN]),
     Keepalive(PeerId),
+    ProbeAck(PeerId, u32, u16),
 }
 
 /// The data-plane state machine. See the module documentation.
@@ -232,6 +262,10 @@ pub struct Device {
     events: VecDeque<Event>,
     load_window: Option<(Instant, u32)>,
     stats: DeviceStats,
+    pmtu_discovery: bool,
+    max_pmtu: u16,
+    /// Some edge may have a probe to send.
+    probing: bool,
 }
 
 impl core::fmt::Debug for Device {
@@ -267,6 +301,9 @@ impl Device {
             events: VecDeque::new(),
             load_window: None,
             stats: DeviceStats::default(),
+            pmtu_discovery: config.pmtu_discovery,
+            max_pmtu: config.max_pmtu,
+            probing: false,
         }
     }
 
@@ -363,7 +400,13 @@ impl Device {
             trace!(dst = %summary.dst, "no peer routes this destination");
             return Encapsulated::Dropped(self.drop_packet(DropReason::NoRoute));
         };
-        let mtu = self.mtu;
+        let mtu = self.inner_mtu(id);
+        if len > mtu {
+            return Encapsulated::TooBig {
+                peer: id,
+                mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
+            };
+        }
         let peer = &mut self.peers[id.0 as usize];
         if peer.wants_rekey_on_send(now) {
             self.start_handshake(id, now, false);
@@ -378,6 +421,9 @@ impl Device {
                     peer.stats.tx_bytes += len as u64;
                     peer.stats.tx_packets += 1;
                     Self::on_data_sent(peer, now);
+                    if let Some(edge) = peer.edge.as_mut() {
+                        edge.pmtud.on_active(now);
+                    }
                     return Encapsulated::Send {
                         peer: id,
                         destination,
@@ -452,6 +498,7 @@ impl Device {
             self.confirm_next_session(id, now);
         }
         self.update_endpoint(id, from);
+        self.ensure_edge(id, now);
         let peer = &mut self.peers[id.0 as usize];
         Self::on_authenticated_received(peer, now);
         // An initiator about to hit REJECT_AFTER_TIME on a session that only
@@ -469,6 +516,14 @@ impl Device {
         if plain == 0 {
             trace!(peer = %peer.name, "keepalive received");
             return Ok(Decapsulated::Consumed);
+        }
+        if buf[start] >> 4 != 4 && buf[start] >> 4 != 6 {
+            let datagram_len = buf.len();
+            return if self.handle_control(id, now, &buf[start..start + plain], datagram_len) {
+                Ok(Decapsulated::Consumed)
+            } else {
+                Err(DropReason::MalformedInner)
+            };
         }
         let summary =
             packet::summarize(&buf[start..start + plain]).ok_or(DropReason::MalformedInner)?;
@@ -594,6 +649,12 @@ impl Device {
                     }
                     continue;
                 }
+                Outgoing::ProbeAck(id, probe, len) => {
+                    if let Some(t) = self.seal_probe_ack(*id, *probe, *len, now, buf) {
+                        return Some(t);
+                    }
+                    continue;
+                }
             };
             if buf.len() < bytes.len() {
                 continue;
@@ -636,7 +697,7 @@ impl Device {
             // The buffer holds the packet but not its padding and tag.
             self.stats.drops[DropReason::TooBig as usize] += 1;
         }
-        None
+        self.poll_probe(now, buf)
     }
 
     fn seal_keepalive(&mut self, id: PeerId, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
@@ -665,10 +726,15 @@ impl Device {
 
     /// When [`Device::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.peers
+        let timers = self
+            .peers
             .iter()
             .filter_map(|p| p.timers.next_timeout())
-            .min()
+            .min();
+        match (timers, self.path_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Fires every timer due at `now`.
@@ -679,6 +745,7 @@ impl Device {
                 self.fire(id, timer, now);
             }
         }
+        self.handle_path_timeouts(now);
     }
 
     fn fire(&mut self, id: PeerId, timer: Timer, now: Instant) {

@@ -95,6 +95,12 @@ pub(crate) struct Peer {
     pub timers: TimerTable,
     pub queue: VecDeque<Vec<u8>>,
     pub stats: PeerStats,
+    /// Path-MTU discovery toward the current endpoint.
+    pub edge: Option<crate::device::path::Edge>,
+    /// The local interface MTU toward the endpoint, if the caller said.
+    pub local_mtu: Option<u16>,
+    /// Round-trip time of the last handshake we initiated.
+    pub handshake_rtt: Option<Duration>,
 }
 
 impl Peer {
@@ -121,6 +127,9 @@ impl Peer {
             timers: TimerTable::default(),
             queue: VecDeque::new(),
             stats: PeerStats::default(),
+            edge: None,
+            local_mtu: None,
+            handshake_rtt: None,
         }
     }
 

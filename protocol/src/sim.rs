@@ -15,6 +15,7 @@
 //! (once, for the origin), and it panics freely on broken invariants.
 
 pub(crate) mod inner;
+mod pmtu_scenarios;
 mod scenarios;
 
 use std::cmp::Reverse;
@@ -182,6 +183,8 @@ pub(crate) struct Node {
     pub events: Vec<(Instant, Event)>,
     /// Packets `encapsulate` refused.
     pub local_drops: Vec<(Instant, DropReason)>,
+    /// Inner packets refused as larger than the edge's inner MTU.
+    pub too_big: u64,
 }
 
 impl Node {
@@ -317,6 +320,9 @@ impl Sim {
         let secret = StaticSecret::generate(&mut self.rng);
         let public = secret.public_key();
         let mut config = DeviceConfig::new(secret);
+        // Scenarios about sessions and timers count datagrams exactly;
+        // path-MTU scenarios turn discovery back on.
+        config.pmtu_discovery = false;
         configure(&mut config);
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
@@ -333,6 +339,7 @@ impl Sim {
             received: Vec::new(),
             events: Vec::new(),
             local_drops: Vec::new(),
+            too_big: 0,
         });
         i
     }
@@ -488,6 +495,8 @@ impl Sim {
                 self.transmit(node, destination, buf);
             }
             Encapsulated::Queued { .. } => {}
+            // The node answers these with ICMP; the simulator records them.
+            Encapsulated::TooBig { .. } => self.nodes[node].too_big += 1,
             Encapsulated::Dropped(reason) => self.nodes[node].local_drops.push((now, reason)),
         }
         self.drain(node);

@@ -185,9 +185,13 @@ impl Device {
         peer.timers.stop(Timer::RetransmitHandshake);
         peer.stats.handshakes_completed += 1;
         info!(peer = %peer.name, "handshake completed (initiator)");
+        peer.handshake_rtt = peer
+            .last_initiation_sent
+            .map(|t| now.saturating_duration_since(t));
         let session = Session::new(&keys, receiver, m.sender(), true, now);
         self.install_session(id, session, now);
         self.update_endpoint(id, from);
+        self.ensure_edge(id, now);
         let peer = &mut self.peers[id.0 as usize];
         Self::on_authenticated_received(peer, now);
         self.events.push_back(Event::HandshakeCompleted {

@@ -727,10 +727,11 @@ fn padding_stops_at_the_mtu_so_full_size_packets_fit_the_link() {
         sim.send(a, b, len);
         sim.run_for(ms(10));
     }
-    // 1421 bytes is beyond the interface MTU: sent unpadded, too big for
-    // the link.
+    // 1421 bytes is beyond the interface MTU: refused before it is sent,
+    // so the caller can answer it with an ICMP "too big".
     assert_eq!(sim.delivered_seqs(a, b), (1..=21).collect::<Vec<_>>());
-    assert_eq!(sim.link(a, b).too_big, 1);
+    assert_eq!(sim.node(a).too_big, 1);
+    assert_eq!(sim.link(a, b).too_big, 0);
 }
 
 #[test]

@@ -1,0 +1,309 @@
+//! The device's side of path-MTU discovery: one [`Pmtud`] per edge, probe
+//! and acknowledgement messages, and the inner MTU each edge allows.
+//!
+//! Probes and acknowledgements travel as ordinary transport messages whose
+//! plaintext starts with a control byte that no IP packet can start with
+//! (an IP packet's first nibble is its version, 4 or 6):
+//!
+//! - `0x01` probe: `[0x01][probe id, u32 LE][zeros]`, exactly as long as the
+//!   probed size requires (no padding beyond it);
+//! - `0x02` acknowledgement: `[0x02][probe id, u32 LE][received datagram
+//!   length, u16 LE]`.
+//!
+//! So probes are authenticated and encrypted like data, can't be forged or
+//! replayed, and the acknowledgement measures the forward path. An edge
+//! starts when a session is usable and the endpoint is known, and starts over
+//! when the endpoint changes.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tracing::{debug, info};
+
+use super::{Device, Event, Outgoing, Transmit};
+use crate::peer::PeerId;
+use crate::pmtu::{PmtuLimits, Pmtud};
+use crate::wire::{TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
+
+/// Control byte of a PMTU probe.
+pub const CONTROL_PROBE: u8 = 0x01;
+/// Control byte of a PMTU probe acknowledgement.
+pub const CONTROL_PROBE_ACK: u8 = 0x02;
+/// Plaintext length of an acknowledgement.
+pub const PROBE_ACK_LEN: usize = 7;
+/// Smallest IPv4 path MTU probed (RFC 791's minimum reassembly size).
+pub const FLOOR_V4: u16 = 576;
+/// Smallest IPv6 path MTU (RFC 8200 §5).
+pub const FLOOR_V6: u16 = 1280;
+/// The inner MTU an edge uses until a size is confirmed: IPv6's minimum.
+pub const BASE_INNER_MTU: u16 = 1280;
+
+/// Outer bytes weft adds to an inner packet toward `endpoint`: IP and UDP
+/// headers and the transport header and tag.
+pub fn overhead(endpoint: SocketAddr) -> u16 {
+    let ip = if endpoint.is_ipv4() { 20 } else { 40 };
+    ip + 8 + TRANSPORT_OVERHEAD as u16
+}
+
+/// An edge: a peer at one endpoint, with its discovery.
+#[derive(Debug, Clone)]
+pub(crate) struct Edge {
+    pub endpoint: SocketAddr,
+    pub pmtud: Pmtud,
+}
+
+impl Edge {
+    /// The largest inner packet this edge carries now.
+    pub fn inner_mtu(&self) -> u16 {
+        self.pmtud.current().saturating_sub(overhead(self.endpoint))
+    }
+}
+
+impl Device {
+    /// Starts discovery toward the peer's current endpoint if it has a
+    /// usable session and no edge for that endpoint yet.
+    pub(super) fn ensure_edge(&mut self, id: PeerId, now: Instant) {
+        if !self.pmtu_discovery {
+            return;
+        }
+        let default_max = self.max_pmtu;
+        let peer = &mut self.peers[id.0 as usize];
+        let Some(endpoint) = peer.endpoint else {
+            return;
+        };
+        if peer.edge.as_ref().is_some_and(|e| e.endpoint == endpoint) {
+            return;
+        }
+        if peer.sending_session(now).is_none() {
+            return;
+        }
+        let floor = if endpoint.is_ipv4() {
+            FLOOR_V4
+        } else {
+            FLOOR_V6
+        };
+        let max = peer.local_mtu.unwrap_or(default_max).max(floor);
+        let limits = PmtuLimits {
+            floor,
+            base: BASE_INNER_MTU + overhead(endpoint),
+            max,
+        };
+        debug!(peer = %peer.name, %endpoint, max, "starting path MTU discovery");
+        peer.edge = Some(Edge {
+            endpoint,
+            pmtud: Pmtud::new(limits, peer.handshake_rtt, now),
+        });
+        self.probing = true;
+    }
+
+    /// The inner MTU toward `id`: the edge's, or the interface MTU when
+    /// discovery is off or has not started.
+    pub fn inner_mtu(&self, id: PeerId) -> usize {
+        let peer = &self.peers[id.0 as usize];
+        match &peer.edge {
+            Some(e) if Some(e.endpoint) == peer.endpoint => {
+                usize::from(e.inner_mtu()).min(self.mtu)
+            }
+            _ => self.mtu,
+        }
+    }
+
+    /// Handles a control message from `id` (plaintext starting with a
+    /// control byte). `datagram_len` is the received UDP payload length.
+    pub(super) fn handle_control(
+        &mut self,
+        id: PeerId,
+        now: Instant,
+        plain: &[u8],
+        datagram_len: usize,
+    ) -> bool {
+        match plain.first() {
+            Some(&CONTROL_PROBE) if plain.len() >= 5 => {
+                let probe = u32::from_le_bytes([plain[1], plain[2], plain[3], plain[4]]);
+                let len = u16::try_from(datagram_len).unwrap_or(u16::MAX);
+                self.outgoing.push_back(Outgoing::ProbeAck(id, probe, len));
+                true
+            }
+            Some(&CONTROL_PROBE_ACK) if plain.len() >= PROBE_ACK_LEN => {
+                let probe = u32::from_le_bytes([plain[1], plain[2], plain[3], plain[4]]);
+                let len = u16::from_le_bytes([plain[5], plain[6]]);
+                let peer = &mut self.peers[id.0 as usize];
+                if let Some(edge) = peer.edge.as_mut() {
+                    // The peer reports what arrived; it must be what we sent.
+                    let expected = edge
+                        .pmtud
+                        .probe_size(probe)
+                        .map(|s| s - overhead(edge.endpoint) + TRANSPORT_OVERHEAD as u16);
+                    if expected == Some(len) {
+                        edge.pmtud.on_ack(probe, now);
+                        self.probing = true;
+                        self.pmtu_changes(id);
+                    }
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Seals the next due probe of any edge into `buf`.
+    pub(super) fn poll_probe(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if !self.probing {
+            return None;
+        }
+        for i in 0..self.peers.len() {
+            let peer = &mut self.peers[i];
+            let Some(edge) = peer.edge.as_mut() else {
+                continue;
+            };
+            if peer.endpoint != Some(edge.endpoint) {
+                continue;
+            }
+            let endpoint = edge.endpoint;
+            let Some((probe, size)) = edge.pmtud.poll_probe(now) else {
+                continue;
+            };
+            let plain = usize::from(size - overhead(endpoint));
+            let Some(body) = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain) else {
+                continue;
+            };
+            body.fill(0);
+            body[0] = CONTROL_PROBE;
+            body[1..5].copy_from_slice(&probe.to_le_bytes());
+            let session = peer.sending_session(now)?;
+            if let Ok(n) = session.seal(buf, plain, plain) {
+                Self::on_authenticated_sent(peer, now);
+                return Some(Transmit {
+                    destination: endpoint,
+                    len: n,
+                });
+            }
+        }
+        self.probing = false;
+        None
+    }
+
+    /// Seals an acknowledgement of `probe` for `id`.
+    pub(super) fn seal_probe_ack(
+        &mut self,
+        id: PeerId,
+        probe: u32,
+        len: u16,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        let mtu = self.mtu;
+        let peer = &mut self.peers[id.0 as usize];
+        let destination = peer.endpoint?;
+        let body = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + PROBE_ACK_LEN)?;
+        body[0] = CONTROL_PROBE_ACK;
+        body[1..5].copy_from_slice(&probe.to_le_bytes());
+        body[5..7].copy_from_slice(&len.to_le_bytes());
+        let n = peer
+            .sending_session(now)?
+            .seal(buf, PROBE_ACK_LEN, mtu)
+            .ok()?;
+        Self::on_authenticated_sent(peer, now);
+        Some(Transmit {
+            destination,
+            len: n,
+        })
+    }
+
+    /// Runs discovery timers of every edge due at `now`.
+    pub(super) fn handle_path_timeouts(&mut self, now: Instant) {
+        for i in 0..self.peers.len() {
+            let due = self.peers[i]
+                .edge
+                .as_ref()
+                .and_then(|e| e.pmtud.poll_timeout())
+                .is_some_and(|t| t <= now);
+            if due {
+                if let Some(e) = self.peers[i].edge.as_mut() {
+                    e.pmtud.handle_timeout(now);
+                }
+                self.probing = true;
+                self.pmtu_changes(PeerId(i as u32));
+            }
+        }
+    }
+
+    /// The earliest discovery deadline.
+    pub(super) fn path_timeout(&self) -> Option<Instant> {
+        self.peers
+            .iter()
+            .filter_map(|p| p.edge.as_ref().and_then(|e| e.pmtud.poll_timeout()))
+            .min()
+    }
+
+    /// Emits an event if the edge of `id` changed its size in use.
+    fn pmtu_changes(&mut self, id: PeerId) {
+        let peer = &mut self.peers[id.0 as usize];
+        let Some(edge) = peer.edge.as_mut() else {
+            return;
+        };
+        if let Some(pmtu) = edge.pmtud.poll_change() {
+            let inner_mtu = edge.inner_mtu();
+            let stats = edge.pmtud.stats();
+            info!(
+                peer = %peer.name,
+                endpoint = %edge.endpoint,
+                pmtu,
+                inner_mtu,
+                confirmed = edge.pmtud.confirmed() == Some(pmtu),
+                probes = stats.probes_sent,
+                probe_bytes = stats.probe_bytes,
+                "path MTU changed"
+            );
+            self.events.push_back(Event::PmtuChanged {
+                peer: id,
+                endpoint: edge.endpoint,
+                pmtu,
+                inner_mtu,
+            });
+        }
+    }
+
+    /// The local interface MTU toward `id`'s endpoint: the upper bound of
+    /// its search.
+    pub fn set_local_mtu(&mut self, id: PeerId, mtu: u16, now: Instant) {
+        let Some(peer) = self.peers.get_mut(id.0 as usize) else {
+            return;
+        };
+        peer.local_mtu = Some(mtu);
+        if let Some(edge) = peer.edge.as_mut() {
+            edge.pmtud.set_max(mtu.max(edge.pmtud.limits().floor), now);
+            self.probing = true;
+            self.pmtu_changes(id);
+        }
+    }
+
+    /// An ICMP "too big" (or EMSGSIZE) says packets to `endpoint` larger
+    /// than `mtu` do not pass. A hint only: discovery confirms it.
+    pub fn handle_too_big(&mut self, endpoint: SocketAddr, mtu: u16, now: Instant) {
+        for i in 0..self.peers.len() {
+            let Some(edge) = self.peers[i].edge.as_mut() else {
+                continue;
+            };
+            if edge.endpoint == endpoint && mtu < edge.pmtud.current() {
+                edge.pmtud.on_too_big(mtu, now);
+                self.probing = true;
+                self.pmtu_changes(PeerId(i as u32));
+            }
+        }
+    }
+
+    /// The path MTU in use toward `id` and whether it is confirmed.
+    pub fn path_mtu(&self, id: PeerId) -> Option<(u16, bool)> {
+        let e = self.peers.get(id.0 as usize)?.edge.as_ref()?;
+        Some((
+            e.pmtud.current(),
+            e.pmtud.confirmed() == Some(e.pmtud.current()),
+        ))
+    }
+
+    /// Discovery counters of `id`'s edge.
+    pub fn pmtu_stats(&self, id: PeerId) -> Option<crate::pmtu::PmtuStats> {
+        Some(self.peers.get(id.0 as usize)?.edge.as_ref()?.pmtud.stats())
+    }
+}
