@@ -41,6 +41,8 @@ struct RawInterface {
     #[serde(default)]
     address: Vec<String>,
     mtu: Option<u16>,
+    pmtu_discovery: Option<bool>,
+    mss_clamp: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +70,10 @@ pub struct Interface {
     pub address: Vec<IpNetworkWithHost>,
     /// Interface MTU.
     pub mtu: u16,
+    /// Whether each edge discovers its path MTU by probing.
+    pub pmtu_discovery: bool,
+    /// Whether TCP MSS in SYN and SYN-ACK packets is clamped to the edge.
+    pub mss_clamp: bool,
 }
 
 /// An interface address: the host address and its prefix length.
@@ -154,6 +160,8 @@ impl Config {
             listen_port: i.listen_port.unwrap_or(DEFAULT_PORT),
             address,
             mtu,
+            pmtu_discovery: i.pmtu_discovery.unwrap_or(true),
+            mss_clamp: i.mss_clamp.unwrap_or(true),
         };
         let mut peers = Vec::new();
         for (n, p) in raw.peer.into_iter().enumerate() {

@@ -22,10 +22,12 @@ use tracing::{debug, info, trace, warn};
 use tun_rs::{GROTable, VIRTIO_NET_HDR_LEN};
 use weft_protocol::wire::{TAG_LEN, TRANSPORT_HEADER_LEN};
 use weft_protocol::{
-    Decapsulated, Device, DeviceConfig, Encapsulated, Event, PeerConfig, PresharedKey,
+    Decapsulated, Device, DeviceConfig, Encapsulated, Event, PeerConfig, PeerId, PresharedKey,
 };
 
 use crate::config::Config;
+use crate::edges::Edges;
+use crate::inner::{self, Fit, IcmpRateLimiter};
 use crate::keys;
 use crate::tun::{self, Tun};
 use crate::udp::UdpIo;
@@ -43,6 +45,11 @@ const TUN_OUT: usize = 256;
 const ROUNDS: usize = 8;
 /// Largest UDP payload one GSO send may carry.
 const MAX_GSO_BYTES: usize = 65_000;
+/// Fragments one oversized IPv4 packet may become (64 KiB at a 1280-byte
+/// inner MTU needs 52).
+const MAX_FRAGMENTS: usize = 64;
+/// Room for an ICMP "too big" written back into the TUN device.
+const ICMP_ROOM: usize = 1280;
 
 /// Runs the node until SIGINT or SIGTERM.
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -59,6 +66,7 @@ fn build_device(config: &Config) -> anyhow::Result<Device> {
     getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
     let mut dc = DeviceConfig::new(secret);
     dc.mtu = usize::from(config.interface.mtu);
+    dc.pmtu_discovery = config.interface.pmtu_discovery;
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .context("the system clock is before 1970")?;
@@ -96,7 +104,10 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     let tun = tun::create(&config.interface)?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let mut path = DataPath::new(usize::from(config.interface.mtu), &udp);
+    let edges = Edges::new(tun.dev.if_index().ok(), config.interface.pmtu_discovery);
+    let mut path = DataPath::new(usize::from(config.interface.mtu), &udp, edges);
+    path.mss_clamp = config.interface.mss_clamp;
+    path.edges.start(&mut device, Instant::now()).await;
     info!(
         public_key = %keys::encode(device.public_key().as_bytes()),
         listen = %udp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -149,10 +160,16 @@ struct DataPath {
     tun_out_len: usize,
     gro: GROTable,
     control: Vec<u8>,
+    /// Slots for the sealed fragments of one oversized IPv4 packet.
+    frag: Vec<u8>,
+    frag_out: Vec<(SocketAddr, usize)>,
+    icmp_limit: IcmpRateLimiter,
+    mss_clamp: bool,
+    edges: Edges,
 }
 
 impl DataPath {
-    fn new(mtu: usize, udp: &UdpIo) -> Self {
+    fn new(mtu: usize, udp: &UdpIo, edges: Edges) -> Self {
         let stride = TRANSPORT_HEADER_LEN + mtu + TAG_LEN;
         let rx_len = (stride * udp.gro_segments().max(1)).max(u16::MAX as usize + 1);
         Self {
@@ -170,18 +187,25 @@ impl DataPath {
             tun_out_len: 0,
             gro: GROTable::default(),
             control: vec![0; stride.max(256)],
+            frag: vec![0; MAX_FRAGMENTS * stride],
+            frag_out: Vec::with_capacity(MAX_FRAGMENTS),
+            icmp_limit: IcmpRateLimiter::default(),
+            mss_clamp: true,
+            edges,
         }
     }
 
     /// Sends everything the protocol queued and logs its events.
     async fn drain_protocol(&mut self, device: &mut Device, udp: &UdpIo) {
         let now = Instant::now();
+        self.edges.on_socket_errors(device, udp, now);
         while let Some(t) = device.poll_transmit(now, &mut self.control) {
             if let Err(e) = udp.send(t.destination, &self.control[..t.len], None).await {
-                debug!(destination = %t.destination, error = %e, "send failed");
+                self.send_failed(device, t.destination, &e, now);
             }
         }
         while let Some(event) = device.poll_event() {
+            self.edges.on_event(device, &event, now).await;
             match event {
                 Event::HandshakeFailed { peer } => {
                     warn!(
@@ -194,6 +218,21 @@ impl DataPath {
         }
     }
 
+    fn send_failed(
+        &mut self,
+        device: &mut Device,
+        destination: SocketAddr,
+        e: &io::Error,
+        now: Instant,
+    ) {
+        if e.raw_os_error() == Some(libc::EMSGSIZE) {
+            // Larger than the local MTU toward it: the kernel says how large.
+            self.edges.refresh_hints(device, now);
+        } else {
+            debug!(%destination, error = %e, "send failed");
+        }
+    }
+
     /// Reads batches from the TUN device, seals them and sends them.
     async fn pump_tun(&mut self, device: &mut Device, tun: &Tun, udp: &UdpIo) {
         for _ in 0..ROUNDS {
@@ -203,24 +242,94 @@ impl DataPath {
             }
             let now = Instant::now();
             let stride = self.stride;
+            self.frag_out.clear();
             for i in 0..filled {
+                let len = self.tx_sizes[i];
                 let slot = &mut self.tx[i * stride..(i + 1) * stride];
-                self.tx_out[i] = match device.encapsulate(now, slot, self.tx_sizes[i]) {
+                if self.mss_clamp {
+                    clamp_mss(
+                        device,
+                        &mut slot[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + len],
+                        None,
+                    );
+                }
+                self.tx_out[i] = match device.encapsulate(now, slot, len) {
                     Encapsulated::Send {
                         destination, len, ..
                     } => Some((destination, len)),
                     Encapsulated::Queued { .. } => None,
+                    Encapsulated::TooBig { mtu, .. } => {
+                        self.fit(device, now, i, mtu);
+                        None
+                    }
                     Encapsulated::Dropped(reason) => {
                         trace!(reason = reason.as_str(), "outgoing packet dropped");
                         None
                     }
                 };
             }
-            self.send_batch(filled, udp).await;
+            self.send_batch(filled, device, udp).await;
+            for k in 0..self.frag_out.len() {
+                let (destination, len) = self.frag_out[k];
+                let contents = &self.frag[k * stride..k * stride + len];
+                if let Err(e) = udp.send(destination, contents, None).await {
+                    self.send_failed(device, destination, &e, now);
+                }
+            }
+            self.flush_tun(tun).await;
             self.drain_protocol(device, udp).await;
             if filled < BATCH - MAX_SPLIT {
                 break;
             }
+        }
+    }
+
+    /// Makes the inner packet in slot `i` fit an edge of inner MTU `mtu`:
+    /// an ICMP "too big" back to its sender, or IPv4 fragments.
+    fn fit(&mut self, device: &mut Device, now: Instant, i: usize, mtu: u16) {
+        let stride = self.stride;
+        let len = self.tx_sizes[i];
+        let start = i * stride + TRANSPORT_HEADER_LEN;
+        let packet = &self.tx[start..start + len];
+        match inner::needs_fitting(packet, usize::from(mtu)) {
+            Fit::TooBigDf => {
+                if self.tun_out_len == TUN_OUT || !self.icmp_limit.allow(now) {
+                    return;
+                }
+                let out = &mut self.tun_out[self.tun_out_len];
+                out.clear();
+                out.resize(TRANSPORT_HEADER_LEN + ICMP_ROOM, 0);
+                match inner::too_big_reply(packet, mtu, &mut out[TRANSPORT_HEADER_LEN..]) {
+                    Some(n) => {
+                        out.truncate(TRANSPORT_HEADER_LEN + n);
+                        self.tun_out_len += 1;
+                        trace!(mtu, "packet too big for the edge: ICMP written back");
+                    }
+                    None => out.clear(),
+                }
+            }
+            Fit::TooBigFragmentable => {
+                let (frag, out) = (&mut self.frag, &mut self.frag_out);
+                let done = inner::fragment_ipv4(packet, usize::from(mtu), |piece| {
+                    let k = out.len();
+                    if k == MAX_FRAGMENTS {
+                        return;
+                    }
+                    let slot = &mut frag[k * stride..(k + 1) * stride];
+                    slot[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + piece.len()]
+                        .copy_from_slice(piece);
+                    if let Encapsulated::Send {
+                        destination, len, ..
+                    } = device.encapsulate(now, slot, piece.len())
+                    {
+                        out.push((destination, len));
+                    }
+                });
+                if !done {
+                    trace!("oversized packet could not be fragmented");
+                }
+            }
+            Fit::Fits | Fit::Malformed => {}
         }
     }
 
@@ -253,7 +362,7 @@ impl DataPath {
 
     /// Sends sealed slots, runs of full-size datagrams to one peer as one
     /// GSO send.
-    async fn send_batch(&mut self, filled: usize, udp: &UdpIo) {
+    async fn send_batch(&mut self, filled: usize, device: &mut Device, udp: &UdpIo) {
         let stride = self.stride;
         let max_run = self.max_gso_segments.min(MAX_GSO_BYTES / stride).max(1);
         let mut i = 0;
@@ -272,7 +381,7 @@ impl DataPath {
             let contents = &self.tx[i * stride..last.0 * stride + last.1];
             let segment = (last.0 > i).then_some(stride);
             if let Err(e) = udp.send(destination, contents, segment).await {
-                debug!(%destination, error = %e, "send failed");
+                self.send_failed(device, destination, &e, Instant::now());
             }
             i = last.0 + 1;
         }
@@ -307,11 +416,15 @@ impl DataPath {
                     let datagram = &mut self.rx[i][start..end];
                     start = end;
                     match device.decapsulate(now, meta.addr, datagram) {
-                        Decapsulated::Tun { offset, len, .. } => {
+                        Decapsulated::Tun { offset, len, peer } => {
+                            let packet = &mut datagram[offset..offset + len];
+                            if self.mss_clamp {
+                                clamp_mss(device, packet, Some(peer));
+                            }
                             let out = &mut self.tun_out[self.tun_out_len];
                             out.clear();
                             out.extend_from_slice(&[0; TRANSPORT_HEADER_LEN]);
-                            out.extend_from_slice(&datagram[offset..offset + len]);
+                            out.extend_from_slice(packet);
                             self.tun_out_len += 1;
                             if self.tun_out_len == TUN_OUT {
                                 self.flush_tun(tun).await;
@@ -346,4 +459,34 @@ impl DataPath {
             debug!(error = %e, "TUN write failed");
         }
     }
+}
+
+/// Whether `packet` is a TCP segment with SYN set (IPv4, or IPv6 without
+/// extension headers): the only packets whose MSS option matters.
+fn is_tcp_syn(packet: &[u8]) -> bool {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let ihl = usize::from(packet[0] & 0x0f) * 4;
+            packet.len() > ihl + 13 && packet[9] == 6 && packet[ihl + 13] & 0x02 != 0
+        }
+        Some(6) => packet.len() > 53 && packet[6] == 6 && packet[53] & 0x02 != 0,
+        _ => false,
+    }
+}
+
+/// Clamps the MSS of a SYN or SYN-ACK crossing the tunnel to what the edge
+/// carries: toward the peer its destination routes to (outgoing), or from
+/// `peer` (incoming).
+fn clamp_mss(device: &Device, packet: &mut [u8], peer: Option<PeerId>) {
+    if !is_tcp_syn(packet) {
+        return;
+    }
+    let Some(summary) = weft_protocol::packet::summarize(packet) else {
+        return;
+    };
+    let Some(peer) = peer.or_else(|| device.route(summary.dst)) else {
+        return;
+    };
+    let mtu = device.inner_mtu(peer);
+    inner::clamp_mss(packet, inner::mss_for(mtu, summary.dst.is_ipv6()));
 }

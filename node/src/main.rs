@@ -5,7 +5,10 @@
 
 mod config;
 mod daemon;
+mod edges;
+mod inner;
 mod keys;
+mod routes;
 mod tun;
 mod udp;
 
@@ -48,6 +51,8 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not for journald or log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

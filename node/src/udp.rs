@@ -84,6 +84,12 @@ impl UdpIo {
         let std_socket: std::net::UdpSocket = socket.into();
         let state = UdpSocketState::new(UdpSockRef::from(&std_socket))
             .context("cannot configure the UDP socket")?;
+        // ICMP errors (above all "fragmentation needed") are read from the
+        // error queue; where the kernel refuses, discovery still works by
+        // probing alone.
+        if let Err(e) = state.enable_transport_errors(UdpSockRef::from(&std_socket)) {
+            tracing::debug!(error = %e, "no ICMP errors from the socket");
+        }
         let socket = tokio::net::UdpSocket::from_std(std_socket)
             .context("cannot register the UDP socket")?;
         Ok(Self {
@@ -162,6 +168,48 @@ impl UdpIo {
     }
 }
 
+impl UdpIo {
+    /// Takes one pending ICMP error from the socket's error queue: `Some`
+    /// with the MTU it announces for a "too big", `Some(None)` for others.
+    pub fn take_transport_error(&self) -> Option<Option<u32>> {
+        match self.state.recv_transport_error((&self.socket).into()) {
+            Ok(Some(e)) => Some(e.mtu()),
+            _ => None,
+        }
+    }
+}
+
+/// The path MTU the kernel knows toward `destination`: the route's MTU,
+/// lowered by any ICMP "too big" it has cached for that address.
+pub fn route_mtu(destination: SocketAddr) -> Option<u16> {
+    let domain = if destination.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).ok()?;
+    s.connect(&destination.into()).ok()?;
+    let (level, name) = if destination.is_ipv4() {
+        (libc::IPPROTO_IP, libc::IP_MTU)
+    } else {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU)
+    };
+    let mut mtu: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the socket is open for the whole call; `mtu` and `len` are
+    // live locals of the sizes passed.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&mut mtu as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then(|| u16::try_from(mtu).ok()).flatten()
+}
+
 /// Plain IPv4 for v4-mapped addresses.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
@@ -177,6 +225,12 @@ fn mapped(addr: SocketAddr) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_route_mtu_toward_loopback_is_the_loopback_mtu() {
+        let mtu = route_mtu("127.0.0.1:9".parse().unwrap()).unwrap();
+        assert!(mtu >= 1500, "{mtu}");
+    }
 
     #[test]
     fn mapping_round_trips_through_canonical() {

@@ -213,7 +213,8 @@ impl Pmtud {
         s
     }
 
-    /// The size in use: the confirmed one, or the base until one is.
+    /// The size in use: the one the last search settled on (the base until
+    /// a search has), lowered at once when a search rules it out.
     pub fn current(&self) -> u16 {
         self.in_use
     }
@@ -310,8 +311,9 @@ impl Pmtud {
             e.acked = true;
         }
         if self.confirmed.is_none_or(|c| size > c) {
+            // Used once the search settles, so routes and events change
+            // once per search rather than once per acknowledgement.
             self.confirmed = Some(size);
-            self.recompute();
         }
         self.maybe_end_round(now);
     }
@@ -578,13 +580,18 @@ impl Pmtud {
             self.confirmed = still;
             self.recompute();
         }
-        self.recompute();
+        if self.in_use > self.upper {
+            // The size in use is ruled out: stop using it now, not at the
+            // end of the search.
+            self.recompute();
+        }
         self.round.clear();
         self.start_round(now);
     }
 
     fn complete(&mut self, now: Instant) {
         self.phase = Phase::Complete;
+        self.recompute();
         self.round.clear();
         self.last_validated = Some(now);
         let active = self

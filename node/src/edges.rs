@@ -1,0 +1,125 @@
+//! What the node does around path-MTU discovery: tells the device the local
+//! MTU toward each endpoint, feeds it ICMP "too big" hints from the socket's
+//! error queue, and keeps each peer's kernel routes at the edge's inner MTU.
+//!
+//! The routes are what make local sockets size their packets right before
+//! any is lost: a TCP connection to a peer's overlay address takes its MSS
+//! from the route. The device decides every size; this module only carries
+//! its decisions to the kernel. A failure to program a route is logged and
+//! never stops the node: the ICMP replies and MSS clamping still make
+//! traffic fit.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use ip_network::IpNetwork;
+use tracing::{debug, warn};
+use weft_protocol::device::BASE_INNER_MTU;
+use weft_protocol::{Device, Event, PeerId};
+
+use crate::routes::Routes;
+use crate::udp::{route_mtu, UdpIo};
+
+/// Route programming and MTU hints for every edge.
+#[derive(Debug)]
+pub struct Edges {
+    routes: Option<Routes>,
+    discovery: bool,
+}
+
+/// The MTU a route to `prefix` may carry: IPv6 routes refuse less than
+/// IPv6's minimum.
+fn route_mtu_for(prefix: &IpNetwork, inner_mtu: u16) -> u32 {
+    match prefix {
+        IpNetwork::V4(_) => u32::from(inner_mtu),
+        IpNetwork::V6(_) => u32::from(inner_mtu.max(1280)),
+    }
+}
+
+impl Edges {
+    /// Opens the route socket for interface `ifindex` (in the current
+    /// network namespace).
+    pub fn new(ifindex: Option<u32>, discovery: bool) -> Self {
+        let routes = ifindex.and_then(|i| match Routes::new(i) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "cannot program routes; peers' prefixes outside the interface addresses will not be routed");
+                None
+            }
+        });
+        Self { routes, discovery }
+    }
+
+    /// Routes every peer's allowed IPs through the interface, at the safe
+    /// base MTU until discovery says more, and gives the device the local
+    /// MTU toward each configured endpoint.
+    pub async fn start(&mut self, device: &mut Device, now: Instant) {
+        let mtu = self.discovery.then_some(BASE_INNER_MTU);
+        let peers: Vec<PeerId> = device.peer_ids().collect();
+        for peer in peers {
+            self.set_routes(device, peer, mtu).await;
+            if let Some(endpoint) = device.peer_status(peer, now).and_then(|s| s.endpoint) {
+                Self::local_mtu(device, peer, endpoint, now);
+            }
+        }
+    }
+
+    /// Follows a protocol event.
+    pub async fn on_event(&mut self, device: &mut Device, event: &Event, now: Instant) {
+        match *event {
+            Event::EndpointChanged { peer, to, .. } => Self::local_mtu(device, peer, to, now),
+            Event::PmtuChanged {
+                peer, inner_mtu, ..
+            } => self.set_routes(device, peer, Some(inner_mtu)).await,
+            _ => {}
+        }
+    }
+
+    /// Drains ICMP errors from the socket; after a "too big", asks the
+    /// kernel what it now knows toward every endpoint and hints the device.
+    pub fn on_socket_errors(&mut self, device: &mut Device, udp: &UdpIo, now: Instant) {
+        let mut too_big = false;
+        while let Some(error) = udp.take_transport_error() {
+            too_big |= error.is_some();
+        }
+        if too_big {
+            self.refresh_hints(device, now);
+        }
+    }
+
+    /// A send failed with EMSGSIZE, or an ICMP "too big" arrived: the
+    /// kernel's route MTU toward each endpoint is the hint.
+    pub fn refresh_hints(&mut self, device: &mut Device, now: Instant) {
+        let peers: Vec<PeerId> = device.peer_ids().collect();
+        for peer in peers {
+            let Some(endpoint) = device.peer_status(peer, now).and_then(|s| s.endpoint) else {
+                continue;
+            };
+            if let Some(mtu) = route_mtu(endpoint) {
+                debug!(peer = device.peer_name(peer), %endpoint, mtu, "kernel path MTU hint");
+                device.handle_too_big(endpoint, mtu, now);
+            }
+        }
+    }
+
+    fn local_mtu(device: &mut Device, peer: PeerId, endpoint: SocketAddr, now: Instant) {
+        if let Some(mtu) = route_mtu(endpoint) {
+            device.set_local_mtu(peer, mtu, now);
+        }
+    }
+
+    async fn set_routes(&mut self, device: &Device, peer: PeerId, mtu: Option<u16>) {
+        let Some(routes) = self.routes.as_mut() else {
+            return;
+        };
+        let Some(status) = device.peer_status(peer, Instant::now()) else {
+            return;
+        };
+        for prefix in &status.allowed_ips {
+            let mtu = mtu.map(|m| route_mtu_for(prefix, m));
+            if let Err(e) = routes.set(*prefix, mtu).await {
+                warn!(peer = %status.name, %prefix, error = %format!("{e:#}"), "cannot set route");
+            }
+        }
+    }
+}
