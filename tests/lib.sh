@@ -1,12 +1,15 @@
 # shellcheck shell=bash
-# Helpers shared by tests/demo.sh and tests/bench/throughput.sh (sourced, not run): two
-# network namespaces on one veth link, keys and configs for a weft node in each, starting the
-# nodes, and removing everything again on exit, whatever happened. Underlay addresses are
-# 192.0.2.1 and 192.0.2.2, overlay 100.64.0.1-2 and fd00:77::1-2; no traffic leaves the
-# namespaces made here.
+# Helpers shared by tests/demo.sh and tests/bench/*.sh (sourced, not run): two network
+# namespaces on one veth link (or two subnets joined by a router namespace), keys and configs
+# for a weft node in each, starting and stopping the nodes, and removing everything again on
+# exit, whatever happened. Underlay addresses are 192.0.2.1 and 192.0.2.2 (lab_pair) or
+# 198.51.100.1 and 203.0.113.2 (lab_router), overlay 100.64.0.1-2 and fd00:77::1-2; no traffic
+# leaves the namespaces made here.
 
-LAB_A=""    # namespace names, set by lab_pair
+LAB_A=""    # namespace names, set by lab_pair or lab_router
 LAB_B=""
+LAB_R=""    # the router namespace of lab_router
+LAB_LAST_PID="" # the node lab_start started last
 LAB_DIR=""  # temp dir: keys, configs, logs
 LAB_PIDS=() # processes started in the namespaces
 LAB_NS=()   # namespaces made
@@ -57,34 +60,82 @@ lab_cleanup() {
     exit "$rc"
 }
 
-# lab_pair TAG: namespaces ${TAG}a and ${TAG}b (eth0 each, 192.0.2.1/24 and 192.0.2.2/24).
-lab_pair() {
+# lab_init TAG: the temp dir and the exit trap that removes whatever the lab made.
+lab_init() {
     LAB_DIR=$(mktemp -d "${TMPDIR:-/tmp}/weft-$1-XXXXXX")
     trap lab_cleanup EXIT
     trap 'exit 130' INT TERM
-    LAB_A="${1}a"
-    LAB_B="${1}b"
-    local ns
-    for ns in "$LAB_A" "$LAB_B"; do
-        ip netns del "$ns" 2>/dev/null || true # a leftover of an earlier run with this pid
-        ip netns add "$ns"
-        LAB_NS+=("$ns")
-        ip -n "$ns" link set lo up
-        ip netns exec "$ns" sysctl -q -w net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0
-    done
-    # Created directly inside the namespaces: the pair never exists in the root namespace.
-    ip link add eth0 netns "$LAB_A" type veth peer name eth0 netns "$LAB_B"
-    ip -n "$LAB_A" addr add 192.0.2.1/24 dev eth0
-    ip -n "$LAB_B" addr add 192.0.2.2/24 dev eth0
-    ip -n "$LAB_A" link set eth0 up
-    ip -n "$LAB_B" link set eth0 up
 }
 
-# lab_config NAME HOST PEER PEER_HOST: writes NAME.toml for overlay host number HOST, whose one
-# peer PEER (overlay host PEER_HOST) is at 192.0.2.PEER_HOST. Both key pairs must exist
-# (lab_keys).
+# lab_netns NS: a fresh namespace NS with loopback up and IPv6 on, removed on exit.
+lab_netns() {
+    ip netns del "$1" 2>/dev/null || true # a leftover of an earlier run with this pid
+    ip netns add "$1"
+    LAB_NS+=("$1")
+    ip -n "$1" link set lo up
+    ip netns exec "$1" sysctl -q -w net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0
+}
+
+# lab_veth NS1 IF1 NS2 IF2: a veth pair between two namespaces, both ends up. Created directly
+# inside them: the pair never exists in the root namespace.
+lab_veth() {
+    ip link add "$2" netns "$1" type veth peer name "$4" netns "$3"
+    ip -n "$1" link set "$2" up
+    ip -n "$3" link set "$4" up
+}
+
+# lab_pair TAG: namespaces ${TAG}a and ${TAG}b (eth0 each, 192.0.2.1/24 and 192.0.2.2/24).
+lab_pair() {
+    lab_init "$1"
+    LAB_A="${1}a"
+    LAB_B="${1}b"
+    lab_netns "$LAB_A"
+    lab_netns "$LAB_B"
+    lab_veth "$LAB_A" eth0 "$LAB_B" eth0
+    ip -n "$LAB_A" addr add 192.0.2.1/24 dev eth0
+    ip -n "$LAB_B" addr add 192.0.2.2/24 dev eth0
+}
+
+# lab_router TAG MTU: namespaces ${TAG}a, ${TAG}r and ${TAG}b, the router forwarding between
+# two subnets, its link to b (eth1 in r, eth0 in b) at MTU on both ends:
+#   a 198.51.100.1 -- 198.51.100.254 r 203.0.113.254 -- 203.0.113.2 b
+lab_router() {
+    lab_init "$1"
+    LAB_A="${1}a"
+    LAB_R="${1}r"
+    LAB_B="${1}b"
+    local ns
+    for ns in "$LAB_A" "$LAB_R" "$LAB_B"; do lab_netns "$ns"; done
+    lab_veth "$LAB_A" eth0 "$LAB_R" eth0
+    lab_veth "$LAB_R" eth1 "$LAB_B" eth0
+    ip -n "$LAB_A" addr add 198.51.100.1/24 dev eth0
+    ip -n "$LAB_R" addr add 198.51.100.254/24 dev eth0
+    ip -n "$LAB_R" addr add 203.0.113.254/24 dev eth1
+    ip -n "$LAB_B" addr add 203.0.113.2/24 dev eth0
+    ip -n "$LAB_A" route add 203.0.113.0/24 via 198.51.100.254
+    ip -n "$LAB_B" route add 198.51.100.0/24 via 203.0.113.254
+    ip netns exec "$LAB_R" sysctl -q -w net.ipv4.ip_forward=1
+    lab_router_mtu "$2"
+}
+
+# lab_router_mtu MTU: sets both ends of lab_router's r-b link to MTU (also under traffic).
+lab_router_mtu() {
+    ip -n "$LAB_R" link set dev eth1 mtu "$1"
+    ip -n "$LAB_B" link set dev eth0 mtu "$1"
+}
+
+# lab_router_black_hole: lab_router's router silently drops the ICMP fragmentation-needed
+# (and IPv6 packet-too-big) it would send for packets too big for the r-b link.
+lab_router_black_hole() {
+    ip netns exec "$LAB_R" iptables -A OUTPUT -p icmp --icmp-type fragmentation-needed -j DROP
+    ip netns exec "$LAB_R" ip6tables -A OUTPUT -p icmpv6 --icmpv6-type packet-too-big -j DROP
+}
+
+# lab_config NAME HOST PEER PEER_HOST [ENDPOINT]: writes NAME.toml for overlay host number
+# HOST, whose one peer PEER (overlay host PEER_HOST) is at ENDPOINT (default
+# 192.0.2.PEER_HOST:51820). Both key pairs must exist (lab_keys).
 lab_config() {
-    local name=$1 host=$2 peer=$3 peer_host=$4
+    local name=$1 host=$2 peer=$3 peer_host=$4 endpoint=${5:-192.0.2.$4:51820}
     cat >"$LAB_DIR/$name.toml" <<TOML
 [interface]
 name = "weft0"
@@ -95,7 +146,7 @@ address = ["100.64.0.$host/24", "fd00:77::$host/64"]
 [[peer]]
 name = "$peer"
 public_key = "$(cat "$LAB_DIR/$peer.pub")"
-endpoint = "192.0.2.$peer_host:51820"
+endpoint = "$endpoint"
 allowed_ips = ["100.64.0.$peer_host/32", "fd00:77::$peer_host/128"]
 TOML
 }
@@ -110,13 +161,16 @@ lab_keys() {
     done
 }
 
-# lab_start WEFT NS NAME HOST: runs `weft up` for NAME.toml in NS, logging to NAME.log, and
-# waits (up to 10 s) until weft0 has 100.64.0.HOST.
+# lab_start WEFT NS NAME HOST: runs `weft up` for NAME.toml in NS, logging to NAME.log (anew,
+# without colour codes), and waits (up to 10 s) until weft0 has 100.64.0.HOST. Its pid is left
+# in LAB_LAST_PID.
 lab_start() {
     local weft=$1 ns=$2 name=$3 host=$4
-    ip netns exec "$ns" "$weft" up --config "$LAB_DIR/$name.toml" 2>"$LAB_DIR/$name.log" &
+    NO_COLOR=1 ip netns exec "$ns" "$weft" up --config "$LAB_DIR/$name.toml" 2>"$LAB_DIR/$name.log" &
     LAB_PIDS+=($!)
     local pid=$!
+    # shellcheck disable=SC2034 # for the scripts that source this file
+    LAB_LAST_PID=$pid
     for _ in $(seq 200); do
         if ip -n "$ns" -o addr show dev weft0 2>/dev/null | grep -q "inet 100.64.0.$host/"; then
             return 0
@@ -146,4 +200,12 @@ lab_wait_listen() {
     done
     echo "nothing listens on $2 in $1" >&2
     return 1
+}
+
+# lab_stop PID: stops a node lab_start started (SIGTERM; SIGKILL after 3 s).
+lab_stop() {
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 30); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
 }

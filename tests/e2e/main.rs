@@ -11,5 +11,6 @@ mod harness;
 mod cli;
 mod hostile;
 mod nat;
+mod pmtu;
 mod roaming;
 mod tunnel;

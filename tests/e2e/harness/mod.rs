@@ -1,10 +1,12 @@
 //! The toolkit the scenarios are written with: a per-test [`Lab`] (root check, unique names, a
-//! temp dir for keys, configs and logs), namespace guards and topologies, node processes, ping,
-//! and TCP transfers through the tunnel. Everything it creates is owned by a guard whose `Drop`
-//! removes it, also while a failed assertion unwinds. It never touches an interface, address or
-//! route outside the namespaces a test made, and never sends to an address outside them.
+//! temp dir for keys, configs and logs), namespace guards and topologies, node processes and
+//! what they log, ping, and TCP transfers through the tunnel. Everything it creates is owned by
+//! a guard whose `Drop` removes it, also while a failed assertion unwinds. It never touches an
+//! interface, address or route outside the namespaces a test made, and never sends to an
+//! address outside them.
 
 mod cmd;
+mod log;
 mod netns;
 mod node;
 mod ping;
@@ -13,13 +15,14 @@ mod rng;
 mod topology;
 mod transfer;
 
+pub use log::{elapsed_between, NodeLog};
 pub use netns::Netns;
 pub use node::{weft_bin, Keypair, Node, NodeConfig, PeerConfig, DEFAULT_PORT};
 pub use ping::{ping, ping_in_background, wait_reachable};
 pub use poll::poll;
 pub use rng::XorShift64;
-pub use topology::{overlay, NatSetup, OneLink};
-pub use transfer::{tcp_transfer, tcp_transfer_while, Progress, MIB};
+pub use topology::{overlay, DfPing, NatSetup, OneLink, RouterPath};
+pub use transfer::{tcp_transfer, tcp_transfer_while, try_tcp_transfer, Limits, Progress, MIB};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -3,7 +3,7 @@
 //! up` inside a namespace, waits until its overlay address is up, and on drop stops it (SIGTERM,
 //! then SIGKILL after 3 s). When the test is failing, every node prints the tail of its log.
 
-use super::{cmd, overlay, poll, Lab, Netns};
+use super::{cmd, overlay, poll, Lab, Netns, NodeLog};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::fmt::Write as _;
@@ -107,6 +107,8 @@ pub struct NodeConfig {
     pub private_key_file: PathBuf,
     pub listen_port: u16,
     pub address: Vec<String>,
+    /// `pmtu_discovery`; `None` leaves weft's default (on).
+    pub pmtu_discovery: Option<bool>,
     pub peers: Vec<PeerConfig>,
 }
 
@@ -119,8 +121,15 @@ impl NodeConfig {
             private_key_file: key.private_key_file.clone(),
             listen_port: DEFAULT_PORT,
             address: vec![format!("{v4}/24"), format!("{v6}/64")],
+            pmtu_discovery: None,
             peers: Vec::new(),
         }
+    }
+
+    /// Sets `pmtu_discovery` (path-MTU discovery per edge).
+    pub fn pmtu_discovery(mut self, on: bool) -> NodeConfig {
+        self.pmtu_discovery = Some(on);
+        self
     }
 
     /// Adds a `[[peer]]`.
@@ -150,6 +159,9 @@ impl NodeConfig {
         let _ = writeln!(s, "private_key_file = {key:?}");
         let _ = writeln!(s, "listen_port = {}", self.listen_port);
         let _ = writeln!(s, "address = {:?}", self.address);
+        if let Some(on) = self.pmtu_discovery {
+            let _ = writeln!(s, "pmtu_discovery = {on}");
+        }
         for p in &self.peers {
             let _ = writeln!(s, "\n[[peer]]\nname = {:?}", p.name);
             let _ = writeln!(s, "public_key = {:?}", p.public_key);
@@ -276,6 +288,11 @@ impl<'a> Node<'a> {
         let _ = self.child.kill();
         self.status = self.child.wait().ok();
         self.status
+    }
+
+    /// The node's log, to read what it reported while it runs.
+    pub fn log(&self) -> NodeLog {
+        NodeLog::new(self.log.clone())
     }
 
     /// The last lines of the node's log.

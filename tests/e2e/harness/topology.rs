@@ -139,3 +139,152 @@ fn ensure_conntrack(router: &Netns) {
         router.name()
     );
 }
+
+/// `a` and `b` on different subnets with a forwarding router between them, the router–`b` link
+/// (both of its veth ends) narrower than the rest:
+///
+/// ```text
+/// a 198.51.100.1 ── 198.51.100.254 router 203.0.113.254 ── 203.0.113.2 b
+///      eth0, 1500          eth0          eth1, bottleneck     eth0, bottleneck
+/// ```
+///
+/// Each end host routes only the other's subnet via the router. No NAT: the router forwards,
+/// and unless told to drop them, sends ICMP fragmentation-needed for oversized DF packets.
+#[derive(Debug)]
+pub struct RouterPath {
+    pub a: Netns,
+    pub router: Netns,
+    pub b: Netns,
+}
+
+impl RouterPath {
+    pub const A: &str = "198.51.100.1";
+    pub const ROUTER_A: &str = "198.51.100.254";
+    pub const ROUTER_B: &str = "203.0.113.254";
+    pub const B: &str = "203.0.113.2";
+    /// The router's end of the bottleneck link.
+    pub const ROUTER_BOTTLENECK_IF: &str = "eth1";
+    /// `b`'s end of the bottleneck link.
+    pub const B_IF: &str = "eth0";
+
+    /// Builds the three namespaces (roles `{tag}a`, `{tag}r`, `{tag}b`) with a router–`b` link
+    /// of MTU `bottleneck_mtu`.
+    pub fn new(lab: &Lab, tag: &str, bottleneck_mtu: u16) -> RouterPath {
+        let a = lab.netns(&format!("{tag}a"));
+        let router = lab.netns(&format!("{tag}r"));
+        let b = lab.netns(&format!("{tag}b"));
+        veth(&a, "eth0", &router, "eth0");
+        veth(&router, Self::ROUTER_BOTTLENECK_IF, &b, Self::B_IF);
+        let addr = |ns: &Netns, addr: &str, dev: &str| {
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev]);
+        };
+        addr(&a, Self::A, "eth0");
+        addr(&router, Self::ROUTER_A, "eth0");
+        addr(&router, Self::ROUTER_B, Self::ROUTER_BOTTLENECK_IF);
+        addr(&b, Self::B, Self::B_IF);
+        a.ip(&["route", "add", "203.0.113.0/24", "via", Self::ROUTER_A]);
+        b.ip(&["route", "add", "198.51.100.0/24", "via", Self::ROUTER_B]);
+        router.sysctl(&["net.ipv4.ip_forward=1"]);
+        let net = RouterPath { a, router, b };
+        net.set_bottleneck_mtu(bottleneck_mtu);
+        net
+    }
+
+    /// Sets the MTU of both ends of the router–`b` link (also while traffic flows).
+    pub fn set_bottleneck_mtu(&self, mtu: u16) {
+        let mtu = mtu.to_string();
+        self.router.ip(&[
+            "link",
+            "set",
+            "dev",
+            Self::ROUTER_BOTTLENECK_IF,
+            "mtu",
+            &mtu,
+        ]);
+        self.b.ip(&["link", "set", "dev", Self::B_IF, "mtu", &mtu]);
+    }
+
+    /// Makes the bottleneck an ICMP black hole: the router silently drops every
+    /// fragmentation-needed (and IPv6 packet-too-big) it would send, so oversized packets
+    /// vanish without a word to their sender.
+    pub fn drop_icmp_too_big(&self) {
+        self.router.exec(&[
+            "iptables",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "icmp",
+            "--icmp-type",
+            "fragmentation-needed",
+            "-j",
+            "DROP",
+        ]);
+        self.router.exec(&[
+            "ip6tables",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "icmpv6",
+            "--icmpv6-type",
+            "packet-too-big",
+            "-j",
+            "DROP",
+        ]);
+    }
+
+    /// Makes the router drop each packet it forwards, either way, with `probability`.
+    pub fn random_loss(&self, probability: f64) {
+        self.router.exec(&[
+            "iptables",
+            "-A",
+            "FORWARD",
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            &probability.to_string(),
+            "-j",
+            "DROP",
+        ]);
+    }
+
+    /// Sends two don't-fragment pings of `packet_size` bytes (whole IPv4 packets) from `a` to
+    /// `b`'s underlay address and says what came of them, to check the premise of a scenario.
+    pub fn df_ping_a_to_b(&self, packet_size: u16) -> DfPing {
+        let payload = (packet_size - 28).to_string();
+        let out = self.a.exec_output(&[
+            "ping",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            &payload,
+            Self::B,
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+        if text.contains(" bytes from ") {
+            DfPing::Replied
+        } else if text.contains("Frag needed") || text.contains("message too long") {
+            DfPing::TooBig
+        } else {
+            DfPing::Silent
+        }
+    }
+}
+
+/// What became of a don't-fragment ping across a [`RouterPath`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DfPing {
+    /// It got through and was answered.
+    Replied,
+    /// A fragmentation-needed came back (or the kernel already knew the path MTU).
+    TooBig,
+    /// Nothing came back at all: a black hole.
+    Silent,
+}
