@@ -48,7 +48,8 @@ const MAX_GSO_BYTES: usize = 65_000;
 /// Fragments one oversized IPv4 packet may become (64 KiB at a 1280-byte
 /// inner MTU needs 52).
 const MAX_FRAGMENTS: usize = 64;
-/// Room for an ICMP "too big" written back into the TUN device.
+/// Room for an ICMP "too big" written back into the TUN device, and for an
+/// IPv6 packet reassembled from pieces (both at most 1280 bytes).
 const ICMP_ROOM: usize = 1280;
 
 /// Runs the node until SIGINT or SIGTERM.
@@ -437,10 +438,36 @@ impl DataPath {
                     }
                 }
             }
+            self.take_reassembled(device, tun).await;
             self.flush_tun(tun).await;
             self.drain_protocol(device, udp).await;
             if n < RX_BATCH {
                 break;
+            }
+        }
+    }
+
+    /// Queues inner packets the device reassembled from pieces.
+    async fn take_reassembled(&mut self, device: &mut Device, tun: &Tun) {
+        loop {
+            if self.tun_out_len == TUN_OUT {
+                self.flush_tun(tun).await;
+            }
+            let out = &mut self.tun_out[self.tun_out_len];
+            out.clear();
+            out.resize(TRANSPORT_HEADER_LEN + ICMP_ROOM, 0);
+            match device.poll_reassembled(&mut out[TRANSPORT_HEADER_LEN..]) {
+                Some((peer, len)) => {
+                    out.truncate(TRANSPORT_HEADER_LEN + len);
+                    if self.mss_clamp {
+                        clamp_mss(device, &mut out[TRANSPORT_HEADER_LEN..], Some(peer));
+                    }
+                    self.tun_out_len += 1;
+                }
+                None => {
+                    out.clear();
+                    return;
+                }
             }
         }
     }

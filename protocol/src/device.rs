@@ -19,6 +19,7 @@
 //! Randomness (indices, ephemeral keys, jitter, cookie secrets) comes from a
 //! ChaCha20 RNG seeded by the caller, so a simulation replays bit for bit.
 
+pub(crate) mod fragment;
 mod handshake;
 pub(crate) mod path;
 
@@ -240,6 +241,8 @@ enum Outgoing {
     CookieReply(SocketAddr, [u8; COOKIE_REPLY_LEN]),
     Keepalive(PeerId),
     ProbeAck(PeerId, u32, u16),
+    /// A piece of an inner packet: the plaintext to seal.
+    Piece(PeerId, Vec<u8>),
 }
 
 /// The data-plane state machine. See the module documentation.
@@ -266,6 +269,9 @@ pub struct Device {
     max_pmtu: u16,
     /// Some edge may have a probe to send.
     probing: bool,
+    next_fragment_id: u32,
+    /// Inner packets reassembled from pieces, waiting for the caller.
+    reassembled: VecDeque<(PeerId, Vec<u8>)>,
 }
 
 impl core::fmt::Debug for Device {
@@ -304,6 +310,8 @@ impl Device {
             pmtu_discovery: config.pmtu_discovery,
             max_pmtu: config.max_pmtu,
             probing: false,
+            next_fragment_id: 0,
+            reassembled: VecDeque::new(),
         }
     }
 
@@ -401,6 +409,13 @@ impl Device {
             return Encapsulated::Dropped(self.drop_packet(DropReason::NoRoute));
         };
         let mtu = self.inner_mtu(id);
+        if len > mtu && fragment::wants_pieces(&buf[start..start + len], mtu) {
+            if self.peers[id.0 as usize].sending_session(now).is_some() {
+                let packet = buf[start..start + len].to_vec();
+                self.send_in_pieces(id, &packet, mtu);
+                return Encapsulated::Queued { peer: id };
+            }
+        }
         if len > mtu {
             return Encapsulated::TooBig {
                 peer: id,
@@ -651,6 +666,12 @@ impl Device {
                 }
                 Outgoing::ProbeAck(id, probe, len) => {
                     if let Some(t) = self.seal_probe_ack(*id, *probe, *len, now, buf) {
+                        return Some(t);
+                    }
+                    continue;
+                }
+                Outgoing::Piece(id, plain) => {
+                    if let Some(t) = self.seal_plain(*id, plain, now, buf) {
                         return Some(t);
                     }
                     continue;

@@ -101,6 +101,8 @@ pub(crate) struct Peer {
     pub local_mtu: Option<u16>,
     /// Round-trip time of the last handshake we initiated.
     pub handshake_rtt: Option<Duration>,
+    /// Inner packets arriving in pieces.
+    pub partials: Vec<crate::device::fragment::Partial>,
 }
 
 impl Peer {
@@ -130,6 +132,7 @@ impl Peer {
             edge: None,
             local_mtu: None,
             handshake_rtt: None,
+            partials: Vec::new(),
         }
     }
 

@@ -613,6 +613,16 @@ impl Sim {
                 inner,
             });
         }
+        let mut whole = [0u8; 2048];
+        while let Some((peer, len)) = node.device.poll_reassembled(&mut whole) {
+            let inner = inner::parse(&whole[..len])
+                .unwrap_or_else(|e| panic!("node {i} reassembled a broken packet: {e}"));
+            node.delivered.push(Delivered {
+                at: now,
+                peer,
+                inner,
+            });
+        }
         node.received.push(Received {
             at: now,
             from: d.from,

@@ -124,6 +124,12 @@ impl Device {
                 self.outgoing.push_back(Outgoing::ProbeAck(id, probe, len));
                 true
             }
+            Some(&super::fragment::CONTROL_FRAGMENT) => {
+                if let Err(reason) = self.receive_piece(id, plain, now) {
+                    self.stats.drops[reason as usize] += 1;
+                }
+                true
+            }
             Some(&CONTROL_PROBE_ACK) if plain.len() >= PROBE_ACK_LEN => {
                 let probe = u32::from_le_bytes([plain[1], plain[2], plain[3], plain[4]]);
                 let len = u16::from_le_bytes([plain[5], plain[6]]);
@@ -181,6 +187,29 @@ impl Device {
         }
         self.probing = false;
         None
+    }
+
+    /// Seals the control plaintext `plain` for `id`, unpadded.
+    pub(super) fn seal_plain(
+        &mut self,
+        id: PeerId,
+        plain: &[u8],
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        let peer = &mut self.peers[id.0 as usize];
+        let destination = peer.endpoint?;
+        let body = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain.len())?;
+        body.copy_from_slice(plain);
+        let n = peer
+            .sending_session(now)?
+            .seal(buf, plain.len(), plain.len())
+            .ok()?;
+        Self::on_data_sent(peer, now);
+        Some(Transmit {
+            destination,
+            len: n,
+        })
     }
 
     /// Seals an acknowledgement of `probe` for `id`.

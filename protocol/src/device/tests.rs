@@ -387,3 +387,49 @@ fn initiations_faster_than_50_per_second_are_refused() {
         Decapsulated::Consumed
     );
 }
+
+#[test]
+fn hostile_pieces_are_counted_drops_and_never_delivered() {
+    let now = Instant::now();
+    let (mut a, _) = connected(now, |_| {});
+    let peer = PeerId(0);
+    let piece = |id: u32, index: u8, count: u8, body: &[u8]| {
+        let mut p = vec![super::fragment::CONTROL_FRAGMENT];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.extend_from_slice(&[index, count]);
+        p.extend_from_slice(body);
+        p
+    };
+    for bad in [
+        piece(1, 0, 0, b"x"),
+        piece(1, 2, 2, b"x"),
+        piece(1, 0, 9, b"x"),
+        vec![super::fragment::CONTROL_FRAGMENT, 1, 2],
+    ] {
+        assert_eq!(
+            a.receive_piece(peer, &bad, now),
+            Err(DropReason::MalformedInner)
+        );
+    }
+    // Two pieces of garbage make no packet.
+    assert_eq!(
+        a.receive_piece(peer, &piece(7, 0, 2, &[0xff; 600]), now),
+        Ok(())
+    );
+    assert_eq!(
+        a.receive_piece(peer, &piece(7, 1, 2, &[0xff; 600]), now),
+        Err(DropReason::MalformedInner)
+    );
+    // A piece whose companion comes too late is forgotten.
+    assert_eq!(
+        a.receive_piece(peer, &piece(8, 0, 2, &[0x60; 10]), now),
+        Ok(())
+    );
+    let later = now + super::fragment::REASSEMBLY_TIMEOUT + Duration::from_millis(1);
+    assert_eq!(
+        a.receive_piece(peer, &piece(8, 1, 2, &[0; 10]), later),
+        Ok(())
+    );
+    let mut buf = [0u8; 2048];
+    assert_eq!(a.poll_reassembled(&mut buf), None);
+}

@@ -140,3 +140,31 @@ fn with_discovery_off_no_probe_is_sent_and_the_interface_mtu_is_used() {
     let out = sim.send(a, b, 1420);
     assert!(matches!(out, Encapsulated::Send { .. }), "{out:?}");
 }
+
+#[test]
+fn ipv6_packets_up_to_1280_bytes_cross_an_edge_below_the_ipv6_minimum_in_pieces() {
+    let (mut sim, a, b) = black_hole_pair(25, 1300, 0.0);
+    sim.run_for(secs(1));
+    // 1300 outer over IPv4 leaves 1240 bytes of inner MTU.
+    assert_eq!(pmtu(&sim, a, b), Some((1300, true)));
+    let before = sim.delivered_seqs(a, b).len();
+    for len in [1241, 1280] {
+        let out = sim.send_v6(a, b, len);
+        assert!(matches!(out, Encapsulated::Queued { .. }), "{len}: {out:?}");
+    }
+    sim.run_for(ms(10));
+    assert_eq!(
+        sim.delivered_seqs(a, b).len(),
+        before + 2,
+        "pieces were not reassembled"
+    );
+    // Larger IPv6 packets still get a "too big" (at 1280, from the node).
+    let out = sim.send_v6(a, b, 1281);
+    assert!(
+        matches!(out, Encapsulated::TooBig { mtu: 1240, .. }),
+        "{out:?}"
+    );
+    // IPv4 is left to IP fragmentation in the node.
+    let out = sim.send(a, b, 1241);
+    assert!(matches!(out, Encapsulated::TooBig { .. }), "{out:?}");
+}
