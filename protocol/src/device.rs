@@ -409,12 +409,13 @@ impl Device {
             return Encapsulated::Dropped(self.drop_packet(DropReason::NoRoute));
         };
         let mtu = self.inner_mtu(id);
-        if len > mtu && fragment::wants_pieces(&buf[start..start + len], mtu) {
-            if self.peers[id.0 as usize].sending_session(now).is_some() {
-                let packet = buf[start..start + len].to_vec();
-                self.send_in_pieces(id, &packet, mtu);
-                return Encapsulated::Queued { peer: id };
-            }
+        if len > mtu
+            && fragment::wants_pieces(&buf[start..start + len], mtu)
+            && self.peers[id.0 as usize].sending_session(now).is_some()
+        {
+            let packet = buf[start..start + len].to_vec();
+            self.send_in_pieces(id, &packet, mtu);
+            return Encapsulated::Queued { peer: id };
         }
         if len > mtu {
             return Encapsulated::TooBig {
