@@ -8,9 +8,9 @@
 //! transfer then stalls, so the scenarios prove discovery is what makes the difference.
 
 use crate::harness::{
-    elapsed_between, overlay, ping, ping_in_background, poll, tcp_transfer, tcp_transfer_while,
-    try_tcp_transfer, wait_reachable, DfPing, Keypair, Lab, Limits, Netns, Node, NodeConfig,
-    PeerConfig, RouterPath, DEFAULT_PORT, MIB,
+    elapsed_between, overlay, ping, ping_in_background, ping_sized, poll, tcp_transfer,
+    tcp_transfer_while, try_tcp_transfer, wait_reachable, DfPing, Keypair, Lab, Limits, Netns,
+    Node, NodeConfig, PeerConfig, RouterPath, DEFAULT_PORT, MIB,
 };
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -273,6 +273,35 @@ fn inner_ipv6_traffic_works_over_the_constrained_path() {
         "the data arrived corrupted"
     );
     assert_reported(&node_a, BOTTLENECK, "after the IPv6 transfer");
+}
+
+#[test]
+fn ipv6_packets_of_1280_bytes_cross_a_path_below_the_ipv6_minimum() {
+    let lab = Lab::new("pmtu-v6min");
+    // A 1300-byte path leaves 1240 bytes of inner MTU: less than any IPv6 sender goes to.
+    let net = RouterPath::new(&lab, "", LOWERED);
+    net.drop_icmp_too_big();
+    let (node_a, _node_b) = start_nodes(&lab, &net, |c| c);
+    handshake_and_converge(&net, &node_a, LOWERED);
+    let (_, b6) = overlay(2);
+    wait_reachable(&net.a, b6.into(), Duration::from_secs(10));
+    // 1232 bytes of ICMPv6 data make a 1280-byte IPv6 packet.
+    let stats = ping_sized(&net.a, b6.into(), 10, 1232);
+    println!(
+        "pmtu-v6min: {}/{} 1280-byte IPv6 pings answered",
+        stats.received, stats.transmitted
+    );
+    assert!(
+        stats.received >= 8,
+        "1280-byte IPv6 packets do not cross a 1300-byte path: {}/{}",
+        stats.received,
+        stats.transmitted
+    );
+    let report = tcp_transfer(&net.a, &net.b, b6.into(), 5201, 4 * MIB, 0x5eed_0007);
+    assert_eq!(
+        report.received_sha256, report.sent_sha256,
+        "the data arrived corrupted"
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@ mod transfer;
 pub use log::{elapsed_between, NodeLog};
 pub use netns::Netns;
 pub use node::{weft_bin, Keypair, Node, NodeConfig, PeerConfig, DEFAULT_PORT};
-pub use ping::{ping, ping_in_background, wait_reachable};
+pub use ping::{ping, ping_in_background, ping_sized, wait_reachable};
 pub use poll::poll;
 pub use rng::XorShift64;
 pub use topology::{overlay, DfPing, NatSetup, OneLink, RouterPath};

@@ -89,6 +89,24 @@ fn try_ping(ns: &Netns, addr: IpAddr, count: u32) -> Result<PingStats, String> {
     })
 }
 
+/// Pings `addr` from `ns` `count` times with `payload` bytes of ICMP data (so IPv6 packets of
+/// `payload + 48` bytes), 100 ms apart.
+pub fn ping_sized(ns: &Netns, addr: IpAddr, count: u32, payload: u16) -> PingStats {
+    let mut argv = ping_argv(addr, count);
+    argv.splice(1..1, ["-s".to_owned(), payload.to_string()]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = ns.exec_output(&argv);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PingStats::parse(&stdout).unwrap_or_else(|| {
+        panic!(
+            "`{}` in {} gave no statistics:\n{stdout}{}",
+            argv.join(" "),
+            ns.name(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })
+}
+
 /// Pings `addr` from `ns` once at a time until a reply comes; panics after `timeout`. Used once
 /// nodes are up, since a handshake or IPv6 address setup may still be under way.
 pub fn wait_reachable(ns: &Netns, addr: IpAddr, timeout: Duration) {
