@@ -14,13 +14,18 @@
 //! - [`session`]: transport encryption in place, counters, [`replay`];
 //! - [`timers`]: the timer table and the protocol's time constants;
 //! - [`peer`], [`device`]: the state machine that ties them together;
-//! - [`packet`]: the inner IP header fields routing needs.
+//! - [`pmtu`]: per-edge path-MTU discovery;
+//! - [`packet`]: the inner IP header fields routing needs;
+//! - [`membership`]: identities, certificates, invite tokens, gossip records;
+//! - [`join`]: the exchange that turns an invite token into a certificate.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cookie;
 pub mod device;
+pub mod membership;
+pub mod join;
 pub mod noise;
 pub mod packet;
 pub mod peer;

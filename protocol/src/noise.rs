@@ -146,9 +146,14 @@ impl Drop for SeededResolver {
 }
 
 fn builder<'a>(seed: [u8; 32]) -> Builder<'a> {
-    // The parameter string is a constant that snow parses; a failure would
+    seeded_builder(NOISE_PARAMS, seed)
+}
+
+/// A snow builder for `params` whose randomness comes from `seed`.
+pub(crate) fn seeded_builder<'a>(params: &str, seed: [u8; 32]) -> Builder<'a> {
+    // The parameter strings are constants that snow parses; a failure would
     // be a build-time mistake caught by every test.
-    let params = NOISE_PARAMS.parse().expect("valid Noise parameters");
+    let params = params.parse().expect("valid Noise parameters");
     Builder::with_resolver(params, Box::new(SeededResolver { seed }))
 }
 

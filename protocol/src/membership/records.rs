@@ -1,0 +1,562 @@
+//! Gossip records: what members tell each other, signed by whoever says it.
+//!
+//! A [`SignedRecord`] is an origin's identity, its sequence number, a
+//! [`RecordBody`] and the origin's signature over the three. Its encoding
+//! is a version byte (1) and the postcard encoding of the record, in
+//! canonical form only, so a record has exactly one byte representation.
+//! This module encodes, decodes and checks signatures; whether a record is
+//! believed (membership, sequence, plausibility) is the
+//! [`Validator`](super::Validator)'s business. It never reads the clock.
+
+use core::fmt;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::cert::{CertError, Certificate, SignedCertificate};
+use super::identity::{Hex, IdentityKey, IdentitySecret, SignatureError, SigningContext};
+use super::network::{NetworkId, NetworkInfo, NETWORK_ID_LEN};
+use super::{decode_canonical, encode, SIGNATURE_LEN};
+
+/// Version byte that starts every encoded record.
+pub const RECORD_VERSION: u8 = 1;
+/// Longest encoded record accepted.
+pub const MAX_RECORD_LEN: usize = 4096;
+
+/// A record as its origin signed it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedRecord {
+    /// Who says it.
+    pub origin: IdentityKey,
+    /// The origin's sequence number: higher is newer.
+    pub seq: u64,
+    /// What it says.
+    pub body: RecordBody,
+    /// The origin's signature, in the `"record"` context, of `origin` (32
+    /// bytes) ‖ `seq` (8 bytes, little endian) ‖ the postcard encoding of
+    /// `body`.
+    #[serde(with = "super::sig64")]
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+impl fmt::Debug for SignedRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignedRecord")
+            .field("origin", &self.origin)
+            .field("seq", &self.seq)
+            .field("body", &self.body)
+            .field(
+                "signature",
+                &format_args!("{:x}…", Hex(&self.signature[..4])),
+            )
+            .finish()
+    }
+}
+
+impl SignedRecord {
+    /// Signs `body` as `secret`'s identity with sequence number `seq`.
+    pub fn sign(secret: &IdentitySecret, seq: u64, body: RecordBody) -> Self {
+        let origin = secret.identity();
+        let signature = secret.sign(
+            SigningContext::Record,
+            &Self::signed_bytes(&origin, seq, &body),
+        );
+        SignedRecord {
+            origin,
+            seq,
+            body,
+            signature,
+        }
+    }
+
+    /// What the signature covers (after the context prefix). Fixed-width
+    /// fields first, so the body needs no length.
+    fn signed_bytes(origin: &IdentityKey, seq: u64, body: &RecordBody) -> Vec<u8> {
+        let body = encode(body);
+        let mut m = Vec::with_capacity(32 + 8 + body.len());
+        m.extend_from_slice(origin.as_bytes());
+        m.extend_from_slice(&seq.to_le_bytes());
+        m.extend_from_slice(&body);
+        m
+    }
+
+    /// Checks the origin's signature. Says nothing about whether the
+    /// origin may say this: see [`Validator`](super::Validator).
+    pub fn verify_signature(&self) -> Result<(), RecordError> {
+        self.origin
+            .verify(
+                SigningContext::Record,
+                &Self::signed_bytes(&self.origin, self.seq, &self.body),
+                &self.signature,
+            )
+            .map_err(|_| RecordError::BadSignature)
+    }
+
+    /// The encoding for gossip: the version byte, then postcard of the
+    /// record.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = vec![RECORD_VERSION];
+        out.extend_from_slice(&encode(self));
+        out
+    }
+
+    /// Decodes what [`SignedRecord::to_bytes`] wrote: size, version and a
+    /// canonical encoding. Checks no signature.
+    pub fn from_bytes(data: &[u8]) -> Result<Self, RecordError> {
+        if data.len() > MAX_RECORD_LEN {
+            return Err(RecordError::TooLarge { len: data.len() });
+        }
+        let (&version, rest) = data.split_first().ok_or(RecordError::Malformed)?;
+        if version != RECORD_VERSION {
+            return Err(RecordError::UnsupportedVersion(version));
+        }
+        decode_canonical(rest).ok_or(RecordError::Malformed)
+    }
+}
+
+/// What a record says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordBody {
+    /// "I am a member, here is my certificate, reach me here."
+    Announcement(Announcement),
+    /// "I reached this member at this endpoint, with this path MTU and RTT."
+    PathObservation(PathObservation),
+    /// "The authority revoked this member": relayed by any member.
+    Revocation(Revocation),
+}
+
+impl RecordBody {
+    /// Which kind of record this is.
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            RecordBody::Announcement(_) => RecordKind::Announcement,
+            RecordBody::PathObservation(_) => RecordKind::PathObservation,
+            RecordBody::Revocation(_) => RecordKind::Revocation,
+        }
+    }
+}
+
+/// The kinds of [`RecordBody`], for counting and for per-kind sequence
+/// numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecordKind {
+    /// [`RecordBody::Announcement`].
+    Announcement,
+    /// [`RecordBody::PathObservation`].
+    PathObservation,
+    /// [`RecordBody::Revocation`].
+    Revocation,
+}
+
+impl RecordKind {
+    /// Every kind, in discriminant order.
+    pub const ALL: [RecordKind; 3] = [
+        RecordKind::Announcement,
+        RecordKind::PathObservation,
+        RecordKind::Revocation,
+    ];
+
+    /// A stable snake_case name, for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Announcement => "announcement",
+            RecordKind::PathObservation => "path_observation",
+            RecordKind::Revocation => "revocation",
+        }
+    }
+}
+
+/// A member's certificate and the endpoints it can be reached at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement {
+    /// The origin's certificate; its identity must be the origin.
+    pub certificate: SignedCertificate,
+    /// Local and server-reflexive endpoints, at most
+    /// [`MAX_ANNOUNCED_ENDPOINTS`](super::validator::MAX_ANNOUNCED_ENDPOINTS).
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// A measurement of the path from the origin to another member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathObservation {
+    /// The member at the other end.
+    pub to: IdentityKey,
+    /// The endpoint of `to` the measurement used.
+    pub endpoint: SocketAddr,
+    /// The path MTU (outer IP packet size) discovered.
+    pub pmtu: u16,
+    /// The smoothed round-trip time, in microseconds.
+    pub rtt_us: u32,
+    /// When it was measured (unix time).
+    pub measured_unix: u64,
+}
+
+/// The authority's revocation of a member's certificates.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// The member whose certificates are revoked.
+    pub identity: IdentityKey,
+    /// Certificates of `identity` with this serial or a lower one are
+    /// revoked.
+    pub serial: u64,
+    /// When the authority revoked it (unix time).
+    pub revoked_unix: u64,
+    /// The authority's signature, in the `"revocation"` context, of the
+    /// network id (16 bytes) ‖ `identity` (32) ‖ `serial` (8, little
+    /// endian) ‖ `revoked_unix` (8, little endian).
+    #[serde(with = "super::sig64")]
+    pub authority_signature: [u8; SIGNATURE_LEN],
+}
+
+impl fmt::Debug for Revocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Revocation")
+            .field("identity", &self.identity)
+            .field("serial", &self.serial)
+            .field("revoked_unix", &self.revoked_unix)
+            .field(
+                "authority_signature",
+                &format_args!("{:x}…", Hex(&self.authority_signature[..4])),
+            )
+            .finish()
+    }
+}
+
+impl Revocation {
+    /// The authority revokes `identity`'s certificates up to `serial` in
+    /// `network`. (Also [`Authority::revoke`](super::Authority::revoke).)
+    pub fn sign(
+        network: &NetworkId,
+        identity: IdentityKey,
+        serial: u64,
+        revoked_unix: u64,
+        authority: &IdentitySecret,
+    ) -> Self {
+        let authority_signature = authority.sign(
+            SigningContext::Revocation,
+            &Self::signed_bytes(network, &identity, serial, revoked_unix),
+        );
+        Revocation {
+            identity,
+            serial,
+            revoked_unix,
+            authority_signature,
+        }
+    }
+
+    fn signed_bytes(
+        network: &NetworkId,
+        identity: &IdentityKey,
+        serial: u64,
+        revoked_unix: u64,
+    ) -> [u8; NETWORK_ID_LEN + 32 + 8 + 8] {
+        let mut m = [0u8; NETWORK_ID_LEN + 32 + 8 + 8];
+        m[..16].copy_from_slice(network.as_bytes());
+        m[16..48].copy_from_slice(identity.as_bytes());
+        m[48..56].copy_from_slice(&serial.to_le_bytes());
+        m[56..].copy_from_slice(&revoked_unix.to_le_bytes());
+        m
+    }
+
+    /// Checks that `network`'s authority made this revocation for it.
+    pub fn verify(&self, network: &NetworkInfo) -> Result<(), SignatureError> {
+        network.authority().verify(
+            SigningContext::Revocation,
+            &Self::signed_bytes(network.id(), &self.identity, self.serial, self.revoked_unix),
+            &self.authority_signature,
+        )
+    }
+
+    /// Whether this revocation covers `cert`.
+    pub fn revokes(&self, cert: &Certificate) -> bool {
+        cert.identity == self.identity && cert.serial <= self.serial
+    }
+}
+
+/// Why a gossip record was refused. Each reason has a stable name
+/// ([`RecordError::as_str`]) so the node can count refusals by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The record is longer than [`MAX_RECORD_LEN`].
+    #[error("record is too large ({len} bytes)")]
+    TooLarge {
+        /// Length received.
+        len: usize,
+    },
+    /// The record starts with a version byte this node does not know.
+    #[error("unsupported record version {0}")]
+    UnsupportedVersion(u8),
+    /// The bytes do not decode as a record (in canonical form).
+    #[error("record does not decode")]
+    Malformed,
+    /// The signature is not the origin's.
+    #[error("record signature does not verify")]
+    BadSignature,
+    /// The origin is not a current member, and the record is not an
+    /// announcement that proves membership with its certificate.
+    #[error("record origin is not a member")]
+    NotAMember,
+    /// An announcement's certificate does not verify.
+    #[error("announced certificate refused: {0}")]
+    BadCertificate(CertError),
+    /// An announcement's certificate belongs to another identity than the
+    /// origin.
+    #[error("announced certificate is not the origin's")]
+    CertificateMismatch,
+    /// An announcement's certificate has been revoked.
+    #[error("announced certificate (serial {serial}) is revoked")]
+    Revoked {
+        /// The certificate's serial.
+        serial: u64,
+    },
+    /// A revocation is not signed by the network authority.
+    #[error("revocation is not signed by the network authority")]
+    BadRevocation,
+    /// The sequence number is not above the last one accepted from this
+    /// origin for this kind of record: a replay, or an old record late.
+    #[error("stale sequence number {got} (last accepted {last})")]
+    StaleSequence {
+        /// The last accepted.
+        last: u64,
+        /// The one received.
+        got: u64,
+    },
+    /// The contents cannot be right (an endpoint no one can send to, an
+    /// MTU or time out of range); the text says which.
+    #[error("implausible record: {0}")]
+    Implausible(&'static str),
+}
+
+impl RecordError {
+    /// Every name [`RecordError::as_str`] returns, so counters can be
+    /// created up front.
+    pub const REASONS: [&'static str; 11] = [
+        "too_large",
+        "unsupported_version",
+        "malformed",
+        "bad_signature",
+        "not_a_member",
+        "bad_certificate",
+        "certificate_mismatch",
+        "revoked",
+        "bad_revocation",
+        "stale_sequence",
+        "implausible",
+    ];
+
+    /// A stable snake_case name, for logs and metric labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RecordError::TooLarge { .. } => "too_large",
+            RecordError::UnsupportedVersion(_) => "unsupported_version",
+            RecordError::Malformed => "malformed",
+            RecordError::BadSignature => "bad_signature",
+            RecordError::NotAMember => "not_a_member",
+            RecordError::BadCertificate(_) => "bad_certificate",
+            RecordError::CertificateMismatch => "certificate_mismatch",
+            RecordError::Revoked { .. } => "revoked",
+            RecordError::BadRevocation => "bad_revocation",
+            RecordError::StaleSequence { .. } => "stale_sequence",
+            RecordError::Implausible(_) => "implausible",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{self, NOW};
+    use super::*;
+
+    fn observation() -> RecordBody {
+        RecordBody::PathObservation(PathObservation {
+            to: fixtures::member(2).identity(),
+            endpoint: fixtures::endpoint(2),
+            pmtu: 1420,
+            rtt_us: 12_000,
+            measured_unix: NOW,
+        })
+    }
+
+    fn bodies() -> Vec<RecordBody> {
+        vec![
+            RecordBody::Announcement(Announcement {
+                certificate: fixtures::signed_certificate(1),
+                endpoints: vec![
+                    fixtures::endpoint(1),
+                    "[2001:db8::1]:51820".parse().unwrap(),
+                ],
+            }),
+            observation(),
+            RecordBody::Revocation(Revocation::sign(
+                &fixtures::NETWORK_ID,
+                fixtures::member(3).identity(),
+                3,
+                NOW,
+                &fixtures::authority(),
+            )),
+        ]
+    }
+
+    #[test]
+    fn every_kind_of_record_round_trips_and_verifies() {
+        for body in bodies() {
+            let r = SignedRecord::sign(&fixtures::member(1), 7, body);
+            let again = SignedRecord::from_bytes(&r.to_bytes()).unwrap();
+            assert_eq!(again, r);
+            assert_eq!(again.verify_signature(), Ok(()));
+        }
+    }
+
+    #[test]
+    fn every_tampered_byte_is_refused_without_panicking() {
+        for body in bodies() {
+            let wire = SignedRecord::sign(&fixtures::member(1), 7, body).to_bytes();
+            for i in 0..wire.len() {
+                for flip in [0x01, 0x40, 0xff] {
+                    let mut bad = wire.clone();
+                    bad[i] ^= flip;
+                    let verdict = SignedRecord::from_bytes(&bad).and_then(|r| r.verify_signature());
+                    assert!(
+                        matches!(
+                            verdict,
+                            Err(RecordError::BadSignature
+                                | RecordError::Malformed
+                                | RecordError::UnsupportedVersion(_))
+                        ),
+                        "byte {i} ^ {flip:#x}: {verdict:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_or_extended_records_are_malformed() {
+        let wire = SignedRecord::sign(&fixtures::member(1), 7, observation()).to_bytes();
+        assert_eq!(SignedRecord::from_bytes(&[]), Err(RecordError::Malformed));
+        for len in 1..wire.len() {
+            assert_eq!(
+                SignedRecord::from_bytes(&wire[..len]),
+                Err(RecordError::Malformed)
+            );
+        }
+        let mut long = wire;
+        long.push(0);
+        assert_eq!(SignedRecord::from_bytes(&long), Err(RecordError::Malformed));
+    }
+
+    #[test]
+    fn an_unknown_version_or_an_oversized_record_is_refused_first() {
+        let mut wire = SignedRecord::sign(&fixtures::member(1), 7, observation()).to_bytes();
+        wire[0] = 9;
+        assert_eq!(
+            SignedRecord::from_bytes(&wire),
+            Err(RecordError::UnsupportedVersion(9))
+        );
+        assert_eq!(
+            SignedRecord::from_bytes(&[RECORD_VERSION; MAX_RECORD_LEN + 1]),
+            Err(RecordError::TooLarge {
+                len: MAX_RECORD_LEN + 1
+            })
+        );
+    }
+
+    #[test]
+    fn the_signature_covers_origin_and_sequence() {
+        let r = SignedRecord::sign(&fixtures::member(1), 7, observation());
+        let mut other_seq = r.clone();
+        other_seq.seq = 8;
+        assert_eq!(other_seq.verify_signature(), Err(RecordError::BadSignature));
+        let mut other_origin = r;
+        other_origin.origin = fixtures::member(2).identity();
+        assert_eq!(
+            other_origin.verify_signature(),
+            Err(RecordError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_revocation_verifies_only_for_its_network_and_authority() {
+        let net = fixtures::network();
+        let rev = Revocation::sign(
+            net.id(),
+            fixtures::member(3).identity(),
+            3,
+            NOW,
+            &fixtures::authority(),
+        );
+        assert_eq!(rev.verify(&net), Ok(()));
+        let forged = Revocation::sign(
+            net.id(),
+            fixtures::member(3).identity(),
+            3,
+            NOW,
+            &fixtures::member(1),
+        );
+        assert!(forged.verify(&net).is_err());
+        let elsewhere = Revocation::sign(
+            &NetworkId([1; 16]),
+            fixtures::member(3).identity(),
+            3,
+            NOW,
+            &fixtures::authority(),
+        );
+        assert!(elsewhere.verify(&net).is_err());
+        let mut later = rev.clone();
+        later.serial = 4;
+        assert!(later.verify(&net).is_err());
+    }
+
+    #[test]
+    fn a_revocation_covers_its_serial_and_earlier_ones() {
+        let rev = Revocation::sign(
+            &fixtures::NETWORK_ID,
+            fixtures::member(3).identity(),
+            3,
+            NOW,
+            &fixtures::authority(),
+        );
+        let mut cert = fixtures::certificate(3);
+        assert!(rev.revokes(&cert));
+        cert.serial = 2;
+        assert!(rev.revokes(&cert));
+        cert.serial = 4;
+        assert!(!rev.revokes(&cert));
+        assert!(!rev.revokes(&fixtures::certificate(2)));
+    }
+
+    #[test]
+    fn an_announcement_with_eight_endpoints_fits_easily() {
+        let body = RecordBody::Announcement(Announcement {
+            certificate: fixtures::signed_certificate(1),
+            endpoints: (0..8)
+                .map(|i| SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, i], 65535)))
+                .collect(),
+        });
+        let wire = SignedRecord::sign(&fixtures::member(1), u64::MAX, body).to_bytes();
+        assert!(wire.len() < MAX_RECORD_LEN / 4, "{}", wire.len());
+    }
+
+    #[test]
+    fn reasons_list_every_name_once() {
+        let all = [
+            RecordError::TooLarge { len: 0 },
+            RecordError::UnsupportedVersion(0),
+            RecordError::Malformed,
+            RecordError::BadSignature,
+            RecordError::NotAMember,
+            RecordError::BadCertificate(CertError::Malformed),
+            RecordError::CertificateMismatch,
+            RecordError::Revoked { serial: 0 },
+            RecordError::BadRevocation,
+            RecordError::StaleSequence { last: 0, got: 0 },
+            RecordError::Implausible(""),
+        ];
+        let names: Vec<_> = all.iter().map(|e| e.as_str()).collect();
+        assert_eq!(names, RecordError::REASONS);
+        let kinds: Vec<_> = RecordKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(kinds, ["announcement", "path_observation", "revocation"]);
+    }
+}

@@ -1,0 +1,590 @@
+//! The checks a gossip record passes before the node believes it.
+//!
+//! [`Validator`] is a small sans-IO state machine: it remembers the last
+//! sequence number accepted from each origin for each kind of record (so
+//! replays and late old records are refused) and the revocations it has
+//! seen (so a revoked certificate cannot announce its way back in). The
+//! node feeds it every record that arrives and asks the caller-supplied
+//! `members` function who is a current member; the validator never reads
+//! the clock, never does I/O and never trusts a record it has not checked
+//! in full. The rules and their order are in `docs/protocol.md` §9.6.
+
+use std::collections::HashMap;
+
+use super::endpoint_problem;
+use super::identity::IdentityKey;
+use super::network::NetworkInfo;
+use super::records::{RecordBody, RecordError, RecordKind, SignedRecord};
+
+/// Most endpoints an announcement may list (local and server-reflexive).
+pub const MAX_ANNOUNCED_ENDPOINTS: usize = 8;
+/// Smallest plausible path MTU: IPv4's minimum datagram size (RFC 791).
+pub const MIN_PMTU: u16 = 576;
+/// Largest plausible path MTU: a jumbo frame.
+pub const MAX_PMTU: u16 = 9000;
+/// Largest plausible round-trip time, in microseconds (60 s).
+pub const MAX_RTT_US: u32 = 60_000_000;
+/// How far in the future a measurement time may be: members' clocks
+/// disagree by this much at most.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
+/// How old a path measurement may be and still be worth relaying.
+pub const MAX_OBSERVATION_AGE_SECS: u64 = 86_400;
+/// Default bound on the number of origins whose sequence numbers are kept.
+pub const DEFAULT_MAX_ORIGINS: usize = 65_536;
+
+/// What is remembered about one origin.
+#[derive(Debug, Clone, Copy, Default)]
+struct Origin {
+    /// The last sequence number accepted, per [`RecordKind`].
+    last_seq: [Option<u64>; RecordKind::ALL.len()],
+    /// When a record from it was last accepted, to pick whom to forget.
+    last_accepted_unix: u64,
+}
+
+fn slot(kind: RecordKind) -> usize {
+    match kind {
+        RecordKind::Announcement => 0,
+        RecordKind::PathObservation => 1,
+        RecordKind::Revocation => 2,
+    }
+}
+
+/// Checks gossip records and remembers what it needs to refuse replays.
+///
+/// Drive it with [`Validator::validate`] for every record received; at
+/// start-up, load the revocations the node has stored with
+/// [`Validator::note_revocation`], since a revoked member still holds a
+/// certificate that verifies.
+#[derive(Debug, Clone)]
+pub struct Validator {
+    origins: HashMap<IdentityKey, Origin>,
+    /// Highest revoked serial per identity.
+    revoked: HashMap<IdentityKey, u64>,
+    max_origins: usize,
+    allow_loopback: bool,
+}
+
+impl Default for Validator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Validator {
+    /// A validator that remembers up to [`DEFAULT_MAX_ORIGINS`] origins.
+    pub fn new() -> Self {
+        Self::with_max_origins(DEFAULT_MAX_ORIGINS)
+    }
+
+    /// A validator that remembers up to `max_origins` origins (at least
+    /// one). When full, it forgets origins that are no longer members, then
+    /// the one heard from longest ago; a forgotten origin's old records
+    /// would be accepted once more, so the bound should exceed the size of
+    /// the network.
+    pub fn with_max_origins(max_origins: usize) -> Self {
+        Validator {
+            origins: HashMap::new(),
+            revoked: HashMap::new(),
+            max_origins: max_origins.max(1),
+            allow_loopback: false,
+        }
+    }
+
+    /// Accepts loopback endpoints (refused by default: gossiped to another
+    /// host, a loopback address points that host at itself). For test
+    /// networks on a single host.
+    pub fn set_allow_loopback(&mut self, allow: bool) {
+        self.allow_loopback = allow;
+    }
+
+    /// Checks `bytes` as a record for `network` at `now_unix` and, if it
+    /// passes, remembers its sequence number (and, for a revocation, what
+    /// it revokes) and returns it. `members` says whether an identity is a
+    /// current, unrevoked member. The checks, in order:
+    ///
+    /// 1. size, version and a canonical encoding;
+    /// 2. the origin's signature;
+    /// 3. the origin's right to say it: an announcement's certificate must
+    ///    verify, belong to the origin and not be revoked (this is how a new
+    ///    member first becomes known, so `members` is not asked); any other
+    ///    record needs a member origin, and a revocation the authority's
+    ///    signature;
+    /// 4. a sequence number above the last accepted from the origin for
+    ///    this kind of record;
+    /// 5. plausibility of endpoints, MTU, RTT and times.
+    ///
+    /// A refused record changes nothing.
+    pub fn validate(
+        &mut self,
+        bytes: &[u8],
+        network: &NetworkInfo,
+        members: &dyn Fn(&IdentityKey) -> bool,
+        now_unix: u64,
+    ) -> Result<SignedRecord, RecordError> {
+        let record = SignedRecord::from_bytes(bytes)?;
+        record.verify_signature()?;
+        self.authorize(&record, network, members, now_unix)?;
+        let slot = slot(record.body.kind());
+        if let Some(last) = self.last_seq(&record.origin, record.body.kind()) {
+            if record.seq <= last {
+                return Err(RecordError::StaleSequence {
+                    last,
+                    got: record.seq,
+                });
+            }
+        }
+        self.check_plausible(&record, now_unix)?;
+
+        if !self.origins.contains_key(&record.origin) && self.origins.len() >= self.max_origins {
+            self.make_room(members);
+        }
+        let origin = self.origins.entry(record.origin).or_default();
+        origin.last_seq[slot] = Some(record.seq);
+        origin.last_accepted_unix = now_unix;
+        if let RecordBody::Revocation(r) = &record.body {
+            self.note_revocation(r.identity, r.serial);
+        }
+        Ok(record)
+    }
+
+    fn authorize(
+        &self,
+        record: &SignedRecord,
+        network: &NetworkInfo,
+        members: &dyn Fn(&IdentityKey) -> bool,
+        now_unix: u64,
+    ) -> Result<(), RecordError> {
+        match &record.body {
+            RecordBody::Announcement(a) => {
+                let cert = a
+                    .certificate
+                    .verify(network, now_unix)
+                    .map_err(RecordError::BadCertificate)?;
+                if cert.identity != record.origin {
+                    return Err(RecordError::CertificateMismatch);
+                }
+                if self.is_revoked(&cert.identity, cert.serial) {
+                    return Err(RecordError::Revoked {
+                        serial: cert.serial,
+                    });
+                }
+            }
+            RecordBody::PathObservation(_) => {
+                if !members(&record.origin) {
+                    return Err(RecordError::NotAMember);
+                }
+            }
+            RecordBody::Revocation(r) => {
+                if !members(&record.origin) {
+                    return Err(RecordError::NotAMember);
+                }
+                r.verify(network).map_err(|_| RecordError::BadRevocation)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_plausible(&self, record: &SignedRecord, now_unix: u64) -> Result<(), RecordError> {
+        let endpoint_ok = |e| match endpoint_problem(e, self.allow_loopback) {
+            Some(problem) => Err(RecordError::Implausible(problem)),
+            None => Ok(()),
+        };
+        match &record.body {
+            RecordBody::Announcement(a) => {
+                if a.endpoints.len() > MAX_ANNOUNCED_ENDPOINTS {
+                    return Err(RecordError::Implausible("more than 8 endpoints"));
+                }
+                a.endpoints.iter().try_for_each(endpoint_ok)?;
+            }
+            RecordBody::PathObservation(p) => {
+                if p.to == record.origin {
+                    return Err(RecordError::Implausible("path to the origin itself"));
+                }
+                endpoint_ok(&p.endpoint)?;
+                if !(MIN_PMTU..=MAX_PMTU).contains(&p.pmtu) {
+                    return Err(RecordError::Implausible("path MTU outside 576..=9000"));
+                }
+                if p.rtt_us > MAX_RTT_US {
+                    return Err(RecordError::Implausible("round-trip time above 60 s"));
+                }
+                if p.measured_unix > now_unix.saturating_add(MAX_CLOCK_SKEW_SECS) {
+                    return Err(RecordError::Implausible("measured in the future"));
+                }
+                if p.measured_unix.saturating_add(MAX_OBSERVATION_AGE_SECS) < now_unix {
+                    return Err(RecordError::Implausible("measured more than a day ago"));
+                }
+            }
+            // Its authority signature is what matters; its time is the
+            // authority's clock and is not second-guessed.
+            RecordBody::Revocation(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Forgets non-members, or failing that the origin heard from longest
+    /// ago, to make room for one more.
+    fn make_room(&mut self, members: &dyn Fn(&IdentityKey) -> bool) {
+        self.origins.retain(|k, _| members(k));
+        if self.origins.len() < self.max_origins {
+            return;
+        }
+        let oldest = self
+            .origins
+            .iter()
+            .min_by_key(|(k, o)| (o.last_accepted_unix, **k))
+            .map(|(k, _)| *k);
+        if let Some(k) = oldest {
+            self.origins.remove(&k);
+        }
+    }
+
+    /// Records that `identity`'s certificates up to `serial` are revoked
+    /// (a stored revocation, at start-up). Announcements of such
+    /// certificates are refused from then on.
+    pub fn note_revocation(&mut self, identity: IdentityKey, serial: u64) {
+        let s = self.revoked.entry(identity).or_insert(serial);
+        *s = (*s).max(serial);
+    }
+
+    /// Whether `identity`'s certificate with `serial` has been revoked.
+    pub fn is_revoked(&self, identity: &IdentityKey, serial: u64) -> bool {
+        self.revoked.get(identity).is_some_and(|s| serial <= *s)
+    }
+
+    /// The last sequence number accepted from `origin` for `kind`.
+    pub fn last_seq(&self, origin: &IdentityKey, kind: RecordKind) -> Option<u64> {
+        self.origins
+            .get(origin)
+            .and_then(|o| o.last_seq[slot(kind)])
+    }
+
+    /// How many origins are remembered.
+    pub fn origins(&self) -> usize {
+        self.origins.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::super::cert::{Authority, CertError};
+    use super::super::fixtures::{self, NOW};
+    use super::super::identity::IdentitySecret;
+    use super::super::records::{Announcement, PathObservation, Revocation};
+    use super::*;
+
+    /// Members 1 to 4 are current.
+    fn members(id: &IdentityKey) -> bool {
+        (1..=4).any(|n| fixtures::member(n).identity() == *id)
+    }
+
+    fn nobody(_: &IdentityKey) -> bool {
+        false
+    }
+
+    fn observation(to: u8) -> PathObservation {
+        PathObservation {
+            to: fixtures::member(to).identity(),
+            endpoint: fixtures::endpoint(to),
+            pmtu: 1420,
+            rtt_us: 12_000,
+            measured_unix: NOW - 5,
+        }
+    }
+
+    fn observed(from: u8, seq: u64, p: PathObservation) -> Vec<u8> {
+        SignedRecord::sign(&fixtures::member(from), seq, RecordBody::PathObservation(p)).to_bytes()
+    }
+
+    fn announcement(n: u8) -> Announcement {
+        Announcement {
+            certificate: fixtures::signed_certificate(n),
+            endpoints: vec![fixtures::endpoint(n), "10.1.2.3:51820".parse().unwrap()],
+        }
+    }
+
+    fn announced(from: u8, seq: u64, a: Announcement) -> Vec<u8> {
+        SignedRecord::sign(&fixtures::member(from), seq, RecordBody::Announcement(a)).to_bytes()
+    }
+
+    fn revocation(of: u8, signer: &IdentitySecret) -> Revocation {
+        Revocation::sign(
+            &fixtures::NETWORK_ID,
+            fixtures::member(of).identity(),
+            u64::from(of),
+            NOW,
+            signer,
+        )
+    }
+
+    fn relayed(from: u8, seq: u64, r: Revocation) -> Vec<u8> {
+        SignedRecord::sign(&fixtures::member(from), seq, RecordBody::Revocation(r)).to_bytes()
+    }
+
+    fn check(v: &mut Validator, bytes: &[u8]) -> Result<SignedRecord, RecordError> {
+        v.validate(bytes, &fixtures::network(), &members, NOW)
+    }
+
+    #[test]
+    fn a_members_observation_is_accepted_and_its_replay_refused() {
+        let mut v = Validator::new();
+        let bytes = observed(1, 7, observation(2));
+        let r = check(&mut v, &bytes).unwrap();
+        assert_eq!(r.seq, 7);
+        assert_eq!(v.last_seq(&r.origin, RecordKind::PathObservation), Some(7));
+        assert_eq!(
+            check(&mut v, &bytes),
+            Err(RecordError::StaleSequence { last: 7, got: 7 })
+        );
+        assert_eq!(
+            check(&mut v, &observed(1, 6, observation(3))),
+            Err(RecordError::StaleSequence { last: 7, got: 6 })
+        );
+        assert!(check(&mut v, &observed(1, 8, observation(3))).is_ok());
+    }
+
+    #[test]
+    fn a_non_members_observation_is_refused() {
+        let mut v = Validator::new();
+        assert_eq!(
+            check(&mut v, &observed(9, 1, observation(2))),
+            Err(RecordError::NotAMember)
+        );
+        assert_eq!(v.origins(), 0);
+    }
+
+    #[test]
+    fn an_announcement_with_a_valid_certificate_from_an_unknown_origin_is_accepted() {
+        let mut v = Validator::new();
+        let r = v
+            .validate(
+                &announced(7, 1, announcement(7)),
+                &fixtures::network(),
+                &nobody,
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(r.origin, fixtures::member(7).identity());
+    }
+
+    #[test]
+    fn an_announcement_of_someone_elses_certificate_is_refused() {
+        let mut v = Validator::new();
+        assert_eq!(
+            check(&mut v, &announced(1, 1, announcement(2))),
+            Err(RecordError::CertificateMismatch)
+        );
+    }
+
+    #[test]
+    fn an_announcement_with_a_bad_certificate_says_why() {
+        let mut v = Validator::new();
+        let bytes = announced(1, 1, announcement(1));
+        let late = fixtures::certificate(1).not_after;
+        assert_eq!(
+            v.validate(&bytes, &fixtures::network(), &members, late),
+            Err(RecordError::BadCertificate(CertError::Expired {
+                not_after: late
+            }))
+        );
+        let mut forged = announcement(1);
+        forged.certificate = Authority::issue(&fixtures::certificate(1), &fixtures::member(1));
+        assert_eq!(
+            check(&mut v, &announced(1, 1, forged)),
+            Err(RecordError::BadCertificate(CertError::BadSignature))
+        );
+    }
+
+    #[test]
+    fn a_revocation_not_signed_by_the_authority_is_refused() {
+        let mut v = Validator::new();
+        let forged = revocation(3, &fixtures::member(1));
+        assert_eq!(
+            check(&mut v, &relayed(1, 1, forged)),
+            Err(RecordError::BadRevocation)
+        );
+        assert!(!v.is_revoked(&fixtures::member(3).identity(), 3));
+    }
+
+    #[test]
+    fn a_revocation_relayed_by_a_non_member_is_refused() {
+        let mut v = Validator::new();
+        let genuine = revocation(3, &fixtures::authority());
+        assert_eq!(
+            check(&mut v, &relayed(9, 1, genuine)),
+            Err(RecordError::NotAMember)
+        );
+    }
+
+    #[test]
+    fn a_revoked_certificate_cannot_announce_its_way_back() {
+        let mut v = Validator::new();
+        let genuine = revocation(3, &fixtures::authority());
+        check(&mut v, &relayed(1, 1, genuine)).unwrap();
+        assert!(v.is_revoked(&fixtures::member(3).identity(), 3));
+        assert_eq!(
+            v.validate(
+                &announced(3, 1, announcement(3)),
+                &fixtures::network(),
+                &nobody,
+                NOW
+            ),
+            Err(RecordError::Revoked { serial: 3 })
+        );
+        // A new certificate (higher serial) for the same identity is fine.
+        let mut renewed = fixtures::certificate(3);
+        renewed.serial = 4;
+        let a = Announcement {
+            certificate: Authority::issue(&renewed, &fixtures::authority()),
+            endpoints: vec![],
+        };
+        assert!(check(&mut v, &announced(3, 2, a)).is_ok());
+    }
+
+    #[test]
+    fn revocations_loaded_at_start_up_count_too() {
+        let mut v = Validator::new();
+        v.note_revocation(fixtures::member(2).identity(), 5);
+        v.note_revocation(fixtures::member(2).identity(), 1);
+        assert!(v.is_revoked(&fixtures::member(2).identity(), 5));
+        assert_eq!(
+            check(&mut v, &announced(2, 1, announcement(2))),
+            Err(RecordError::Revoked { serial: 2 })
+        );
+    }
+
+    #[test]
+    fn sequence_numbers_are_kept_per_kind() {
+        let mut v = Validator::new();
+        check(&mut v, &announced(1, 10, announcement(1))).unwrap();
+        check(&mut v, &observed(1, 5, observation(2))).unwrap();
+        assert_eq!(
+            check(&mut v, &announced(1, 9, announcement(1))),
+            Err(RecordError::StaleSequence { last: 10, got: 9 })
+        );
+    }
+
+    #[test]
+    fn a_refused_record_changes_nothing() {
+        let mut v = Validator::new();
+        let mut bad = observation(2);
+        bad.pmtu = 100;
+        assert!(check(&mut v, &observed(1, 9, bad)).is_err());
+        assert_eq!(v.origins(), 0);
+        assert!(check(&mut v, &observed(1, 8, observation(2))).is_ok());
+    }
+
+    #[test]
+    fn tampered_or_oversized_records_are_refused() {
+        let mut v = Validator::new();
+        let mut bytes = observed(1, 1, observation(2));
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert_eq!(check(&mut v, &bytes), Err(RecordError::BadSignature));
+        assert_eq!(
+            check(&mut v, &vec![1; 5000]),
+            Err(RecordError::TooLarge { len: 5000 })
+        );
+        assert_eq!(check(&mut v, &[]), Err(RecordError::Malformed));
+    }
+
+    #[test]
+    fn implausible_observations_are_refused_with_a_reason() {
+        type Mutation = fn(&mut PathObservation);
+        let cases: Vec<(Mutation, &str)> = vec![
+            (|p| p.pmtu = 575, "path MTU outside 576..=9000"),
+            (|p| p.pmtu = 9001, "path MTU outside 576..=9000"),
+            (|p| p.rtt_us = MAX_RTT_US + 1, "round-trip time above 60 s"),
+            (|p| p.measured_unix = NOW + 301, "measured in the future"),
+            (
+                |p| p.measured_unix = NOW - 86_401,
+                "measured more than a day ago",
+            ),
+            (
+                |p| p.endpoint = "0.0.0.0:1".parse().unwrap(),
+                "endpoint address is unspecified",
+            ),
+            (
+                |p| p.endpoint = "[ff02::1]:1".parse().unwrap(),
+                "endpoint address is multicast",
+            ),
+            (
+                |p| p.endpoint = "192.0.2.1:0".parse().unwrap(),
+                "endpoint port is 0",
+            ),
+            (
+                |p| p.endpoint = "127.0.0.1:1".parse().unwrap(),
+                "endpoint address is loopback",
+            ),
+            (
+                |p| p.to = fixtures::member(1).identity(),
+                "path to the origin itself",
+            ),
+        ];
+        for (mutate, reason) in cases {
+            let mut p = observation(2);
+            mutate(&mut p);
+            assert_eq!(
+                check(&mut Validator::new(), &observed(1, 1, p)),
+                Err(RecordError::Implausible(reason))
+            );
+        }
+        let mut edge = observation(2);
+        (edge.pmtu, edge.rtt_us) = (MIN_PMTU, MAX_RTT_US);
+        edge.measured_unix = NOW + MAX_CLOCK_SKEW_SECS;
+        assert!(check(&mut Validator::new(), &observed(1, 1, edge)).is_ok());
+    }
+
+    #[test]
+    fn announcements_with_too_many_or_bad_endpoints_are_refused() {
+        let mut a = announcement(1);
+        a.endpoints = (1..=9)
+            .map(|i| SocketAddr::from(([192, 0, 2, i], 1)))
+            .collect();
+        assert_eq!(
+            check(&mut Validator::new(), &announced(1, 1, a.clone())),
+            Err(RecordError::Implausible("more than 8 endpoints"))
+        );
+        a.endpoints.truncate(8);
+        assert!(check(&mut Validator::new(), &announced(1, 1, a.clone())).is_ok());
+        a.endpoints[3] = "224.0.0.1:5".parse().unwrap();
+        assert_eq!(
+            check(&mut Validator::new(), &announced(1, 1, a)),
+            Err(RecordError::Implausible("endpoint address is multicast"))
+        );
+    }
+
+    #[test]
+    fn loopback_endpoints_are_accepted_only_when_allowed() {
+        let mut a = announcement(1);
+        a.endpoints = vec!["127.0.0.1:51820".parse().unwrap()];
+        let bytes = announced(1, 1, a);
+        let mut v = Validator::new();
+        assert!(check(&mut v, &bytes).is_err());
+        v.set_allow_loopback(true);
+        assert!(check(&mut v, &bytes).is_ok());
+    }
+
+    #[test]
+    fn a_full_validator_forgets_non_members_then_the_longest_silent() {
+        let net = fixtures::network();
+        let mut v = Validator::with_max_origins(2);
+        let id = |n| fixtures::member(n).identity();
+        // 7 is known only through its announcement, so not a member.
+        v.validate(&announced(7, 1, announcement(7)), &net, &members, NOW)
+            .unwrap();
+        v.validate(&observed(1, 1, observation(2)), &net, &members, NOW + 1)
+            .unwrap();
+        v.validate(&observed(2, 1, observation(1)), &net, &members, NOW + 2)
+            .unwrap();
+        assert_eq!(v.origins(), 2);
+        assert_eq!(v.last_seq(&id(7), RecordKind::Announcement), None);
+        v.validate(&observed(3, 1, observation(1)), &net, &members, NOW + 3)
+            .unwrap();
+        assert_eq!(v.origins(), 2);
+        assert_eq!(v.last_seq(&id(1), RecordKind::PathObservation), None);
+        assert_eq!(v.last_seq(&id(2), RecordKind::PathObservation), Some(1));
+        assert_eq!(v.last_seq(&id(3), RecordKind::PathObservation), Some(1));
+    }
+}
