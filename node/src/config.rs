@@ -30,6 +30,25 @@ struct RawConfig {
     interface: RawInterface,
     #[serde(default)]
     peer: Vec<RawPeer>,
+    mesh: Option<RawMesh>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMesh {
+    network: String,
+    network_name: String,
+    ipv4: String,
+    authority: String,
+    name: String,
+    identity_key_file: PathBuf,
+    authority_key_file: Option<PathBuf>,
+    certificate_file: PathBuf,
+    state: PathBuf,
+    join_port: Option<u16>,
+    admin_socket: Option<PathBuf>,
+    #[serde(default)]
+    advertise: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +128,8 @@ pub struct Config {
     pub interface: Interface,
     /// Peers.
     pub peers: Vec<Peer>,
+    /// Membership of a mesh, if this node is a member.
+    pub mesh: Option<crate::mesh::MeshConfig>,
 }
 
 impl Config {
@@ -206,8 +227,53 @@ impl Config {
                 persistent_keepalive,
             });
         }
-        Ok(Self { interface, peers })
+        let mesh = raw.mesh.map(|m| parse_mesh(m, base)).transpose()?;
+        Ok(Self {
+            interface,
+            peers,
+            mesh,
+        })
     }
+}
+
+fn parse_mesh(m: RawMesh, base: &Path) -> anyhow::Result<crate::mesh::MeshConfig> {
+    let network = m.network.parse().map_err(|_| {
+        anyhow!(
+            "mesh.network: {:?} is not a network id (32 hex digits)",
+            m.network
+        )
+    })?;
+    let authority = m.authority.parse().map_err(|_| {
+        anyhow!(
+            "mesh.authority: {:?} is not an identity key (64 hex digits)",
+            m.authority
+        )
+    })?;
+    let ipv4 = m
+        .ipv4
+        .parse()
+        .map_err(|_| anyhow!("mesh.ipv4: {:?} is not an IPv4 prefix", m.ipv4))?;
+    let mut advertise = Vec::new();
+    for (k, a) in m.advertise.iter().enumerate() {
+        advertise.push(
+            a.parse()
+                .map_err(|_| anyhow!("mesh.advertise[{k}]: {a:?} is not an IP address"))?,
+        );
+    }
+    Ok(crate::mesh::MeshConfig {
+        network,
+        network_name: m.network_name,
+        ipv4,
+        authority,
+        name: m.name,
+        identity_key_file: base.join(m.identity_key_file),
+        authority_key_file: m.authority_key_file.map(|f| base.join(f)),
+        certificate_file: base.join(m.certificate_file),
+        state: base.join(m.state),
+        join_port: m.join_port.unwrap_or(crate::mesh::DEFAULT_JOIN_PORT),
+        admin_socket: base.join(m.admin_socket.unwrap_or_else(|| PathBuf::from("weft.sock"))),
+        advertise,
+    })
 }
 
 fn parse_interface_address(s: &str) -> anyhow::Result<IpNetworkWithHost> {

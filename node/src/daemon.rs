@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::edges::Edges;
 use crate::inner::{self, Fit, IcmpRateLimiter};
 use crate::keys;
+use crate::mesh::node::MeshNode;
 use crate::tun::{self, Tun};
 use crate::udp::UdpIo;
 
@@ -102,6 +103,19 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     // interface exists, so a failed start leaves nothing behind.
     let mut device = build_device(&config)?;
     let udp = UdpIo::bind(config.interface.listen_port)?;
+    let (mesh, inbox) = match &config.mesh {
+        Some(mc) => {
+            let noise = keys::read_private_key(&config.interface.private_key_file)?;
+            let (node, inbox) =
+                MeshNode::start(mc, &mut device, noise, config.interface.listen_port).await?;
+            (Some(node), Some(inbox))
+        }
+        None => (None, None),
+    };
+    let (mut admin_rx, mut admitted_rx) = match inbox {
+        Some(i) => (Some(i.admin), Some(i.admitted)),
+        None => (None, None),
+    };
     let tun = tun::create(&config.interface)?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -139,11 +153,29 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
                 path.pump_udp(&mut device, &tun, &udp).await;
             }
             _ = tokio::time::sleep_until(deadline) => {}
+            Some((request, reply)) = recv(admin_rx.as_mut()) => {
+                if let Some(m) = mesh.as_ref() {
+                    let _ = reply.send(m.handle_admin(request, &device));
+                }
+            }
+            Some(admitted) = recv(admitted_rx.as_mut()) => {
+                if let Some(peer) = mesh.as_ref().and_then(|m| m.admit(admitted, &mut device)) {
+                    path.edges.peer_added(&mut device, peer, Instant::now()).await;
+                }
+            }
         }
     }
     drop(tun);
     info!(name = %config.interface.name, "interface removed");
     Ok(())
+}
+
+/// Receives from `rx`, or waits forever when there is none (no mesh).
+async fn recv<T>(rx: Option<&mut tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Buffers and batching of the data path; allocated once.
@@ -187,7 +219,9 @@ impl DataPath {
                 .collect(),
             tun_out_len: 0,
             gro: GROTable::default(),
-            control: vec![0; stride.max(256)],
+            // Control messages include PMTU probes up to the largest
+            // datagram, whatever the interface MTU.
+            control: vec![0; u16::MAX as usize + 1],
             frag: vec![0; MAX_FRAGMENTS * stride],
             frag_out: Vec::with_capacity(MAX_FRAGMENTS),
             icmp_limit: IcmpRateLimiter::default(),

@@ -64,6 +64,15 @@ impl Edges {
         }
     }
 
+    /// Routes a peer added while running, at the base MTU.
+    pub async fn peer_added(&mut self, device: &mut Device, peer: PeerId, now: Instant) {
+        let mtu = self.discovery.then_some(BASE_INNER_MTU);
+        self.set_routes(device, peer, mtu).await;
+        if let Some(endpoint) = device.peer_status(peer, now).and_then(|s| s.endpoint) {
+            Self::local_mtu(device, peer, endpoint, now);
+        }
+    }
+
     /// Follows a protocol event.
     pub async fn on_event(&mut self, device: &mut Device, event: &Event, now: Instant) {
         match *event {

@@ -69,6 +69,26 @@ fn read_secret_file(path: &Path, what: &str) -> anyhow::Result<Zeroizing<[u8; 32
     decode(&text).with_context(|| format!("{what} file {}", path.display()))
 }
 
+/// Reads any 32-byte secret key file (base64), refusing one readable by
+/// group or others; `what` names it in errors.
+pub fn read_secret_bytes(path: &Path, what: &str) -> anyhow::Result<Zeroizing<[u8; 32]>> {
+    read_secret_file(path, what)
+}
+
+/// Writes a 32-byte secret as base64 to a new file with mode 0600.
+pub fn write_secret_bytes(path: &Path, key: &[u8; 32]) -> anyhow::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create key file {}", path.display()))?;
+    let text = Zeroizing::new(format!("{}\n", encode(key)));
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write key file {}", path.display()))
+}
+
 /// Reads a private key file, refusing one readable by group or others.
 pub fn read_private_key(path: &Path) -> anyhow::Result<StaticSecret> {
     Ok(StaticSecret::from_bytes(*read_secret_file(
@@ -84,16 +104,7 @@ pub fn read_preshared_key(path: &Path) -> anyhow::Result<PresharedKey> {
 
 /// Writes `key` to a new file with mode 0600; refuses to overwrite.
 pub fn write_private_key(path: &Path, key: &StaticSecret) -> anyhow::Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create key file {}", path.display()))?;
-    let text = Zeroizing::new(format!("{}\n", encode(&key.to_bytes())));
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write key file {}", path.display()))
+    write_secret_bytes(path, &Zeroizing::new(key.to_bytes()))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ mod daemon;
 mod edges;
 mod inner;
 mod keys;
+mod mesh;
 mod routes;
 mod tun;
 mod udp;
@@ -43,6 +44,44 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Create a network with this node as its first member and authority.
+    Init {
+        /// This node's name in the network.
+        #[arg(long)]
+        name: String,
+        /// The network's IPv4 prefix, e.g. 100.64.0.0/16.
+        #[arg(long)]
+        network: String,
+        /// The network's name.
+        #[arg(long, default_value = "weft")]
+        network_name: String,
+        /// Directory for keys, certificate, configuration and state.
+        #[arg(long, default_value = "/etc/weft")]
+        dir: PathBuf,
+    },
+    /// Print a one-time invite token for a new server (authority holders).
+    Invite {
+        /// The name the new server will get.
+        #[arg(long)]
+        name: Option<String>,
+        /// How long the token stays valid (e.g. 30m, 24h, 7d).
+        #[arg(long, default_value = "24h")]
+        expires: String,
+        /// This node's configuration file.
+        #[arg(long, short, default_value = "/etc/weft/weft.toml")]
+        config: PathBuf,
+    },
+    /// Join a network with an invite token.
+    Join {
+        /// The token `weft invite` printed.
+        token: String,
+        /// This server's name, if the token does not fix one.
+        #[arg(long)]
+        name: Option<String>,
+        /// Directory for keys, certificate, configuration and state.
+        #[arg(long, default_value = "/etc/weft")]
+        dir: PathBuf,
+    },
 }
 
 fn init_logging() {
@@ -75,6 +114,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", keys::encode(key.public_key().as_bytes()));
             Ok(())
         }
+        Command::Init {
+            name,
+            network,
+            network_name,
+            dir,
+        } => mesh::init::run(&name, &network, &network_name, &dir),
+        Command::Invite {
+            name,
+            expires,
+            config,
+        } => mesh::invite::run(&config, name, &expires),
+        Command::Join { token, name, dir } => mesh::join::run(&token, name, &dir),
         Command::Up { config } => {
             init_logging();
             let config = config::Config::load(&config)?;

@@ -199,12 +199,28 @@ impl<'a> Node<'a> {
             Some(lab.dir()),
             "key files live beside the configs"
         );
-        let log = lab.dir().join(format!("{}.log", config.name));
-        let log_file = File::create(&log).expect("create node log");
+        Self::start_file(lab, ns, &config.name, &config_file, config.overlay_v4())
+    }
+
+    /// Starts `weft up --config CONFIG_FILE` (a config weft wrote itself, e.g. by `weft init`
+    /// or `weft join`) as node `name`, and waits until weft0 carries `overlay_v4`.
+    pub fn start_file(
+        lab: &Lab,
+        ns: &'a Netns,
+        name: &str,
+        config_file: &std::path::Path,
+        overlay_v4: Ipv4Addr,
+    ) -> Node<'a> {
+        let log = lab.dir().join(format!("{name}.log"));
+        let log_file = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("create node log");
         let child = ns
             .command(&weft_bin())
             .args(["up", "--config"])
-            .arg(&config_file)
+            .arg(config_file)
             .env("WEFT_LOG", "debug")
             // The log is a file that CI output quotes: no colour codes.
             .env("NO_COLOR", "1")
@@ -214,13 +230,13 @@ impl<'a> Node<'a> {
             .spawn()
             .expect("spawn ip netns exec weft up");
         let mut node = Node {
-            name: config.name.clone(),
+            name: name.to_owned(),
             ns,
             child,
             status: None,
             log,
         };
-        node.wait_ready(config.overlay_v4());
+        node.wait_ready(overlay_v4);
         node
     }
 

@@ -1,0 +1,256 @@
+//! Membership on the node: the files a member keeps (identity, certificate,
+//! the authority key on authority holders), its store, and the commands that
+//! create a network (`weft init`), invite a server (`weft invite`) and join
+//! one (`weft join`).
+//!
+//! The formats and every check live in `weft_protocol::membership` and
+//! `weft_protocol::join`; this module does the file and socket work around
+//! them. Keys are written with mode 0600 and never logged.
+
+pub mod admin;
+pub mod init;
+pub mod invite;
+pub mod join;
+pub mod node;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context};
+use ip_network::Ipv4Network;
+use serde::{Deserialize, Serialize};
+use weft_protocol::membership::{
+    Announcement, IdentityKey, IdentitySecret, NetworkId, NetworkInfo, RecordBody,
+    SignedCertificate, SignedRecord,
+};
+use weft_store::Store;
+
+use crate::keys;
+
+/// Default TCP port of the join listener (beside the data-plane UDP port).
+pub const DEFAULT_JOIN_PORT: u16 = 51821;
+
+/// Seconds since 1970, for certificate and token times.
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The `[mesh]` table of a member's configuration.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// The network.
+    pub network: NetworkId,
+    /// Its name.
+    pub network_name: String,
+    /// Its IPv4 prefix.
+    pub ipv4: Ipv4Network,
+    /// Its authority's public key.
+    pub authority: IdentityKey,
+    /// This member's name.
+    pub name: String,
+    /// This member's Ed25519 identity key file.
+    pub identity_key_file: PathBuf,
+    /// The authority key file, on authority holders.
+    pub authority_key_file: Option<PathBuf>,
+    /// This member's certificate.
+    pub certificate_file: PathBuf,
+    /// The store directory.
+    pub state: PathBuf,
+    /// TCP port of the join listener.
+    pub join_port: u16,
+    /// The admin socket.
+    pub admin_socket: PathBuf,
+    /// Addresses to put in invite tokens and announcements instead of the
+    /// host's own (e.g. a public address in front of a NAT).
+    pub advertise: Vec<IpAddr>,
+}
+
+impl MeshConfig {
+    /// The network description.
+    pub fn network_info(&self) -> anyhow::Result<NetworkInfo> {
+        NetworkInfo::new(
+            self.network,
+            self.network_name.clone(),
+            self.ipv4,
+            self.authority,
+        )
+        .map_err(|e| anyhow!("mesh: {e}"))
+    }
+}
+
+/// The network description as the join exchange carries it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkWire {
+    /// Network id.
+    pub id: [u8; 16],
+    /// Name.
+    pub name: String,
+    /// IPv4 prefix, e.g. "100.64.0.0/16".
+    pub ipv4: String,
+    /// Authority key.
+    pub authority: [u8; 32],
+}
+
+impl NetworkWire {
+    /// From a network description.
+    pub fn from_info(info: &NetworkInfo) -> Self {
+        Self {
+            id: info.id().0,
+            name: info.name().to_string(),
+            ipv4: info.ipv4().to_string(),
+            authority: info.authority().0,
+        }
+    }
+
+    /// Back to a checked network description.
+    pub fn to_info(&self) -> anyhow::Result<NetworkInfo> {
+        let ipv4: Ipv4Network = self
+            .ipv4
+            .parse()
+            .map_err(|_| anyhow!("the inviter sent an invalid network prefix"))?;
+        NetworkInfo::new(
+            NetworkId(self.id),
+            self.name.clone(),
+            ipv4,
+            IdentityKey(self.authority),
+        )
+        .map_err(|e| anyhow!("the inviter sent an invalid network: {e}"))
+    }
+}
+
+/// What a running member holds: its network, keys, certificate and store.
+pub struct Membership {
+    /// The network.
+    pub info: NetworkInfo,
+    /// This member's identity.
+    pub identity: IdentitySecret,
+    /// The authority key, on authority holders.
+    pub authority: Option<IdentitySecret>,
+    /// This member's certificate.
+    pub certificate: SignedCertificate,
+    /// The store.
+    pub store: Store,
+    /// The mesh settings.
+    pub config: MeshConfig,
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("network", &self.info.id())
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Membership {
+    /// Loads keys and certificate and opens the store.
+    pub fn open(config: &MeshConfig) -> anyhow::Result<Self> {
+        let info = config.network_info()?;
+        let identity = read_identity(&config.identity_key_file, "identity key")?;
+        let authority = config
+            .authority_key_file
+            .as_deref()
+            .map(|p| read_identity(p, "authority key"))
+            .transpose()?;
+        if let Some(a) = &authority {
+            if a.identity() != *info.authority() {
+                anyhow::bail!(
+                    "mesh.authority_key_file {} is not the network's authority key",
+                    config
+                        .authority_key_file
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                );
+            }
+        }
+        let certificate = read_certificate(&config.certificate_file)?;
+        certificate
+            .verify(&info, now_unix())
+            .map_err(|e| anyhow!("certificate {}: {e}", config.certificate_file.display()))?;
+        let store = Store::open(&config.state)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("mesh.state {}", config.state.display()))?;
+        Ok(Self {
+            info,
+            identity,
+            authority,
+            certificate,
+            store,
+            config: config.clone(),
+        })
+    }
+
+    /// A signed announcement of this member at `endpoints`.
+    pub fn announcement(&self, endpoints: Vec<SocketAddr>) -> SignedRecord {
+        SignedRecord::sign(
+            &self.identity,
+            now_unix(),
+            RecordBody::Announcement(Announcement {
+                certificate: self.certificate.clone(),
+                endpoints,
+            }),
+        )
+    }
+}
+
+/// Reads an Ed25519 key file (base64, mode 0600 required).
+pub fn read_identity(path: &Path, what: &str) -> anyhow::Result<IdentitySecret> {
+    let bytes = keys::read_secret_bytes(path, what)?;
+    Ok(IdentitySecret::from_bytes(*bytes))
+}
+
+/// Writes an Ed25519 key file with mode 0600.
+pub fn write_identity(path: &Path, key: &IdentitySecret) -> anyhow::Result<()> {
+    keys::write_secret_bytes(path, &zeroize::Zeroizing::new(key.to_bytes()))
+}
+
+/// Reads a certificate file (base64 of its encoding).
+pub fn read_certificate(path: &Path) -> anyhow::Result<SignedCertificate> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read certificate {}", path.display()))?;
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text.trim())
+        .map_err(|_| anyhow!("certificate {} is not base64", path.display()))?;
+    SignedCertificate::from_bytes(&bytes)
+        .map_err(|e| anyhow!("certificate {}: {e}", path.display()))
+}
+
+/// Writes a certificate file.
+pub fn write_certificate(path: &Path, cert: &SignedCertificate) -> anyhow::Result<()> {
+    let text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, cert.to_bytes());
+    std::fs::write(path, format!("{text}\n"))
+        .with_context(|| format!("cannot write certificate {}", path.display()))
+}
+
+/// The host's own addresses a peer could reach: every configured unicast
+/// address except loopback, link-local and the overlay's own prefixes.
+pub fn local_addresses(exclude: &[ip_network::IpNetwork]) -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for a in addrs {
+        let Some(sa) = a.address else { continue };
+        let ip: IpAddr = if let Some(v4) = sa.as_sockaddr_in() {
+            IpAddr::V4(v4.ip())
+        } else if let Some(v6) = sa.as_sockaddr_in6() {
+            IpAddr::V6(v6.ip())
+        } else {
+            continue;
+        };
+        let unusable = ip.is_loopback()
+            || ip.is_unspecified()
+            || ip.is_multicast()
+            || matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+            || exclude.iter().any(|n| n.contains(ip));
+        if !unusable && !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    out
+}
