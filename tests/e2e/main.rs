@@ -10,6 +10,7 @@ mod harness;
 
 mod cli;
 mod hostile;
+mod mesh;
 mod nat;
 mod pmtu;
 mod roaming;
