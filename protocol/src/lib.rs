@@ -24,8 +24,8 @@
 
 pub mod cookie;
 pub mod device;
-pub mod membership;
 pub mod join;
+pub mod membership;
 pub mod noise;
 pub mod packet;
 pub mod peer;
