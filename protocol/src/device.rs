@@ -21,8 +21,10 @@
 
 pub(crate) mod fragment;
 mod handshake;
+mod membership;
 pub(crate) mod path;
 
+pub use membership::GOSSIP_ENDPOINT_GRACE;
 pub use path::{overhead, BASE_INNER_MTU, FLOOR_V4, FLOOR_V6};
 
 use std::collections::{HashMap, VecDeque};
@@ -601,6 +603,7 @@ impl Device {
     }
 
     fn on_authenticated_received(peer: &mut Peer, now: Instant) {
+        peer.last_received = Some(now);
         peer.timers.stop(Timer::NewHandshake);
         if let Some(every) = peer.persistent_keepalive {
             peer.timers.set(Timer::PersistentKeepalive, now + every);

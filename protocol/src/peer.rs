@@ -103,6 +103,10 @@ pub(crate) struct Peer {
     pub handshake_rtt: Option<Duration>,
     /// Inner packets arriving in pieces.
     pub partials: Vec<crate::device::fragment::Partial>,
+    /// When an authenticated packet last came from this peer.
+    pub last_received: Option<Instant>,
+    /// Removed from the mesh (revoked); the slot stays so ids are stable.
+    pub removed: bool,
 }
 
 impl Peer {
@@ -133,6 +137,8 @@ impl Peer {
             local_mtu: None,
             handshake_rtt: None,
             partials: Vec::new(),
+            last_received: None,
+            removed: false,
         }
     }
 

@@ -433,3 +433,51 @@ fn hostile_pieces_are_counted_drops_and_never_delivered() {
     let mut buf = [0u8; 2048];
     assert_eq!(a.poll_reassembled(&mut buf), None);
 }
+
+#[test]
+fn a_removed_peer_gets_no_route_and_its_packets_are_refused() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now, |_| {});
+    let peer = PeerId(0);
+    // B's traffic is accepted before the removal...
+    let (out, buf) = encap(&mut b, now, B_IP, A_IP, 1, 100);
+    let Encapsulated::Send { len, .. } = out else {
+        panic!("{out:?}")
+    };
+    let mut first = buf[..len].to_vec();
+    assert!(matches!(
+        a.decapsulate(now, addr(B_ADDR), &mut first),
+        Decapsulated::Tun { .. }
+    ));
+    a.remove_peer(peer);
+    // ...and refused after it, as is anything routed to it.
+    let (out, buf) = encap(&mut b, now, B_IP, A_IP, 2, 100);
+    let Encapsulated::Send { len, .. } = out else {
+        panic!("{out:?}")
+    };
+    let mut second = buf[..len].to_vec();
+    assert_eq!(
+        a.decapsulate(now, addr(B_ADDR), &mut second),
+        Decapsulated::Dropped(DropReason::UnknownIndex)
+    );
+    let (out, _) = encap(&mut a, now, A_IP, B_IP, 3, 100);
+    assert_eq!(out, Encapsulated::Dropped(DropReason::NoRoute));
+    assert_eq!(a.find_peer(&b.public_key()), None);
+}
+
+#[test]
+fn a_gossiped_endpoint_never_overrides_one_the_peer_just_proved() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now, |_| {});
+    let peer = PeerId(0);
+    let (out, buf) = encap(&mut b, now, B_IP, A_IP, 1, 100);
+    let Encapsulated::Send { len, .. } = out else {
+        panic!("{out:?}")
+    };
+    let mut d = buf[..len].to_vec();
+    a.decapsulate(now, addr(B_ADDR), &mut d);
+    let elsewhere: SocketAddr = "203.0.113.9:51820".parse().unwrap();
+    assert!(!a.suggest_endpoint(peer, elsewhere, now + Duration::from_secs(1)));
+    assert!(a.suggest_endpoint(peer, elsewhere, now + GOSSIP_ENDPOINT_GRACE));
+    assert_eq!(a.peer_status(peer, now).unwrap().endpoint, Some(elsewhere));
+}
