@@ -103,7 +103,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     // interface exists, so a failed start leaves nothing behind.
     let mut device = build_device(&config)?;
     let udp = UdpIo::bind(config.interface.listen_port)?;
-    let (mesh, inbox) = match &config.mesh {
+    let (mut mesh, inbox) = match &config.mesh {
         Some(mc) => {
             let noise = keys::read_private_key(&config.interface.private_key_file)?;
             let (node, inbox) =
@@ -112,9 +112,9 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
-    let (mut admin_rx, mut admitted_rx) = match inbox {
-        Some(i) => (Some(i.admin), Some(i.admitted)),
-        None => (None, None),
+    let (mut admin_rx, mut admitted_rx, mut control_rx) = match inbox {
+        Some(i) => (Some(i.admin), Some(i.admitted), Some(i.control)),
+        None => (None, None, None),
     };
     let tun = tun::create(&config.interface)?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -154,8 +154,8 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
             }
             _ = tokio::time::sleep_until(deadline) => {}
             Some((request, reply)) = recv(admin_rx.as_mut()) => {
-                if let Some(m) = mesh.as_ref() {
-                    let _ = reply.send(m.handle_admin(request, &device));
+                if let Some(m) = mesh.as_mut() {
+                    let _ = reply.send(m.handle_admin(request, &mut device).await);
                 }
             }
             Some(admitted) = recv(admitted_rx.as_mut()) => {
@@ -163,11 +163,31 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
                     path.edges.peer_added(&mut device, peer, Instant::now()).await;
                 }
             }
+            Some(event) = recv(control_rx.as_mut()) => {
+                if let Some(m) = mesh.as_mut() {
+                    for peer in m.on_control(event, &mut device).await {
+                        path.edges.peer_added(&mut device, peer, Instant::now()).await;
+                    }
+                }
+            }
+            _ = announce_due(mesh.as_ref().map(|m| m.gossip.next_announce())) => {
+                if let Some(m) = mesh.as_mut() {
+                    m.announce().await;
+                }
+            }
         }
     }
     drop(tun);
     info!(name = %config.interface.name, "interface removed");
     Ok(())
+}
+
+/// Sleeps until `at`, or forever when there is none (no mesh).
+async fn announce_due(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Receives from `rx`, or waits forever when there is none (no mesh).

@@ -4,6 +4,7 @@
 //! causes joined by `: `) and exit status 1; never a panic or a backtrace.
 
 mod config;
+mod control;
 mod daemon;
 mod edges;
 mod inner;
@@ -71,6 +72,14 @@ enum Command {
         #[arg(long, short, default_value = "/etc/weft/weft.toml")]
         config: PathBuf,
     },
+    /// Revoke a member (authority holders): the mesh drops it within seconds.
+    Revoke {
+        /// The member's name.
+        name: String,
+        /// This node's configuration file.
+        #[arg(long, short, default_value = "/etc/weft/weft.toml")]
+        config: PathBuf,
+    },
     /// Join a network with an invite token.
     Join {
         /// The token `weft invite` printed.
@@ -126,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
         } => mesh::invite::run(&config, name, &expires),
         Command::Join { token, name, dir } => mesh::join::run(&token, name, &dir),
+        Command::Revoke { name, config } => mesh::invite::run_revoke(&config, name),
         Command::Up { config } => {
             init_logging();
             let config = config::Config::load(&config)?;

@@ -105,6 +105,10 @@ pub struct JoinGrant {
     pub bootstrap: Vec<Vec<u8>>,
     /// Control-plane addresses of the inviter (multiaddr strings).
     pub control_addresses: Vec<String>,
+    /// Every other member the inviter knows: its certificate (encoded,
+    /// signed by the authority, so the joiner checks it) and the endpoints
+    /// the inviter last saw it at (hints: the data plane authenticates).
+    pub members: Vec<(Vec<u8>, Vec<std::net::SocketAddr>)>,
 }
 
 /// Why a join exchange failed.
@@ -289,6 +293,7 @@ mod tests {
             network: vec![2; 80],
             bootstrap: vec![vec![3; 300]; 3],
             control_addresses: vec!["/ip4/192.0.2.1/udp/51821/quic-v1".into()],
+            members: vec![(vec![4; 200], vec!["192.0.2.7:51820".parse().unwrap()])],
         })
     }
 

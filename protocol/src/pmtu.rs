@@ -19,7 +19,8 @@
 //! acknowledgement that arrives after its probe was declared lost still
 //! counts. After convergence, the confirmed size is re-validated every second
 //! while the edge carries traffic (a black hole is detected within a few
-//! seconds), and a raise is attempted every [`RAISE_INTERVAL`].
+//! seconds), and a raise is attempted every [`RAISE_INTERVAL`]; an idle edge
+//! sends no probes at all.
 //!
 //! This module only decides; the device sends the probes and routes the
 //! acknowledgements. It never reads the clock.
@@ -43,8 +44,6 @@ pub const INITIAL_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Re-validation interval while the edge carries traffic. A path MTU
 /// decrease is noticed within this plus three probe timeouts.
 pub const VALIDATE_ACTIVE: Duration = Duration::from_secs(1);
-/// Re-validation interval while the edge is idle.
-pub const VALIDATE_IDLE: Duration = Duration::from_secs(30);
 /// How long after its last data packet an edge counts as active.
 pub const ACTIVE_WINDOW: Duration = Duration::from_secs(10);
 /// Interval between attempts to raise a PMTU below the local MTU, while the
@@ -168,6 +167,8 @@ pub struct Pmtud {
     next_raise: Option<Instant>,
     /// Raise attempts scheduled since the edge started.
     raises: u32,
+    /// Rounds in a row in which nothing was acknowledged.
+    silent_rounds: u32,
     changed: bool,
     stats: PmtuStats,
 }
@@ -206,6 +207,7 @@ impl Pmtud {
             last_validated: None,
             next_raise: None,
             raises: 0,
+            silent_rounds: 0,
             changed: false,
             stats: PmtuStats::default(),
         };
@@ -310,6 +312,7 @@ impl Pmtud {
         if let Some(e) = self.round.iter_mut().find(|e| e.size == size) {
             e.acked = true;
         }
+        self.silent_rounds = 0;
         if self.confirmed.is_none_or(|c| size > c) {
             // Used once the search settles, so routes and events change
             // once per search rather than once per acknowledgement.
@@ -553,7 +556,10 @@ impl Pmtud {
             // says nothing about sizes. Try again later.
             self.phase = Phase::Silent;
             self.round.clear();
-            self.next = Some(now + RETRY_SILENT);
+            // Back off while the peer stays silent: 1 s, 2 s, … 64 s.
+            let backoff = RETRY_SILENT * (1 << self.silent_rounds.min(6));
+            self.silent_rounds += 1;
+            self.next = Some(now + backoff);
             return;
         }
         let confirmed = self.confirmed.unwrap_or(0);
@@ -597,12 +603,6 @@ impl Pmtud {
         let active = self
             .last_active
             .is_some_and(|t| now.saturating_duration_since(t) < ACTIVE_WINDOW);
-        let validate = now
-            + if active {
-                VALIDATE_ACTIVE
-            } else {
-                VALIDATE_IDLE
-            };
         if self.in_use < self.limits.max && self.next_raise.is_none() {
             // The first raise comes soon: it re-checks, at little cost, any
             // size that random loss made the search give up.
@@ -610,6 +610,13 @@ impl Pmtud {
             self.raises += 1;
             self.next_raise = Some(now + if first { FIRST_RAISE } else { RAISE_INTERVAL });
         }
+        // An idle edge sends nothing: it is validated again as soon as it
+        // carries data ([`Pmtud::on_active`]).
+        if !active {
+            self.next = None;
+            return;
+        }
+        let validate = now + VALIDATE_ACTIVE;
         self.next = Some(match self.next_raise {
             Some(r) => validate.min(r),
             None => validate,
@@ -624,9 +631,12 @@ impl Pmtud {
                 let active = self
                     .last_active
                     .is_some_and(|t| now.saturating_duration_since(t) < ACTIVE_WINDOW);
+                if !active {
+                    return;
+                }
                 if self.next_raise.is_some_and(|r| r <= now) {
                     self.next_raise = None;
-                    if active && self.in_use < self.limits.max {
+                    if self.in_use < self.limits.max {
                         self.upper = self.limits.max;
                         self.start_search(now);
                         return;

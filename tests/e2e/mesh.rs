@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::harness::{ping, wait_reachable, weft_bin, Lab, Netns, Node, OneLink};
+use crate::harness::{ping, wait_reachable, weft_bin, Lab, Netns, Node, OneLink, RoutedHosts};
 
 /// Runs `weft ARGS…` in `ns`; returns (success, stdout, stderr).
 fn weft(ns: &Netns, args: &[&str]) -> (bool, String, String) {
@@ -195,4 +195,177 @@ fn a_node_restarted_with_its_store_keeps_its_membership() {
         5,
         "a -> b after both restarted"
     );
+}
+
+/// A mesh of `n` members on a routed underlay: member 0 runs `weft init`, the others join
+/// with tokens from it, one after the other, and all run. Returns the nodes and each member's
+/// overlay addresses.
+fn build_mesh<'n>(
+    lab: &Lab,
+    hosts: &'n RoutedHosts,
+    n: usize,
+) -> (Vec<Node<'n>>, Vec<(IpAddr, IpAddr)>) {
+    let dir0 = lab.dir().join("m0");
+    let (ok, _, err) = weft(
+        &hosts.hosts[0],
+        &[
+            "init",
+            "--name",
+            "m0",
+            "--network",
+            "100.64.0.0/16",
+            "--dir",
+            dir0.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "weft init failed: {err}");
+    let config0 = dir0.join("weft.toml");
+    let mut nodes = Vec::new();
+    let mut addrs = vec![addresses(&config0)];
+    nodes.push(Node::start_file(
+        lab,
+        &hosts.hosts[0],
+        "m0",
+        &config0,
+        v4(addrs[0].0),
+    ));
+    for i in 1..n {
+        let name = format!("m{i}");
+        let token = invite(&hosts.hosts[0], &config0, &name, "1h");
+        let dir = lab.dir().join(&name);
+        let (ok, _, err) = weft(
+            &hosts.hosts[i],
+            &["join", &token, "--dir", dir.to_str().unwrap()],
+        );
+        assert!(ok, "{name}: weft join failed: {err}");
+        let config = dir.join("weft.toml");
+        addrs.push(addresses(&config));
+        nodes.push(Node::start_file(
+            lab,
+            &hosts.hosts[i],
+            &name,
+            &config,
+            v4(addrs[i].0),
+        ));
+    }
+    (nodes, addrs)
+}
+
+/// Whether one ping from `ns` to `addr` is answered within a second.
+fn answers(ns: &Netns, addr: IpAddr) -> bool {
+    ping(ns, addr, 1).received == 1
+}
+
+/// Polls until every pair in `pairs` has answered once, up to `limit`; returns the pairs that
+/// never did.
+fn wait_pairs(
+    hosts: &RoutedHosts,
+    pairs: &[(usize, usize, IpAddr)],
+    limit: Duration,
+) -> Vec<(usize, usize, IpAddr)> {
+    let start = std::time::Instant::now();
+    let mut left: Vec<_> = pairs.to_vec();
+    while !left.is_empty() && start.elapsed() < limit {
+        left.retain(|&(from, _, addr)| !answers(&hosts.hosts[from], addr));
+    }
+    left
+}
+
+#[test]
+fn five_nodes_joined_with_tokens_reach_every_other_over_ipv4_and_ipv6_within_10s() {
+    let lab = Lab::new("mesh-five");
+    let hosts = RoutedHosts::new(&lab, "", 5);
+    let (_nodes, addrs) = build_mesh(&lab, &hosts, 5);
+    let joined = std::time::Instant::now();
+    let mut pairs = Vec::new();
+    for from in 0..5 {
+        for (to, addr) in addrs.iter().enumerate() {
+            if from != to {
+                pairs.push((from, to, addr.0));
+                pairs.push((from, to, addr.1));
+            }
+        }
+    }
+    let missing = wait_pairs(&hosts, &pairs, Duration::from_secs(10));
+    println!(
+        "mesh-five: {} of {} ordered pairs (IPv4 and IPv6) answered, {:.1} s after the last join",
+        pairs.len() - missing.len(),
+        pairs.len(),
+        joined.elapsed().as_secs_f64()
+    );
+    assert!(
+        missing.is_empty(),
+        "never answered within 10 s: {missing:?}"
+    );
+}
+
+#[test]
+fn revoking_a_node_cuts_it_off_from_all_others_within_10s() {
+    let lab = Lab::new("mesh-revoke");
+    let hosts = RoutedHosts::new(&lab, "", 4);
+    let (_nodes, addrs) = build_mesh(&lab, &hosts, 4);
+    let victim = 3;
+    let before: Vec<_> = (0..3).map(|i| (i, victim, addrs[victim].0)).collect();
+    assert!(
+        wait_pairs(&hosts, &before, Duration::from_secs(10)).is_empty(),
+        "the mesh did not form before the revocation"
+    );
+    let config0 = lab.dir().join("m0").join("weft.toml");
+    let (ok, out, err) = weft(
+        &hosts.hosts[0],
+        &["revoke", "m3", "--config", config0.to_str().unwrap()],
+    );
+    assert!(ok, "weft revoke failed: {err}");
+    println!("mesh-revoke: {out}");
+    let revoked = std::time::Instant::now();
+    // Within 10 s nobody reaches the revoked node and it reaches nobody.
+    let cut = |limit: Duration| {
+        let start = std::time::Instant::now();
+        loop {
+            let reachable: Vec<usize> = (0..3)
+                .filter(|&i| {
+                    answers(&hosts.hosts[i], addrs[victim].0)
+                        || answers(&hosts.hosts[victim], addrs[i].0)
+                })
+                .collect();
+            if reachable.is_empty() || start.elapsed() > limit {
+                return reachable;
+            }
+        }
+    };
+    let still = cut(Duration::from_secs(10));
+    println!(
+        "mesh-revoke: cut off after {:.1} s",
+        revoked.elapsed().as_secs_f64()
+    );
+    assert!(
+        still.is_empty(),
+        "still reachable after 10 s with members {still:?}"
+    );
+    // And the others still reach each other.
+    assert!(
+        answers(&hosts.hosts[1], addrs[2].0),
+        "revocation broke the rest of the mesh"
+    );
+}
+
+#[test]
+fn a_node_that_moves_is_reached_by_a_member_that_never_talked_to_it() {
+    let lab = Lab::new("mesh-move");
+    let hosts = RoutedHosts::new(&lab, "", 4);
+    let (_nodes, addrs) = build_mesh(&lab, &hosts, 4);
+    // m2 and m3 never exchange a packet before m3 moves.
+    let warm: Vec<_> = [(0, 3), (3, 0), (1, 3), (0, 2)]
+        .iter()
+        .map(|&(f, t)| (f, t, addrs[t].0))
+        .collect();
+    assert!(wait_pairs(&hosts, &warm, Duration::from_secs(10)).is_empty());
+    hosts.move_host(3);
+    let moved = std::time::Instant::now();
+    let missing = wait_pairs(&hosts, &[(2, 3, addrs[3].0)], Duration::from_secs(15));
+    println!(
+        "mesh-move: m2 reached the moved m3 {:.1} s after the move",
+        moved.elapsed().as_secs_f64()
+    );
+    assert!(missing.is_empty(), "m2 never reached m3 at its new address");
 }

@@ -33,6 +33,11 @@ pub enum Request {
         /// Lifetime in seconds.
         ttl_secs: u64,
     },
+    /// Revoke a member by name.
+    Revoke {
+        /// The member's name.
+        name: String,
+    },
 }
 
 /// The daemon's answer.
@@ -40,6 +45,8 @@ pub enum Request {
 pub enum Response {
     /// A token's text.
     Token(String),
+    /// Done; the text says what happened.
+    Done(String),
     /// The request failed; the message says why.
     Error(String),
 }

@@ -123,6 +123,9 @@ pub fn run(config_path: &Path, name: Option<String>, expires: &str) -> anyhow::R
     let token = match super::admin::call(&mesh.admin_socket, &request, Duration::from_secs(10)) {
         Ok(super::admin::Response::Token(t)) => t,
         Ok(super::admin::Response::Error(e)) => bail!("{e}"),
+        Ok(super::admin::Response::Done(text)) => {
+            bail!("unexpected answer from the daemon: {text}")
+        }
         Err(super::admin::CallError::NotRunning) => {
             // No daemon: the store is ours to open.
             let m = Membership::open(mesh)?;
@@ -135,6 +138,34 @@ pub fn run(config_path: &Path, name: Option<String>, expires: &str) -> anyhow::R
     };
     println!("{token}");
     Ok(())
+}
+
+/// `weft revoke NAME [--config FILE]`: the running daemon signs a
+/// revocation with the authority key, stores it and gossips it.
+pub fn run_revoke(config_path: &Path, name: String) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let mesh = config.mesh.as_ref().ok_or_else(|| {
+        anyhow!(
+            "{} has no [mesh] table: this node is not a mesh member",
+            config_path.display()
+        )
+    })?;
+    match super::admin::call(
+        &mesh.admin_socket,
+        &super::admin::Request::Revoke { name },
+        Duration::from_secs(10),
+    ) {
+        Ok(super::admin::Response::Done(text)) => {
+            println!("{text}");
+            Ok(())
+        }
+        Ok(super::admin::Response::Error(e)) => bail!("{e}"),
+        Ok(super::admin::Response::Token(_)) => bail!("unexpected answer from the daemon"),
+        Err(super::admin::CallError::NotRunning) => {
+            bail!("the weft daemon is not running: start it so the revocation reaches the mesh")
+        }
+        Err(e) => Err(anyhow!("{e}")),
+    }
 }
 
 #[cfg(test)]

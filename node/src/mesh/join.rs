@@ -215,11 +215,33 @@ fn decide(
             updated_unix: now,
         },
     );
+    let me = m.identity.identity();
+    let members = m
+        .store
+        .members()
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(id, _)| *id != req.identity && *id != me.0)
+        .filter(|(id, _)| !m.store.revocations().is_revoked(id).unwrap_or(true))
+        .map(|(id, record)| {
+            let endpoints = m
+                .store
+                .paths()
+                .get(&me.0, &id)
+                .ok()
+                .flatten()
+                .map(|p| vec![p.endpoint])
+                .unwrap_or_default();
+            (record.certificate, endpoints)
+        })
+        .collect();
     let grant = JoinGrant {
         certificate: signed.to_bytes(),
         network: postcard::to_stdvec(&NetworkWire::from_info(&m.info)).unwrap_or_default(),
         bootstrap: vec![m.announcement(endpoints.to_vec()).to_bytes()],
         control_addresses: Vec::new(),
+        members,
     };
     Ok((grant, cert))
 }
@@ -277,6 +299,22 @@ pub fn run(token_text: &str, name: Option<String>, dir: &Path) -> anyhow::Result
                 if let Ok(peer) = a.certificate.verify(&info, now) {
                     bootstrap.push((peer, a.certificate.to_bytes(), a.endpoints.clone()));
                 }
+            }
+        }
+    }
+    // Other members, vouched for by the authority's signature on each
+    // certificate; their endpoints are the inviter's hints.
+    for (bytes, endpoints) in &grant.members {
+        let Ok(signed) = SignedCertificate::from_bytes(bytes) else {
+            continue;
+        };
+        if let Ok(peer) = signed.verify(&info, now) {
+            if peer.identity != cert.identity
+                && !bootstrap
+                    .iter()
+                    .any(|(c, _, _)| c.identity == peer.identity)
+            {
+                bootstrap.push((peer, bytes.clone(), endpoints.clone()));
             }
         }
     }

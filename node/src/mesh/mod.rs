@@ -8,6 +8,7 @@
 //! them. Keys are written with mode 0600 and never logged.
 
 pub mod admin;
+pub mod gossip;
 pub mod init;
 pub mod invite;
 pub mod join;

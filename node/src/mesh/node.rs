@@ -10,16 +10,20 @@ use anyhow::anyhow;
 use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use weft_protocol::membership::{Certificate, SignedCertificate};
+use weft_protocol::membership::{Certificate, IdentityKey, Revocation, SignedCertificate};
 use weft_protocol::{Device, PeerConfig, PeerId, StaticSecret};
 
 use super::admin::{self, Pending, Request, Response, SocketGuard};
+use super::gossip::{EndpointSource, Gossip};
 use super::join::{self, Admitted};
 use super::{invite, local_addresses, now_unix, Membership, MeshConfig};
+use crate::control::ControlEvent;
 
 /// A running member's mesh services.
 pub struct MeshNode {
     membership: Arc<Membership>,
+    /// The gossip side.
+    pub gossip: Gossip,
     _socket: SocketGuard,
     _listener: tokio::task::JoinHandle<()>,
 }
@@ -31,6 +35,8 @@ pub struct MeshInbox {
     pub admin: mpsc::Receiver<Pending>,
     /// Members admitted by the join listener.
     pub admitted: mpsc::Receiver<Admitted>,
+    /// Control-plane events.
+    pub control: mpsc::Receiver<ControlEvent>,
 }
 
 impl std::fmt::Debug for MeshNode {
@@ -51,7 +57,7 @@ pub fn member_prefixes(cert: &Certificate) -> Vec<IpNetwork> {
     out
 }
 
-fn peer_config(cert: &Certificate, endpoint: Option<SocketAddr>) -> PeerConfig {
+pub(crate) fn peer_config(cert: &Certificate, endpoint: Option<SocketAddr>) -> PeerConfig {
     PeerConfig {
         name: cert.name.clone(),
         public_key: cert.noise_key,
@@ -80,6 +86,7 @@ impl MeshNode {
             .list()
             .map_err(|e| anyhow!("{e}"))?;
         let mut added = 0;
+        let mut bootstrap = Vec::new();
         for (id, record) in members {
             if id == me.0 {
                 continue;
@@ -106,6 +113,17 @@ impl MeshNode {
                 .ok()
                 .flatten()
                 .map(|p| p.endpoint);
+            if let Some(e) = endpoint {
+                // Members listen for the control plane on the same port
+                // number as for joins.
+                let ip = match e.ip() {
+                    IpAddr::V4(v4) => format!("/ip4/{v4}"),
+                    IpAddr::V6(v6) => format!("/ip6/{v6}"),
+                };
+                if let Ok(addr) = format!("{ip}/udp/{}/quic-v1", config.join_port).parse() {
+                    bootstrap.push(addr);
+                }
+            }
             match device.add_peer(peer_config(&cert, endpoint), Instant::now()) {
                 Ok(_) => added += 1,
                 Err(e) => warn!(name = %cert.name, error = %e, "cannot add member"),
@@ -125,6 +143,12 @@ impl MeshNode {
             .take(8)
             .map(|ip| SocketAddr::new(ip, listen_port))
             .collect();
+        let source = EndpointSource {
+            advertise: config.advertise.clone(),
+            exclude: overlay.to_vec(),
+            port: listen_port,
+        };
+        let (gossip, control) = Gossip::start(&membership, config.join_port, source, bootstrap)?;
         let (admin_tx, admin) = mpsc::channel(8);
         let socket = admin::bind(&config.admin_socket, admin_tx)?;
         let (admitted_tx, admitted) = mpsc::channel(16);
@@ -146,15 +170,20 @@ impl MeshNode {
         Ok((
             Self {
                 membership,
+                gossip,
                 _socket: socket,
                 _listener: listener,
             },
-            MeshInbox { admin, admitted },
+            MeshInbox {
+                admin,
+                admitted,
+                control,
+            },
         ))
     }
 
     /// Answers an admin request.
-    pub fn handle_admin(&self, request: Request, device: &Device) -> Response {
+    pub async fn handle_admin(&mut self, request: Request, device: &mut Device) -> Response {
         match request {
             Request::Invite { name, ttl_secs } => {
                 match invite::issue(&self.membership, name, ttl_secs, device.public_key()) {
@@ -162,7 +191,50 @@ impl MeshNode {
                     Err(e) => Response::Error(format!("{e:#}")),
                 }
             }
+            Request::Revoke { name } => match self.revoke(&name, device).await {
+                Ok(text) => Response::Done(text),
+                Err(e) => Response::Error(format!("{e:#}")),
+            },
         }
+    }
+
+    async fn revoke(&mut self, name: &str, device: &mut Device) -> anyhow::Result<String> {
+        let m = &self.membership;
+        let authority = m.authority.as_ref().ok_or_else(|| {
+            anyhow!("this member does not hold the authority key, so it cannot revoke")
+        })?;
+        let (id, record) = m
+            .store
+            .members()
+            .list()
+            .map_err(|e| anyhow!("{e}"))?
+            .into_iter()
+            .find(|(_, r)| r.name == name)
+            .ok_or_else(|| anyhow!("no member is named {name:?}"))?;
+        if id == m.identity.identity().0 {
+            anyhow::bail!("a member cannot revoke itself");
+        }
+        let revocation = Revocation::sign(
+            m.info.id(),
+            IdentityKey(id),
+            record.serial,
+            now_unix(),
+            authority,
+        );
+        self.gossip
+            .publish_revocation(&self.membership, revocation, device)
+            .await;
+        Ok(format!("revoked {name}; the mesh drops it within seconds"))
+    }
+
+    /// Publishes this member's announcement when due or when it moved.
+    pub async fn announce(&mut self) {
+        self.gossip.tick(&self.membership).await;
+    }
+
+    /// Handles a control-plane event; returns peers added, for routes.
+    pub async fn on_control(&mut self, event: ControlEvent, device: &mut Device) -> Vec<PeerId> {
+        self.gossip.on_event(&self.membership, event, device).await
     }
 
     /// Adds a newly admitted member as a peer; returns its id for routes.

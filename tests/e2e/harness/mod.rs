@@ -21,7 +21,7 @@ pub use node::{weft_bin, Keypair, Node, NodeConfig, PeerConfig, DEFAULT_PORT};
 pub use ping::{ping, ping_in_background, ping_sized, wait_reachable};
 pub use poll::poll;
 pub use rng::XorShift64;
-pub use topology::{overlay, DfPing, NatSetup, OneLink, RouterPath};
+pub use topology::{overlay, DfPing, NatSetup, OneLink, RoutedHosts, RouterPath};
 pub use transfer::{tcp_transfer, tcp_transfer_while, try_tcp_transfer, Limits, Progress, MIB};
 
 use std::path::{Path, PathBuf};

@@ -288,3 +288,102 @@ pub enum DfPing {
     /// Nothing came back at all: a black hole.
     Silent,
 }
+
+/// `n` hosts (`n` ≤ 14), each on its own /28 of 192.0.2.0/24, routed through one router:
+///
+/// ```text
+/// host i: 192.0.2.(16·(i+1)+2)/28, default via 192.0.2.(16·(i+1)+1) = the router
+/// ```
+///
+/// A routed underlay: hosts reach each other only through the router, as servers in different
+/// racks or sites do.
+#[derive(Debug)]
+pub struct RoutedHosts {
+    /// Kept so the router's namespace lives as long as the hosts'.
+    _router: Netns,
+    pub hosts: Vec<Netns>,
+}
+
+impl RoutedHosts {
+    /// Host `i`'s underlay address.
+    pub fn address(i: usize) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(192, 0, 2, (16 * (i + 1) + 2) as u8)
+    }
+
+    /// A second address in host `i`'s subnet, for moving it.
+    pub fn other_address(i: usize) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(192, 0, 2, (16 * (i + 1) + 9) as u8)
+    }
+
+    fn gateway(i: usize) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(192, 0, 2, (16 * (i + 1) + 1) as u8)
+    }
+
+    pub fn new(lab: &Lab, tag: &str, n: usize) -> RoutedHosts {
+        assert!(n <= 14, "at most 14 hosts");
+        let router = lab.netns(&format!("{tag}r"));
+        router.sysctl(&["net.ipv4.ip_forward=1"]);
+        let mut hosts = Vec::with_capacity(n);
+        for i in 0..n {
+            let host = lab.netns(&format!("{tag}{i}"));
+            let router_if = format!("eth{i}");
+            veth(&router, &router_if, &host, "eth0");
+            router.ip(&[
+                "addr",
+                "add",
+                &format!("{}/28", Self::gateway(i)),
+                "dev",
+                &router_if,
+            ]);
+            host.ip(&[
+                "addr",
+                "add",
+                &format!("{}/28", Self::address(i)),
+                "dev",
+                "eth0",
+            ]);
+            host.ip(&[
+                "route",
+                "add",
+                "192.0.2.0/24",
+                "via",
+                &Self::gateway(i).to_string(),
+            ]);
+            hosts.push(host);
+        }
+        RoutedHosts {
+            _router: router,
+            hosts,
+        }
+    }
+
+    /// Moves host `i` to its other address (the old one is removed).
+    pub fn move_host(&self, i: usize) {
+        let host = &self.hosts[i];
+        // Without this, deleting the primary address also deletes the new secondary one.
+        host.sysctl(&["net.ipv4.conf.eth0.promote_secondaries=1"]);
+        host.ip(&[
+            "addr",
+            "add",
+            &format!("{}/28", Self::other_address(i)),
+            "dev",
+            "eth0",
+        ]);
+        host.ip(&[
+            "addr",
+            "del",
+            &format!("{}/28", Self::address(i)),
+            "dev",
+            "eth0",
+        ]);
+        // The route through the router went with the old address's subnet route only if it
+        // was the last one; put it back to be sure.
+        let _ = host.try_ip(&[
+            "route",
+            "replace",
+            "192.0.2.0/24",
+            "via",
+            &Self::gateway(i).to_string(),
+        ]);
+    }
+}

@@ -1,0 +1,403 @@
+//! The control task: it owns the swarm and the admission table, and is the
+//! only code that touches either.
+//!
+//! Each turn waits for the first of: a swarm event, a command from a
+//! handle, or the admission table's next deadline; handles it to the end
+//! (sending events with back-pressure), then waits again. It ends when
+//! every handle or the event receiver is gone. It never judges a
+//! credential or a record itself: the gate and the caller's reports do.
+
+use std::collections::HashMap;
+use std::future;
+
+use libp2p::futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::request_response::{self, Message as CredentialMessage};
+use libp2p::swarm::{dial_opts::DialOpts, ConnectionId, SwarmEvent};
+use libp2p::{core::transport::ListenerId, Multiaddr, PeerId, Swarm};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, info, trace, warn};
+
+use super::admission::{Admission, Presented};
+use super::behaviour::{Behaviour, BehaviourEvent, MEMBER_SCORE, PENDING_SCORE};
+use super::{
+    Command, ControlError, ControlEvent, Gate, PublishError, RejectReason, Verdict,
+    CREDENTIAL_TIMEOUT, REJECTED_PEER_BLOCK,
+};
+
+/// The event receiver was dropped: time to stop.
+struct Closed;
+
+pub(super) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    topic: IdentTopic,
+    credential: Vec<u8>,
+    gate: Gate,
+    admission: Admission,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<ControlEvent>,
+    /// Dials waiting for their connection.
+    dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, ControlError>>>,
+    /// The IPv4 listener, until it reports an address (or closes).
+    quiet_listener: Option<ListenerId>,
+    listen_addrs: Vec<Multiaddr>,
+    /// `listen_addrs` calls waiting for the IPv4 listener.
+    addr_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
+}
+
+impl EventLoop {
+    pub(super) fn new(
+        swarm: Swarm<Behaviour>,
+        topic: IdentTopic,
+        credential: Vec<u8>,
+        gate: Gate,
+        ipv4_listener: ListenerId,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<ControlEvent>,
+    ) -> Self {
+        Self {
+            swarm,
+            topic,
+            credential,
+            gate,
+            admission: Admission::new(CREDENTIAL_TIMEOUT, REJECTED_PEER_BLOCK),
+            commands,
+            events,
+            dials: HashMap::new(),
+            quiet_listener: Some(ipv4_listener),
+            listen_addrs: Vec::new(),
+            addr_waiters: Vec::new(),
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        loop {
+            let deadline = self.admission.next_timeout();
+            let timer = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => future::pending().await,
+                }
+            };
+            let turn = tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event).await,
+                command = self.commands.recv() => match command {
+                    Some(command) => {
+                        self.on_command(command);
+                        Ok(())
+                    }
+                    None => Err(Closed),
+                },
+                () = timer => self.on_timeout().await,
+                () = self.events.closed() => Err(Closed),
+            };
+            if turn.is_err() {
+                break;
+            }
+        }
+        info!("control plane stopped");
+    }
+
+    async fn emit(&mut self, event: ControlEvent) -> Result<(), Closed> {
+        self.events.send(event).await.map_err(|_| Closed)
+    }
+
+    async fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) -> Result<(), Closed> {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => {
+                return self.on_gossipsub(event).await
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Credential(event)) => {
+                return self.on_credential(event).await
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Blocked(never)) => match never {},
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                num_established,
+                endpoint,
+                ..
+            } => {
+                if let Some(reply) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
+                }
+                if num_established.get() == 1 {
+                    debug!(peer = %peer_id, address = %endpoint.get_remote_address(), "control plane: connected, awaiting credential");
+                    // Before gossipsub handles anything from it (the swarm
+                    // reports the connection before any of its traffic), put
+                    // the peer below the graylist until it passes the gate.
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .set_application_score(&peer_id, PENDING_SCORE);
+                    self.admission
+                        .handle_connected(peer_id, Instant::now().into_std());
+                    self.swarm
+                        .behaviour_mut()
+                        .credential
+                        .send_request(&peer_id, self.credential.clone());
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                if self.admission.handle_closed(&peer_id) {
+                    info!(peer = %peer_id, "control plane: member disconnected");
+                    self.emit(ControlEvent::Disconnected { peer: peer_id })
+                        .await?;
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                debug!(peer = ?peer_id, %error, "control plane: dial failed");
+                if let Some(reply) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Err(ControlError::Dial(error)));
+                }
+            }
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                info!(%address, "control plane: listening");
+                self.listen_addrs.push(address);
+                self.listener_reported(listener_id);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| *a != address);
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                if let Err(error) = reason {
+                    warn!(%error, "control plane: listener closed");
+                }
+                self.listener_reported(listener_id);
+            }
+            other => trace!(event = ?other, "control plane: swarm event"),
+        }
+        Ok(())
+    }
+
+    async fn on_gossipsub(&mut self, event: gossipsub::Event) -> Result<(), Closed> {
+        match event {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
+                // Gossipsub already drops a pending peer's traffic (its score
+                // is below the graylist); this holds even if that changes.
+                let source = message.source.filter(|_| {
+                    self.admission.is_member(&propagation_source)
+                        && message.topic == self.topic.hash()
+                });
+                let Some(source) = source else {
+                    debug!(peer = %propagation_source, "control plane: record from a non-member rejected");
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            MessageAcceptance::Reject,
+                        );
+                    return Ok(());
+                };
+                trace!(%source, peer = %propagation_source, id = %message_id, "control plane: record received");
+                self.emit(ControlEvent::Message {
+                    message_id,
+                    source,
+                    propagation_source,
+                    data: message.data,
+                })
+                .await?;
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } if topic == self.topic.hash() => {
+                if let Some(credential) = self.admission.handle_subscribed(peer_id) {
+                    self.announce(peer_id, credential).await?;
+                }
+            }
+            other => trace!(event = ?other, "control plane: gossipsub event"),
+        }
+        Ok(())
+    }
+
+    async fn on_credential(
+        &mut self,
+        event: request_response::Event<Vec<u8>, Vec<u8>>,
+    ) -> Result<(), Closed> {
+        let request_response::Event::Message { peer, message, .. } = event else {
+            // Failed or unanswered exchanges need no handling: a peer that
+            // never presents a credential meets its deadline.
+            trace!(event = ?event, "control plane: credential exchange event");
+            return Ok(());
+        };
+        let credential = match message {
+            CredentialMessage::Request {
+                request, channel, ..
+            } => {
+                let ours = self.credential.clone();
+                // Fails only if the connection is already gone.
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .credential
+                    .send_response(channel, ours);
+                request
+            }
+            CredentialMessage::Response { response, .. } => response,
+        };
+        let accepted = (self.gate)(&peer, &credential);
+        let now = Instant::now().into_std();
+        match self
+            .admission
+            .handle_credential(peer, &credential, accepted, now)
+        {
+            Presented::Admitted { announce } | Presented::Renewed { announce } => {
+                debug!(%peer, "control plane: credential accepted");
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .set_application_score(&peer, MEMBER_SCORE);
+                if let Some(credential) = announce {
+                    self.announce(peer, credential).await?;
+                }
+            }
+            Presented::Rejected => {
+                self.reject(peer, RejectReason::CredentialRefused).await?;
+            }
+            Presented::Unchanged | Presented::Ignored => {}
+        }
+        Ok(())
+    }
+
+    async fn announce(&mut self, peer: PeerId, credential: Vec<u8>) -> Result<(), Closed> {
+        info!(%peer, "control plane: member connected");
+        self.emit(ControlEvent::MemberConnected { peer, credential })
+            .await
+    }
+
+    /// Blocks `peer` (closing its connections) and tells the caller. The
+    /// admission table has already marked it rejected.
+    async fn reject(&mut self, peer: PeerId, reason: RejectReason) -> Result<(), Closed> {
+        warn!(%peer, %reason, "control plane: peer rejected");
+        self.swarm.behaviour_mut().blocked.block_peer(peer);
+        // Its score may have reached the member level through a renewed
+        // credential; graylist it again for whatever it still sends.
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_application_score(&peer, PENDING_SCORE);
+        self.emit(ControlEvent::PeerRejected { peer, reason }).await
+    }
+
+    async fn on_timeout(&mut self) -> Result<(), Closed> {
+        let expired = self.admission.handle_timeout(Instant::now().into_std());
+        for peer in expired.unblocked {
+            debug!(%peer, "control plane: block ended");
+            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+        }
+        for peer in expired.silent {
+            self.reject(peer, RejectReason::NoCredential).await?;
+        }
+        Ok(())
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Dial { address, reply } => {
+                let options = DialOpts::from(address);
+                let connection_id = options.connection_id();
+                match self.swarm.dial(options) {
+                    Ok(()) => {
+                        self.dials.insert(connection_id, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(ControlError::Dial(error)));
+                    }
+                }
+            }
+            Command::Publish { data, reply } => {
+                let topic = self.topic.clone();
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(topic, data)
+                    .map(drop)
+                    .map_err(|error| match error {
+                        gossipsub::PublishError::NoPeersSubscribedToTopic => {
+                            PublishError::NoMembers
+                        }
+                        gossipsub::PublishError::MessageTooLarge => PublishError::TooLarge,
+                        gossipsub::PublishError::Duplicate => PublishError::Duplicate,
+                        other => PublishError::Gossipsub(other),
+                    });
+                let _ = reply.send(result);
+            }
+            Command::Report {
+                message_id,
+                propagation_source,
+                verdict,
+            } => {
+                let acceptance = match verdict {
+                    Verdict::Accept => MessageAcceptance::Accept,
+                    Verdict::Reject => MessageAcceptance::Reject,
+                    Verdict::Ignore => MessageAcceptance::Ignore,
+                };
+                let known = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+                if !known {
+                    debug!(id = %message_id, "control plane: verdict on a record no longer cached");
+                }
+            }
+            Command::ConnectedMembers { reply } => {
+                let _ = reply.send(self.admission.members().collect());
+            }
+            Command::Disconnect { peer } => {
+                // Membership ends when the connection-closed event arrives.
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::SetCredential { credential } => {
+                self.credential = credential;
+                let peers: Vec<PeerId> = self.admission.not_rejected().collect();
+                for peer in peers {
+                    self.swarm
+                        .behaviour_mut()
+                        .credential
+                        .send_request(&peer, self.credential.clone());
+                }
+            }
+            Command::ListenAddrs { reply } => {
+                if self.quiet_listener.is_none() {
+                    let _ = reply.send(self.listen_addrs.clone());
+                } else {
+                    self.addr_waiters.push(reply);
+                }
+            }
+        }
+    }
+
+    /// `listener` reported an address or closed: if it is the IPv4
+    /// listener, answer the waiting `listen_addrs` calls. (The IPv6 one is
+    /// best effort: with IPv6 off it may never report.)
+    fn listener_reported(&mut self, listener: ListenerId) {
+        if self.quiet_listener == Some(listener) {
+            self.quiet_listener = None;
+            for waiter in self.addr_waiters.drain(..) {
+                let _ = waiter.send(self.listen_addrs.clone());
+            }
+        }
+    }
+}

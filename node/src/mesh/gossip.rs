@@ -1,0 +1,480 @@
+//! Gossip on the running member: what it publishes, how it judges what it
+//! receives, and what an accepted record changes.
+//!
+//! The control plane (libp2p gossipsub, `crate::control`) carries signed
+//! records; this module decides. A peer stays connected only if it presents
+//! a certificate for this network, bound to its libp2p identity (the
+//! identity key is the libp2p Ed25519 key) and not revoked. Every record is
+//! checked by the protocol's `Validator` before it is forwarded or used:
+//! - an announcement adds the member as a data-plane peer (or gives a known
+//!   one an endpoint it has not proved otherwise), and is stored;
+//! - a path observation is stored (a prior for later searches);
+//! - a revocation is stored (flushed), the member's peer is removed and its
+//!   control connection closed.
+//!
+//! A member announces itself when it starts, whenever another member
+//! connects (so newcomers learn it at once), and every 60 s with jitter.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use libp2p::{identity::PublicKey as P2pKey, Multiaddr, PeerId};
+use rand_core::{OsRng, RngCore};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use weft_protocol::membership::{
+    Certificate, IdentityKey, NetworkInfo, RecordBody, RecordError, SignedCertificate, Validator,
+};
+use weft_protocol::Device;
+use weft_store::{MemberRecord, PathRecord, RevocationRecord};
+
+use super::node::peer_config;
+use super::{now_unix, Membership};
+use crate::control::{Control, ControlConfig, ControlEvent, ControlHandle, Gate, Verdict};
+
+/// Base interval of periodic announcements; each is jittered by up to 20%.
+pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(60);
+/// A second announcement this long after a member connects, in case the
+/// first crossed its admission of us.
+pub const FOLLOW_UP: Duration = Duration::from_secs(1);
+/// After a move, members are dialled again once their copies of the dead
+/// connections have timed out.
+pub const REDIAL_AFTER_MOVE: Duration =
+    Duration::from_millis(crate::control::behaviour::QUIC_IDLE_TIMEOUT_MS as u64 + 1_000);
+/// How often the host's addresses are re-read; a change is announced at
+/// once, so the mesh follows a member that moved.
+pub const ADDRESS_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Where a member's announced endpoints come from.
+#[derive(Debug, Clone)]
+pub struct EndpointSource {
+    /// Configured addresses (`mesh.advertise`); empty: the host's own.
+    pub advertise: Vec<std::net::IpAddr>,
+    /// Prefixes never announced (the overlay itself).
+    pub exclude: Vec<ip_network::IpNetwork>,
+    /// The data-plane port.
+    pub port: u16,
+}
+
+impl EndpointSource {
+    /// The endpoints to announce now.
+    pub fn current(&self) -> Vec<SocketAddr> {
+        let ips = if self.advertise.is_empty() {
+            super::local_addresses(&self.exclude)
+        } else {
+            self.advertise.clone()
+        };
+        ips.into_iter()
+            .take(8)
+            .map(|ip| SocketAddr::new(ip, self.port))
+            .collect()
+    }
+}
+
+/// The libp2p peer id of an identity key.
+pub fn peer_id_of(identity: &IdentityKey) -> Option<PeerId> {
+    let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(identity.as_bytes()).ok()?;
+    Some(PeerId::from_public_key(&P2pKey::from(key)))
+}
+
+/// Whether `credential` is a valid certificate of this network for `peer`
+/// and not revoked.
+fn admit(
+    info: &NetworkInfo,
+    revoked: &RwLock<HashSet<[u8; 32]>>,
+    peer: &PeerId,
+    credential: &[u8],
+) -> bool {
+    let Ok(signed) = SignedCertificate::from_bytes(credential) else {
+        return false;
+    };
+    let Ok(cert) = signed.verify(info, now_unix()) else {
+        return false;
+    };
+    let not_revoked = revoked
+        .read()
+        .map(|r| !r.contains(cert.identity.as_bytes()))
+        .unwrap_or(false);
+    not_revoked && peer_id_of(&cert.identity).as_ref() == Some(peer)
+}
+
+/// The gossip side of a running member.
+pub struct Gossip {
+    handle: ControlHandle,
+    validator: Validator,
+    revoked: Arc<RwLock<HashSet<[u8; 32]>>>,
+    seq: u64,
+    control_port: u16,
+    redial_at: Option<Instant>,
+    next_announce: Instant,
+    next_check: Instant,
+    endpoints: Vec<SocketAddr>,
+    /// Where this member's endpoints come from: a fixed list, or the
+    /// host's addresses (re-read every few seconds) and this port.
+    source: EndpointSource,
+    /// Rejections by reason, for logs now and metrics later.
+    pub rejected: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl std::fmt::Debug for Gossip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gossip")
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gossip {
+    /// Starts the control plane on UDP `port` and dials `bootstrap`.
+    pub fn start(
+        m: &Membership,
+        port: u16,
+        source: EndpointSource,
+        bootstrap: Vec<Multiaddr>,
+    ) -> anyhow::Result<(Self, mpsc::Receiver<ControlEvent>)> {
+        let mut revoked_set = HashSet::new();
+        let mut validator = Validator::new();
+        validator.set_allow_loopback(true);
+        if let Ok(list) = m.store.revocations().list() {
+            for (id, record) in list {
+                revoked_set.insert(id);
+                validator.note_revocation(IdentityKey(id), record.serial);
+            }
+        }
+        let revoked = Arc::new(RwLock::new(revoked_set));
+        let gate: Gate = {
+            let info = m.info.clone();
+            let revoked = revoked.clone();
+            Arc::new(move |peer: &PeerId, credential: &[u8]| {
+                admit(&info, &revoked, peer, credential)
+            })
+        };
+        let (handle, events) = Control::spawn(
+            ControlConfig {
+                identity_secret: m.identity.to_bytes(),
+                listen_port: port,
+                topic: format!("weft/{}/records", m.info.id()),
+                credential: m.certificate.to_bytes(),
+                bootstrap,
+            },
+            gate,
+        )?;
+        info!(peer_id = %handle.peer_id(), port, "gossip on the control plane");
+        // Sequence numbers must grow across restarts: start from the clock.
+        let seq = now_unix().saturating_mul(1000);
+        Ok((
+            Self {
+                handle,
+                validator,
+                revoked,
+                seq,
+                control_port: port,
+                redial_at: None,
+                next_announce: Instant::now(),
+                next_check: Instant::now() + ADDRESS_CHECK_EVERY,
+                endpoints: source.current(),
+                source,
+                rejected: Default::default(),
+            },
+            events,
+        ))
+    }
+
+    /// When [`Gossip::tick`] must next run.
+    pub fn next_announce(&self) -> Instant {
+        let t = self.next_announce.min(self.next_check);
+        self.redial_at.map_or(t, |r| t.min(r))
+    }
+
+    /// Announces when due, or at once when the host's addresses changed.
+    pub async fn tick(&mut self, m: &Membership) {
+        let now = Instant::now();
+        if now >= self.next_check {
+            self.next_check = now + ADDRESS_CHECK_EVERY;
+            let current = self.source.current();
+            if current != self.endpoints {
+                info!(endpoints = ?current, "local addresses changed; announcing");
+                self.endpoints = current;
+                // Control connections from the old address are dead but
+                // would linger until their idle timeout, swallowing what we
+                // send: close them and dial the members again. Each new
+                // connection triggers an announcement on both sides; one
+                // more follows in case a member could not be dialled.
+                self.redial(m);
+                // Members keep the dead connections until their idle
+                // timeout, and gossip only starts on a member's first
+                // connection: dial once more after that.
+                self.redial_at = Some(now + REDIAL_AFTER_MOVE);
+                self.next_announce = now + Duration::from_secs(2);
+                return;
+            }
+        }
+        if self.redial_at.is_some_and(|t| now >= t) {
+            self.redial_at = None;
+            self.redial(m);
+            self.next_announce = self.next_announce.min(now + FOLLOW_UP);
+        }
+        if now >= self.next_announce {
+            self.announce(m).await;
+        }
+    }
+
+    /// Dials the control plane of every member with a known endpoint.
+    fn redial(&self, m: &Membership) {
+        let me = m.identity.identity();
+        let Ok(paths) = m.store.paths().list_from(&me.0) else {
+            return;
+        };
+        let mut addresses = Vec::new();
+        for (_, path) in paths {
+            let ip = match path.endpoint.ip() {
+                std::net::IpAddr::V4(v4) => format!("/ip4/{v4}"),
+                std::net::IpAddr::V6(v6) => format!("/ip6/{v6}"),
+            };
+            let Ok(address) =
+                format!("{ip}/udp/{}/quic-v1", self.control_port).parse::<Multiaddr>()
+            else {
+                continue;
+            };
+            addresses.push(address);
+        }
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            for peer in handle.connected_members().await.unwrap_or_default() {
+                let _ = handle.disconnect(peer).await;
+            }
+            for address in addresses {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle.dial(address.clone()).await {
+                        debug!(%address, error = %e, "control plane: redial failed");
+                    }
+                });
+            }
+        });
+    }
+
+    /// Publishes this member's announcement now and schedules the next.
+    pub async fn announce(&mut self, m: &Membership) {
+        self.seq += 1;
+        let record = weft_protocol::membership::SignedRecord::sign(
+            &m.identity,
+            self.seq,
+            RecordBody::Announcement(weft_protocol::membership::Announcement {
+                certificate: m.certificate.clone(),
+                endpoints: self.endpoints.clone(),
+            }),
+        );
+        if let Err(e) = self.handle.publish(record.to_bytes()).await {
+            debug!(error = %e, "announcement not published (no member connected yet?)");
+        }
+        let jitter =
+            Duration::from_millis(OsRng.next_u64() % (ANNOUNCE_EVERY.as_millis() as u64 / 5));
+        self.next_announce = Instant::now() + ANNOUNCE_EVERY - ANNOUNCE_EVERY / 10 + jitter;
+    }
+
+    /// Publishes an authority-signed revocation and applies it here.
+    pub async fn publish_revocation(
+        &mut self,
+        m: &Membership,
+        revocation: weft_protocol::membership::Revocation,
+        device: &mut Device,
+    ) {
+        self.seq += 1;
+        let record = weft_protocol::membership::SignedRecord::sign(
+            &m.identity,
+            self.seq,
+            RecordBody::Revocation(revocation.clone()),
+        );
+        self.apply(m, RecordBody::Revocation(revocation), device);
+        if let Err(e) = self.handle.publish(record.to_bytes()).await {
+            warn!(error = %e, "revocation not published; it is stored and will not be forgotten");
+        }
+    }
+
+    /// Handles a control-plane event. Returns peers newly added to the
+    /// device, for routes.
+    pub async fn on_event(
+        &mut self,
+        m: &Membership,
+        event: ControlEvent,
+        device: &mut Device,
+    ) -> Vec<weft_protocol::PeerId> {
+        match event {
+            ControlEvent::MemberConnected { peer, .. } => {
+                debug!(%peer, "member connected to the control plane");
+                self.announce(m).await;
+                // The new member may not have admitted us yet and then
+                // drops what we just sent: say it again shortly.
+                self.next_announce = self.next_announce.min(Instant::now() + FOLLOW_UP);
+                Vec::new()
+            }
+            ControlEvent::PeerRejected { peer, reason } => {
+                warn!(%peer, %reason, "control-plane peer rejected");
+                Vec::new()
+            }
+            ControlEvent::Disconnected { peer } => {
+                debug!(%peer, "member left the control plane");
+                Vec::new()
+            }
+            ControlEvent::Message {
+                message_id,
+                propagation_source,
+                data,
+                ..
+            } => {
+                let now = now_unix();
+                let members = |id: &IdentityKey| {
+                    m.store
+                        .members()
+                        .get(id.as_bytes())
+                        .ok()
+                        .flatten()
+                        .is_some()
+                        && !self
+                            .revoked
+                            .read()
+                            .map(|r| r.contains(id.as_bytes()))
+                            .unwrap_or(true)
+                };
+                let verdict = self.validator.validate(&data, &m.info, &members, now);
+                let (verdict, added) = match verdict {
+                    Ok(record) => (Verdict::Accept, self.apply(m, record.body, device)),
+                    Err(e) => {
+                        *self.rejected.entry(e.as_str()).or_default() += 1;
+                        debug!(reason = e.as_str(), "gossip record rejected");
+                        let verdict = match e {
+                            RecordError::StaleSequence { .. } => Verdict::Ignore,
+                            _ => Verdict::Reject,
+                        };
+                        (verdict, Vec::new())
+                    }
+                };
+                let _ = self
+                    .handle
+                    .report(message_id, propagation_source, verdict)
+                    .await;
+                added
+            }
+        }
+    }
+
+    fn apply(
+        &mut self,
+        m: &Membership,
+        body: RecordBody,
+        device: &mut Device,
+    ) -> Vec<weft_protocol::PeerId> {
+        let now = now_unix();
+        match body {
+            RecordBody::Announcement(a) => {
+                let Ok(cert) = a.certificate.verify(&m.info, now) else {
+                    return Vec::new();
+                };
+                if cert.identity == m.identity.identity() {
+                    return Vec::new();
+                }
+                let _ = m.store.members().put(
+                    cert.identity.as_bytes(),
+                    &MemberRecord {
+                        name: cert.name.clone(),
+                        certificate: a.certificate.to_bytes(),
+                        serial: cert.serial,
+                        expires_unix: cert.not_after,
+                        updated_unix: now,
+                    },
+                );
+                self.learn_endpoint(m, &cert, a.endpoints.first().copied(), device)
+            }
+            RecordBody::PathObservation(p) => {
+                debug!(to = %p.to, pmtu = p.pmtu, "path observation");
+                Vec::new()
+            }
+            RecordBody::Revocation(r) => {
+                let id = r.identity;
+                info!(identity = %id, serial = r.serial, "member revoked");
+                self.validator.note_revocation(id, r.serial);
+                if let Ok(mut set) = self.revoked.write() {
+                    set.insert(id.0);
+                }
+                let _ = m.store.revocations().revoke(
+                    id.as_bytes(),
+                    &RevocationRecord {
+                        serial: r.serial,
+                        revoked_unix: r.revoked_unix,
+                        signed: Vec::new(),
+                    },
+                );
+                if let Some(cert) = m
+                    .store
+                    .members()
+                    .get(id.as_bytes())
+                    .ok()
+                    .flatten()
+                    .and_then(|rec| SignedCertificate::from_bytes(&rec.certificate).ok())
+                    .and_then(|c| c.verify(&m.info, now).ok())
+                {
+                    if let Some(peer) = device.find_peer(&cert.noise_key) {
+                        device.remove_peer(peer);
+                    }
+                }
+                if let Some(peer) = peer_id_of(&id) {
+                    let handle = self.handle.clone();
+                    tokio::spawn(async move {
+                        let _ = handle.disconnect(peer).await;
+                    });
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn learn_endpoint(
+        &mut self,
+        m: &Membership,
+        cert: &Certificate,
+        endpoint: Option<SocketAddr>,
+        device: &mut Device,
+    ) -> Vec<weft_protocol::PeerId> {
+        let now = Instant::now();
+        match device.find_peer(&cert.noise_key) {
+            Some(peer) => {
+                if let Some(e) = endpoint {
+                    device.suggest_endpoint(peer, e, now);
+                    self.remember_endpoint(m, cert, e);
+                }
+                Vec::new()
+            }
+            None => match device.add_peer(peer_config(cert, endpoint), now) {
+                Ok(peer) => {
+                    info!(name = %cert.name, endpoint = ?endpoint, "member learned from gossip");
+                    if let Some(e) = endpoint {
+                        self.remember_endpoint(m, cert, e);
+                    }
+                    vec![peer]
+                }
+                Err(e) => {
+                    debug!(name = %cert.name, error = %e, "member not added");
+                    Vec::new()
+                }
+            },
+        }
+    }
+
+    fn remember_endpoint(&self, m: &Membership, cert: &Certificate, endpoint: SocketAddr) {
+        let _ = m.store.paths().put(
+            m.identity.identity().as_bytes(),
+            cert.identity.as_bytes(),
+            &PathRecord {
+                endpoint,
+                pmtu: 0,
+                rtt_us: 0,
+                nat: None,
+                measured_unix: now_unix(),
+                own: false,
+            },
+        );
+    }
+}
