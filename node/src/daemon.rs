@@ -137,6 +137,13 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
             device.handle_timeout(now);
         }
         path.drain_protocol(&mut device, &udp).await;
+        if let Some(m) = mesh.as_mut() {
+            for (peer, endpoint, pmtu) in std::mem::take(&mut path.observations) {
+                m.observe(&device, peer, endpoint, pmtu).await;
+            }
+        } else {
+            path.observations.clear();
+        }
         let deadline = device
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
@@ -219,6 +226,8 @@ struct DataPath {
     icmp_limit: IcmpRateLimiter,
     mss_clamp: bool,
     edges: Edges,
+    /// Confirmed path MTUs to tell the mesh about.
+    observations: Vec<(PeerId, SocketAddr, u16)>,
 }
 
 impl DataPath {
@@ -247,6 +256,7 @@ impl DataPath {
             icmp_limit: IcmpRateLimiter::default(),
             mss_clamp: true,
             edges,
+            observations: Vec::new(),
         }
     }
 
@@ -261,6 +271,20 @@ impl DataPath {
         }
         while let Some(event) = device.poll_event() {
             self.edges.on_event(device, &event, now).await;
+            if let Event::PmtuChanged {
+                peer,
+                endpoint,
+                pmtu,
+                ..
+            } = event
+            {
+                if device
+                    .path_mtu(peer)
+                    .is_some_and(|(_, confirmed)| confirmed)
+                {
+                    self.observations.push((peer, endpoint, pmtu));
+                }
+            }
             match event {
                 Event::HandshakeFailed { peer } => {
                     warn!(

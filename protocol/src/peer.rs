@@ -107,6 +107,8 @@ pub(crate) struct Peer {
     pub last_received: Option<Instant>,
     /// Removed from the mesh (revoked); the slot stays so ids are stable.
     pub removed: bool,
+    /// A size to try first when discovery toward this peer starts.
+    pub pmtu_prior: Option<u16>,
 }
 
 impl Peer {
@@ -139,6 +141,7 @@ impl Peer {
             partials: Vec::new(),
             last_received: None,
             removed: false,
+            pmtu_prior: None,
         }
     }
 

@@ -169,6 +169,8 @@ pub struct Pmtud {
     raises: u32,
     /// Rounds in a row in which nothing was acknowledged.
     silent_rounds: u32,
+    /// A size believed to be the path MTU, tried first (then dropped).
+    prior: Option<u16>,
     changed: bool,
     stats: PmtuStats,
 }
@@ -177,7 +179,12 @@ impl Pmtud {
     /// Starts discovery on a new edge: the first round goes out at once.
     /// `prior` is a size believed to pass (a stored or gossiped value); it
     /// is probed first but used only once acknowledged.
-    pub fn new(limits: PmtuLimits, initial_rtt: Option<Duration>, now: Instant) -> Self {
+    pub fn new(
+        limits: PmtuLimits,
+        initial_rtt: Option<Duration>,
+        prior: Option<u16>,
+        now: Instant,
+    ) -> Self {
         let limits = PmtuLimits {
             floor: limits.floor.min(limits.max),
             base: limits.base.clamp(limits.floor.min(limits.max), limits.max),
@@ -208,6 +215,7 @@ impl Pmtud {
             next_raise: None,
             raises: 0,
             silent_rounds: 0,
+            prior,
             changed: false,
             stats: PmtuStats::default(),
         };
@@ -444,6 +452,18 @@ impl Pmtud {
             return;
         }
         let copies = self.copies();
+        if let Some(p) = self.prior.take().filter(|&p| p > lo && p <= self.upper) {
+            // A prior is checked exactly: it passes and one byte more does
+            // not. Either outcome narrows the search to nothing or to a
+            // normal search from there.
+            let mut sizes = vec![p];
+            if p < self.upper {
+                sizes.push(p + 1);
+            }
+            self.begin(sizes, 1, copies);
+            self.add_control(CONTROL_COPIES);
+            return;
+        }
         let span = self.upper - lo;
         let mut sizes: Vec<u16> = (1..=SIZES_PER_ROUND)
             .map(|j| {

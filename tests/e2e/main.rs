@@ -14,4 +14,5 @@ mod mesh;
 mod nat;
 mod pmtu;
 mod roaming;
+mod rogue;
 mod tunnel;

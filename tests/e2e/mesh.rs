@@ -200,7 +200,7 @@ fn a_node_restarted_with_its_store_keeps_its_membership() {
 /// A mesh of `n` members on a routed underlay: member 0 runs `weft init`, the others join
 /// with tokens from it, one after the other, and all run. Returns the nodes and each member's
 /// overlay addresses.
-fn build_mesh<'n>(
+pub(crate) fn build_mesh<'n>(
     lab: &Lab,
     hosts: &'n RoutedHosts,
     n: usize,
@@ -258,7 +258,7 @@ fn answers(ns: &Netns, addr: IpAddr) -> bool {
 
 /// Polls until every pair in `pairs` has answered once, up to `limit`; returns the pairs that
 /// never did.
-fn wait_pairs(
+pub(crate) fn wait_pairs(
     hosts: &RoutedHosts,
     pairs: &[(usize, usize, IpAddr)],
     limit: Duration,
@@ -368,4 +368,49 @@ fn a_node_that_moves_is_reached_by_a_member_that_never_talked_to_it() {
         moved.elapsed().as_secs_f64()
     );
     assert!(missing.is_empty(), "m2 never reached m3 at its new address");
+}
+
+/// The `probes=` count on the last confirmed `path MTU changed … pmtu=PMTU` line of `log`
+/// for peer `peer`.
+fn probes_to(log: &Path, peer: &str, pmtu: u16) -> Option<u64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .rev()
+        .filter(|l| l.contains("path MTU changed"))
+        .filter(|l| l.contains(&format!("peer={peer} ")))
+        .filter(|l| l.contains(&format!("pmtu={pmtu} ")) && l.contains("confirmed=true"))
+        .filter_map(|l| l.split("probes=").nth(1)?.split(' ').next()?.parse().ok())
+        .next()
+}
+
+#[test]
+fn a_path_mtu_observed_by_one_member_is_the_prior_of_another_and_is_confirmed_before_use() {
+    let lab = Lab::new("mesh-prior");
+    let hosts = RoutedHosts::new(&lab, "", 3);
+    // m1 sits behind a 1400-byte black hole.
+    hosts.narrow(1, 1400);
+    let (_nodes, addrs) = build_mesh(&lab, &hosts, 3);
+    // m0 finds the path to m1 by its own search and tells the mesh.
+    assert!(wait_pairs(&hosts, &[(0, 1, addrs[1].0)], Duration::from_secs(10)).is_empty());
+    let log0 = lab.dir().join("m0.log");
+    let searched =
+        crate::harness::poll(Duration::from_secs(10), Duration::from_millis(100), || {
+            probes_to(&log0, "m1", 1400)
+        })
+        .expect("m0 never confirmed 1400 toward m1");
+    // Give the observation a moment to spread, then m2 talks to m1 for the first time.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(wait_pairs(&hosts, &[(2, 1, addrs[1].0)], Duration::from_secs(10)).is_empty());
+    let log2 = lab.dir().join("m2.log");
+    let primed = crate::harness::poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        probes_to(&log2, "m1", 1400)
+    })
+    .expect("m2 never confirmed 1400 toward m1");
+    println!(
+        "mesh-prior: m0 searched with {searched} probes, m2 started from the prior with {primed}"
+    );
+    assert!(
+        primed * 3 <= searched,
+        "the prior did not shorten m2's search: {primed} vs {searched} probes"
+    );
 }

@@ -275,6 +275,69 @@ impl Gossip {
         self.next_announce = Instant::now() + ANNOUNCE_EVERY - ANNOUNCE_EVERY / 10 + jitter;
     }
 
+    /// Publishes a path observation: this member confirmed `pmtu` toward
+    /// `peer` at `endpoint`. Others use it as a prior for their own search.
+    pub async fn publish_observation(
+        &mut self,
+        m: &Membership,
+        device: &Device,
+        peer: weft_protocol::PeerId,
+        endpoint: SocketAddr,
+        pmtu: u16,
+    ) {
+        let Some(status) = device.peer_status(peer, Instant::now()) else {
+            return;
+        };
+        let Some(to) = self.identity_of(m, &status.public_key) else {
+            return;
+        };
+        let rtt_us = device
+            .path_rtt(peer)
+            .map(|r| u32::try_from(r.as_micros()).unwrap_or(u32::MAX))
+            .unwrap_or(0);
+        self.seq += 1;
+        let record = weft_protocol::membership::SignedRecord::sign(
+            &m.identity,
+            self.seq,
+            RecordBody::PathObservation(weft_protocol::membership::PathObservation {
+                to,
+                endpoint,
+                pmtu,
+                rtt_us,
+                measured_unix: now_unix(),
+            }),
+        );
+        let _ = m.store.paths().put(
+            m.identity.identity().as_bytes(),
+            to.as_bytes(),
+            &PathRecord {
+                endpoint,
+                pmtu,
+                rtt_us,
+                nat: None,
+                measured_unix: now_unix(),
+                own: true,
+            },
+        );
+        if let Err(e) = self.handle.publish(record.to_bytes()).await {
+            debug!(error = %e, "path observation not published");
+        }
+    }
+
+    /// The identity of the member whose data-plane key is `key`.
+    fn identity_of(&self, m: &Membership, key: &weft_protocol::PublicKey) -> Option<IdentityKey> {
+        let now = now_unix();
+        m.store
+            .members()
+            .list()
+            .ok()?
+            .into_iter()
+            .filter_map(|(_, r)| SignedCertificate::from_bytes(&r.certificate).ok())
+            .filter_map(|c| c.verify(&m.info, now).ok())
+            .find(|c| c.noise_key == *key)
+            .map(|c| c.identity)
+    }
+
     /// Publishes an authority-signed revocation and applies it here.
     pub async fn publish_revocation(
         &mut self,
@@ -390,6 +453,22 @@ impl Gossip {
             }
             RecordBody::PathObservation(p) => {
                 debug!(to = %p.to, pmtu = p.pmtu, "path observation");
+                // What another member confirmed toward `to` is where our own
+                // search toward it starts (confirmed again before use).
+                if p.to != m.identity.identity() {
+                    let key = m
+                        .store
+                        .members()
+                        .get(p.to.as_bytes())
+                        .ok()
+                        .flatten()
+                        .and_then(|r| SignedCertificate::from_bytes(&r.certificate).ok())
+                        .and_then(|c| c.verify(&m.info, now).ok())
+                        .map(|c| c.noise_key);
+                    if let Some(peer) = key.and_then(|k| device.find_peer(&k)) {
+                        device.set_pmtu_prior(peer, p.pmtu);
+                    }
+                }
                 Vec::new()
             }
             RecordBody::Revocation(r) => {

@@ -237,6 +237,19 @@ impl MeshNode {
         self.gossip.on_event(&self.membership, event, device).await
     }
 
+    /// Tells the mesh a path MTU this node confirmed toward `peer`.
+    pub async fn observe(
+        &mut self,
+        device: &Device,
+        peer: PeerId,
+        endpoint: SocketAddr,
+        pmtu: u16,
+    ) {
+        self.gossip
+            .publish_observation(&self.membership, device, peer, endpoint, pmtu)
+            .await;
+    }
+
     /// Adds a newly admitted member as a peer; returns its id for routes.
     pub fn admit(&self, admitted: Admitted, device: &mut Device) -> Option<PeerId> {
         match device.add_peer(peer_config(&admitted.certificate, None), Instant::now()) {

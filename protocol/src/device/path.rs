@@ -91,7 +91,7 @@ impl Device {
         debug!(peer = %peer.name, %endpoint, max, "starting path MTU discovery");
         peer.edge = Some(Edge {
             endpoint,
-            pmtud: Pmtud::new(limits, peer.handshake_rtt, now),
+            pmtud: Pmtud::new(limits, peer.handshake_rtt, peer.pmtu_prior.take(), now),
         });
         self.probing = true;
     }
@@ -322,6 +322,17 @@ impl Device {
         }
     }
 
+    /// A path MTU others observed toward `id` (gossip) or this node stored:
+    /// the next search toward it tries this size first, and uses it only
+    /// once a probe confirms it.
+    pub fn set_pmtu_prior(&mut self, id: PeerId, pmtu: u16) {
+        if let Some(peer) = self.peers.get_mut(id.0 as usize) {
+            if peer.edge.is_none() {
+                peer.pmtu_prior = Some(pmtu);
+            }
+        }
+    }
+
     /// The path MTU in use toward `id` and whether it is confirmed.
     pub fn path_mtu(&self, id: PeerId) -> Option<(u16, bool)> {
         let e = self.peers.get(id.0 as usize)?.edge.as_ref()?;
@@ -329,6 +340,11 @@ impl Device {
             e.pmtud.current(),
             e.pmtud.confirmed() == Some(e.pmtud.current()),
         ))
+    }
+
+    /// The round-trip time discovery measured toward `id`.
+    pub fn path_rtt(&self, id: PeerId) -> Option<std::time::Duration> {
+        self.peers.get(id.0 as usize)?.edge.as_ref()?.pmtud.rtt()
     }
 
     /// Discovery counters of `id`'s edge.

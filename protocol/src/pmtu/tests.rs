@@ -45,7 +45,7 @@ impl Run {
             rng: ChaCha20Rng::seed_from_u64(seed),
         };
         Self {
-            edge: Pmtud::new(LIMITS, Some(path.rtt), now),
+            edge: Pmtud::new(LIMITS, Some(path.rtt), None, now),
             path,
             now,
             acks: Vec::new(),
@@ -237,5 +237,30 @@ fn figures_for_the_record() {
             "mtu {mtu} loss {loss}: exact after {t:?}, {} probes, {} bytes, {} lost",
             s.probes_sent, s.probe_bytes, s.probes_lost
         );
+    }
+}
+
+#[test]
+fn a_right_prior_converges_in_one_round_with_few_probes() {
+    let mut plain = Run::new(1400, 0.0, 12);
+    plain.time_to(1400, Duration::from_secs(1)).unwrap();
+    let mut primed = Run::new(1400, 0.0, 12);
+    primed.edge = Pmtud::new(LIMITS, Some(primed.path.rtt), Some(1400), primed.now);
+    let t = primed.time_to(1400, Duration::from_secs(1)).unwrap();
+    let (a, b) = (plain.edge.stats(), primed.edge.stats());
+    eprintln!(
+        "without prior: {} probes; with: {} probes in {t:?}",
+        a.probes_sent, b.probes_sent
+    );
+    assert!(b.probes_sent * 3 < a.probes_sent, "{a:?} vs {b:?}");
+}
+
+#[test]
+fn a_wrong_prior_is_never_used_and_the_search_still_finds_the_mtu() {
+    for prior in [1300u16, 1450, 1500] {
+        let mut run = Run::new(1400, 0.0, 13);
+        run.edge = Pmtud::new(LIMITS, Some(run.path.rtt), Some(prior), run.now);
+        run.time_to(1400, Duration::from_secs(1))
+            .unwrap_or_else(|| panic!("prior {prior}: stuck at {}", run.edge.current()));
     }
 }

@@ -64,6 +64,15 @@ fn number<T: FromStr>(line: &str, key: &str) -> Option<T> {
     field(line, key)?.parse().ok()
 }
 
+/// The value of `key` on every line of `text` that carries `message`.
+fn field_values(text: &str, message: &str, key: &str) -> Vec<String> {
+    text.lines()
+        .filter(|line| line.contains(message))
+        .filter_map(|line| field(line, key))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The UTC time of day of a line starting `2025-01-01T12:34:56.789012Z`.
 fn time_of_day(line: &str) -> Option<Duration> {
     let stamp = line.split_whitespace().next()?;
@@ -99,6 +108,12 @@ impl NodeLog {
     /// The whole log so far.
     pub fn text(&self) -> String {
         std::fs::read_to_string(&self.path).unwrap_or_default()
+    }
+
+    /// The value of `key` on every line so far that carries `message`, oldest first (lines
+    /// without the field are skipped).
+    pub fn field_values(&self, message: &str, key: &str) -> Vec<String> {
+        field_values(&self.text(), message, key)
     }
 
     /// Every `path MTU changed` line about peer `peer` so far, oldest first.
@@ -201,6 +216,24 @@ mod tests {
         assert_eq!(
             PmtuChange::parse("2025-11-25T10:00:01Z INFO handshake completed"),
             None
+        );
+    }
+
+    #[test]
+    fn field_values_reads_one_field_of_the_lines_with_a_message() {
+        let text = "2025-11-25T10:00:01Z  INFO weft_node::mesh::gossip: member learned from \
+                    gossip name=m1 endpoint=Some(192.0.2.34:51820)\n\
+                    2025-11-25T10:00:02Z  WARN weft_node::mesh::gossip: control-plane peer \
+                    rejected peer=12D3KooWabc reason=no credential presented in time\n\
+                    2025-11-25T10:00:03Z  INFO weft_node::mesh::gossip: member learned from \
+                    gossip endpoint=None\n";
+        assert_eq!(
+            field_values(text, "member learned from gossip", "name"),
+            ["m1"]
+        );
+        assert_eq!(
+            field_values(text, "control-plane peer rejected", "peer"),
+            ["12D3KooWabc"]
         );
     }
 

@@ -6,6 +6,7 @@
 //! address outside them.
 
 mod cmd;
+mod intruder;
 mod log;
 mod netns;
 mod node;
@@ -15,6 +16,7 @@ mod rng;
 mod topology;
 mod transfer;
 
+pub use intruder::{Intrusion, IntrusionReport, Redial};
 pub use log::{elapsed_between, NodeLog};
 pub use netns::Netns;
 pub use node::{weft_bin, Keypair, Node, NodeConfig, PeerConfig, DEFAULT_PORT};

@@ -357,6 +357,26 @@ impl RoutedHosts {
         }
     }
 
+    /// Gives host `i`'s link an MTU of `mtu` at both ends and makes the router drop the ICMP
+    /// "fragmentation needed" it would send: a black hole in front of host `i`.
+    pub fn narrow(&self, i: usize, mtu: u16) {
+        let mtu = mtu.to_string();
+        self._router
+            .ip(&["link", "set", "dev", &format!("eth{i}"), "mtu", &mtu]);
+        self.hosts[i].ip(&["link", "set", "dev", "eth0", "mtu", &mtu]);
+        self._router.exec(&[
+            "iptables",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "icmp",
+            "--icmp-type",
+            "fragmentation-needed",
+            "-j",
+            "DROP",
+        ]);
+    }
+
     /// Moves host `i` to its other address (the old one is removed).
     pub fn move_host(&self, i: usize) {
         let host = &self.hosts[i];
