@@ -43,6 +43,8 @@ pub const FOLLOW_UP: Duration = Duration::from_secs(1);
 /// connections have timed out.
 pub const REDIAL_AFTER_MOVE: Duration =
     Duration::from_millis(crate::control::behaviour::QUIC_IDLE_TIMEOUT_MS as u64 + 1_000);
+/// Reflexive endpoints kept for announcements.
+pub const MAX_REFLEXIVE: usize = 2;
 /// How often the host's addresses are re-read; a change is announced at
 /// once, so the mesh follows a member that moved.
 pub const ADDRESS_CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -111,6 +113,9 @@ pub struct Gossip {
     next_announce: Instant,
     next_check: Instant,
     endpoints: Vec<SocketAddr>,
+    /// Endpoints other members reached us at that are not our own
+    /// addresses (NAT mappings), newest last.
+    reflexive: Vec<SocketAddr>,
     /// Where this member's endpoints come from: a fixed list, or the
     /// host's addresses (re-read every few seconds) and this port.
     source: EndpointSource,
@@ -175,6 +180,7 @@ impl Gossip {
                 next_announce: Instant::now(),
                 next_check: Instant::now() + ADDRESS_CHECK_EVERY,
                 endpoints: source.current(),
+                reflexive: Vec::new(),
                 source,
                 rejected: Default::default(),
             },
@@ -264,7 +270,17 @@ impl Gossip {
             self.seq,
             RecordBody::Announcement(weft_protocol::membership::Announcement {
                 certificate: m.certificate.clone(),
-                endpoints: self.endpoints.clone(),
+                // Reflexive endpoints first: a member that has one is behind
+                // a NAT, and most members reach it from outside. Choosing
+                // among candidates by probing comes with NAT traversal.
+                endpoints: self
+                    .reflexive
+                    .iter()
+                    .rev()
+                    .chain(self.endpoints.iter())
+                    .copied()
+                    .take(weft_protocol::membership::validator::MAX_ANNOUNCED_ENDPOINTS)
+                    .collect(),
             }),
         );
         if let Err(e) = self.handle.publish(record.to_bytes()).await {
@@ -453,6 +469,20 @@ impl Gossip {
             }
             RecordBody::PathObservation(p) => {
                 debug!(to = %p.to, pmtu = p.pmtu, "path observation");
+                // An observation of us says where we are reached from
+                // outside: our reflexive endpoint (behind a NAT, not one of
+                // our own addresses). It joins our announced endpoints.
+                if p.to == m.identity.identity()
+                    && !self.endpoints.contains(&p.endpoint)
+                    && !self.reflexive.contains(&p.endpoint)
+                {
+                    info!(endpoint = %p.endpoint, "reflexive endpoint learned");
+                    if self.reflexive.len() == MAX_REFLEXIVE {
+                        self.reflexive.remove(0);
+                    }
+                    self.reflexive.push(p.endpoint);
+                    self.next_announce = self.next_announce.min(Instant::now() + FOLLOW_UP);
+                }
                 // What another member confirmed toward `to` is where our own
                 // search toward it starts (confirmed again before use).
                 if p.to != m.identity.identity() {
