@@ -354,6 +354,29 @@ impl Gossip {
             .map(|c| c.identity)
     }
 
+    /// Passes on every stored revocation, so a member that was away when
+    /// one was made learns it as soon as it reconnects.
+    async fn republish_revocations(&mut self, m: &Membership) {
+        let Ok(list) = m.store.revocations().list() else {
+            return;
+        };
+        for (_, record) in list {
+            let Ok(revocation) =
+                postcard::from_bytes::<weft_protocol::membership::Revocation>(&record.signed)
+            else {
+                continue;
+            };
+            self.seq += 1;
+            let bytes = weft_protocol::membership::SignedRecord::sign(
+                &m.identity,
+                self.seq,
+                RecordBody::Revocation(revocation),
+            )
+            .to_bytes();
+            let _ = self.handle.publish(bytes).await;
+        }
+    }
+
     /// Publishes an authority-signed revocation and applies it here.
     pub async fn publish_revocation(
         &mut self,
@@ -385,6 +408,7 @@ impl Gossip {
             ControlEvent::MemberConnected { peer, .. } => {
                 debug!(%peer, "member connected to the control plane");
                 self.announce(m).await;
+                self.republish_revocations(m).await;
                 // The new member may not have admitted us yet and then
                 // drops what we just sent: say it again shortly.
                 self.next_announce = self.next_announce.min(Instant::now() + FOLLOW_UP);
@@ -513,7 +537,9 @@ impl Gossip {
                     &RevocationRecord {
                         serial: r.serial,
                         revoked_unix: r.revoked_unix,
-                        signed: Vec::new(),
+                        // The authority-signed revocation itself, so it can
+                        // be passed on to members that were away.
+                        signed: postcard::to_stdvec(&r).unwrap_or_default(),
                     },
                 );
                 if let Some(cert) = m
