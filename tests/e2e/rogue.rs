@@ -20,7 +20,7 @@ use weft_protocol::membership::{
 use weft_protocol::PublicKey;
 
 use crate::harness::{
-    ping, poll, Intrusion, IntrusionReport, Lab, Redial, RoutedHosts, XorShift64,
+    ping, poll, Intrusion, IntrusionReport, Lab, Redial, RoutedHosts, XorShift64, DEFAULT_PORT,
 };
 use crate::mesh::{build_mesh, wait_pairs};
 
@@ -193,7 +193,7 @@ fn a_libp2p_node_without_a_certificate_changes_no_view_and_is_disconnected() {
         self_issued: self_issued_certificate(network_id, prefix, &identity),
         stolen: read_certificate(&lab.dir().join("m1").join("node.cert")),
         identity,
-        endpoint: SocketAddr::from((RoutedHosts::address(INTRUDER_HOST), 51820)),
+        endpoint: SocketAddr::from((RoutedHosts::address(INTRUDER_HOST), DEFAULT_PORT)),
     };
     let report = intrusion.run(&hosts.hosts[INTRUDER_HOST], |i| payloads.next(i));
     let intruder = report.peer_id.to_string();
@@ -240,7 +240,8 @@ fn a_libp2p_node_without_a_certificate_changes_no_view_and_is_disconnected() {
         other => panic!("the rejected intruder was let back in: {other:?}"),
     }
 
-    // m0 says why; the message is logged just before the connection is closed.
+    // m0 says why. Its gossip task logs that once the control task has closed the
+    // connection, so it may trail the intruder's view by a moment.
     let log0 = nodes[0].log();
     let rejected = poll(Duration::from_secs(2), Duration::from_millis(50), || {
         log0.field_values("control-plane peer rejected", "peer")
@@ -258,15 +259,34 @@ fn a_libp2p_node_without_a_certificate_changes_no_view_and_is_disconnected() {
         "m0 admitted the intruder as a member"
     );
 
-    // No member's view changed: nobody learned a member that is not one, m1 never heard of
-    // the intruder, and the mesh is as it was.
+    // No member's view changed: no record of the intruder's was even judged (real members'
+    // records are at worst stale), nobody learned a member that is not one or an endpoint at
+    // the intruder's address, m1 never heard of the intruder, and the mesh is as it was.
+    let intruder_ip = RoutedHosts::address(INTRUDER_HOST).to_string();
     for node in &nodes {
-        let learned = node
-            .log()
-            .field_values("member learned from gossip", "name");
+        let log = node.log();
+        let judged: Vec<String> = log
+            .field_values("gossip record rejected", "reason")
+            .into_iter()
+            .filter(|reason| reason != "stale_sequence")
+            .collect();
+        assert!(
+            judged.is_empty(),
+            "{} judged records it should have dropped unread: {judged:?}",
+            node.name()
+        );
+        let mut learned = log.field_values("member learned from gossip", "name");
+        learned.extend(log.field_values("endpoint learned from gossip", "peer"));
         assert!(
             learned.iter().all(|name| MEMBERS.contains(&name.as_str())),
-            "{} learned a member from gossip that is none: {learned:?}",
+            "{} learned from gossip of a member that is none: {learned:?}",
+            node.name()
+        );
+        let mut endpoints = log.field_values("member learned from gossip", "endpoint");
+        endpoints.extend(log.field_values("endpoint learned from gossip", "to"));
+        assert!(
+            !endpoints.iter().any(|e| e.contains(&intruder_ip)),
+            "{} took the intruder's address for a member's endpoint: {endpoints:?}",
             node.name()
         );
     }

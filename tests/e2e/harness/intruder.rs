@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
 use libp2p::identity::Keypair;
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{ConnectionError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder};
 
 use super::Netns;
@@ -130,8 +130,7 @@ impl Intrusion {
                     SwarmEvent::ConnectionClosed { peer_id, num_established: 0, cause, .. }
                         if peer_id == target =>
                     {
-                        let how = cause.map_or("closed without an error".to_owned(), |e| e.to_string());
-                        break Some((connected.elapsed(), how));
+                        break Some((connected.elapsed(), describe(cause)));
                     }
                     _ => {}
                 },
@@ -178,8 +177,7 @@ impl Intrusion {
                         established = true;
                     }
                     SwarmEvent::ConnectionClosed { peer_id, cause, .. } if peer_id == target => {
-                        return cause
-                            .map_or("closed without an error".to_owned(), |e| e.to_string());
+                        return describe(cause);
                     }
                     SwarmEvent::OutgoingConnectionError { error, .. } => return error.to_string(),
                     _ => {}
@@ -196,6 +194,11 @@ impl Intrusion {
             Err(_) => Redial::LetIn,
         }
     }
+}
+
+/// Why a connection closed, as the swarm reported it.
+fn describe(cause: Option<ConnectionError>) -> String {
+    cause.map_or("closed without an error".to_owned(), |e| e.to_string())
 }
 
 /// A swarm with nothing but gossipsub on QUIC, subscribed to `topic`.
