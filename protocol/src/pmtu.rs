@@ -496,9 +496,21 @@ impl Pmtud {
     /// edge's random loss without bias.
     fn add_control(&mut self, copies: u8) {
         let size = self.limits.floor;
-        if self.round.iter().any(|e| e.size == size) {
-            return;
+        if !self.round.iter().any(|e| e.size == size) {
+            self.probe_in_round(size, copies);
         }
+    }
+
+    fn begin(&mut self, sizes: Vec<u16>, copies: u8, required: u8) {
+        self.round.clear();
+        self.required = required;
+        for size in sizes {
+            self.probe_in_round(size, copies);
+        }
+    }
+
+    /// Adds `size` to the round and queues `copies` probes of it.
+    fn probe_in_round(&mut self, size: u16, copies: u8) {
         self.round.push(Entry {
             size,
             queued: copies,
@@ -509,24 +521,6 @@ impl Pmtud {
         });
         for _ in 0..copies {
             self.to_send.push_back(size);
-        }
-    }
-
-    fn begin(&mut self, sizes: Vec<u16>, copies: u8, required: u8) {
-        self.round.clear();
-        self.required = required;
-        for &size in &sizes {
-            self.round.push(Entry {
-                size,
-                queued: copies,
-                lost: 0,
-                counted: 0,
-                counted_sent: 0,
-                acked: false,
-            });
-            for _ in 0..copies {
-                self.to_send.push_back(size);
-            }
         }
     }
 

@@ -189,7 +189,8 @@ impl Device {
         None
     }
 
-    /// Seals the control plaintext `plain` for `id`, unpadded.
+    /// Seals the control plaintext `plain` for `id`, unpadded: a piece of
+    /// an inner packet, so it counts as data sent.
     pub(super) fn seal_plain(
         &mut self,
         id: PeerId,
@@ -197,19 +198,7 @@ impl Device {
         now: Instant,
         buf: &mut [u8],
     ) -> Option<Transmit> {
-        let peer = &mut self.peers[id.0 as usize];
-        let destination = peer.endpoint?;
-        let body = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain.len())?;
-        body.copy_from_slice(plain);
-        let n = peer
-            .sending_session(now)?
-            .seal(buf, plain.len(), plain.len())
-            .ok()?;
-        Self::on_data_sent(peer, now);
-        Some(Transmit {
-            destination,
-            len: n,
-        })
+        self.seal_control(id, plain, plain.len(), true, now, buf)
     }
 
     /// Seals an acknowledgement of `probe` for `id`.
@@ -221,18 +210,37 @@ impl Device {
         now: Instant,
         buf: &mut [u8],
     ) -> Option<Transmit> {
-        let mtu = self.mtu;
+        let mut ack = [0u8; PROBE_ACK_LEN];
+        ack[0] = CONTROL_PROBE_ACK;
+        ack[1..5].copy_from_slice(&probe.to_le_bytes());
+        ack[5..7].copy_from_slice(&len.to_le_bytes());
+        self.seal_control(id, &ack, self.mtu, false, now, buf)
+    }
+
+    /// Seals `plain` for `id` (padded up to `max_padded`) and runs the
+    /// timers of an authenticated send, or of a data send if `data`.
+    fn seal_control(
+        &mut self,
+        id: PeerId,
+        plain: &[u8],
+        max_padded: usize,
+        data: bool,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
         let peer = &mut self.peers[id.0 as usize];
         let destination = peer.endpoint?;
-        let body = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + PROBE_ACK_LEN)?;
-        body[0] = CONTROL_PROBE_ACK;
-        body[1..5].copy_from_slice(&probe.to_le_bytes());
-        body[5..7].copy_from_slice(&len.to_le_bytes());
+        let body = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain.len())?;
+        body.copy_from_slice(plain);
         let n = peer
             .sending_session(now)?
-            .seal(buf, PROBE_ACK_LEN, mtu)
+            .seal(buf, plain.len(), max_padded)
             .ok()?;
-        Self::on_authenticated_sent(peer, now);
+        if data {
+            Self::on_data_sent(peer, now);
+        } else {
+            Self::on_authenticated_sent(peer, now);
+        }
         Some(Transmit {
             destination,
             len: n,
