@@ -11,14 +11,7 @@ need_root
 ensure_tools ip:iproute2 ping:iputils-ping sysctl:procps
 command -v iperf3 >/dev/null 2>&1 || ensure_tools iperf3:iperf3 || echo "(no iperf3: falling back to nc)"
 
-# WEFT_BIN=PATH uses that binary instead of building one.
-if [[ -n ${WEFT_BIN:-} ]]; then
-    weft=$(realpath "$WEFT_BIN")
-else
-    say "building weft (release)"
-    cargo build --release -p weft-node
-    weft=$PWD/target/release/weft
-fi
+weft=$(weft_binary)
 
 say "making namespaces wdemo$$a and wdemo$$b, linked by a veth pair: 192.0.2.1 <-> 192.0.2.2"
 lab_pair "wdemo$$"

@@ -36,6 +36,18 @@ ensure_tools() {
     fi
 }
 
+# weft_binary: prints the path of the weft binary to use: $WEFT_BIN if set, else a release
+# build made now (from the repository root, which the callers cd to).
+weft_binary() {
+    if [[ -n ${WEFT_BIN:-} ]]; then
+        realpath "$WEFT_BIN"
+    else
+        say "building weft (release)" >&2
+        cargo build --release -p weft-node >&2 || return 1
+        echo "$PWD/target/release/weft"
+    fi
+}
+
 lab_cleanup() {
     local rc=$? pid ns
     for pid in "${LAB_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done

@@ -16,14 +16,7 @@ need_root
 ensure_tools ip:iproute2 ping:iputils-ping sysctl:procps iptables:iptables
 runs=${1:-5}
 
-# WEFT_BIN=PATH uses that binary instead of building one.
-if [[ -n ${WEFT_BIN:-} ]]; then
-    weft=$(realpath "$WEFT_BIN")
-else
-    say "building weft (release)"
-    cargo build --release -p weft-node
-    weft=$PWD/target/release/weft
-fi
+weft=$(weft_binary)
 
 lab_router "wpmtu$$" 1400
 lab_router_black_hole

@@ -12,14 +12,7 @@ need_root
 ensure_tools ip:iproute2 ping:iputils-ping sysctl:procps iperf3:iperf3
 seconds=${1:-10}
 
-# WEFT_BIN=PATH uses that binary instead of building one.
-if [[ -n ${WEFT_BIN:-} ]]; then
-    weft=$(realpath "$WEFT_BIN")
-else
-    say "building weft (release)"
-    cargo build --release -p weft-node
-    weft=$PWD/target/release/weft
-fi
+weft=$(weft_binary)
 
 lab_pair "wbench$$"
 lab_keys "$weft" a b
