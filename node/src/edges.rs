@@ -54,17 +54,14 @@ impl Edges {
     /// base MTU until discovery says more, and gives the device the local
     /// MTU toward each configured endpoint.
     pub async fn start(&mut self, device: &mut Device, now: Instant) {
-        let mtu = self.discovery.then_some(BASE_INNER_MTU);
         let peers: Vec<PeerId> = device.peer_ids().collect();
         for peer in peers {
-            self.set_routes(device, peer, mtu).await;
-            if let Some(endpoint) = device.peer_status(peer, now).and_then(|s| s.endpoint) {
-                Self::local_mtu(device, peer, endpoint, now);
-            }
+            self.peer_added(device, peer, now).await;
         }
     }
 
-    /// Routes a peer added while running, at the base MTU.
+    /// Routes a peer (at start, or added while running) at the base MTU,
+    /// and gives the device the local MTU toward its endpoint.
     pub async fn peer_added(&mut self, device: &mut Device, peer: PeerId, now: Instant) {
         let mtu = self.discovery.then_some(BASE_INNER_MTU);
         self.set_routes(device, peer, mtu).await;

@@ -31,8 +31,9 @@ use weft_protocol::Device;
 use weft_store::{MemberRecord, PathRecord, RevocationRecord};
 
 use super::node::peer_config;
-use super::{now_unix, Membership};
+use super::{now_unix, EndpointSource, Membership};
 use crate::control::{Control, ControlConfig, ControlEvent, ControlHandle, Gate, Verdict};
+use weft_protocol::membership::validator::MAX_ANNOUNCED_ENDPOINTS;
 
 /// Base interval of periodic announcements; each is jittered by up to 20%.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(60);
@@ -49,30 +50,14 @@ pub const MAX_REFLEXIVE: usize = 2;
 /// once, so the mesh follows a member that moved.
 pub const ADDRESS_CHECK_EVERY: Duration = Duration::from_secs(2);
 
-/// Where a member's announced endpoints come from.
-#[derive(Debug, Clone)]
-pub struct EndpointSource {
-    /// Configured addresses (`mesh.advertise`); empty: the host's own.
-    pub advertise: Vec<std::net::IpAddr>,
-    /// Prefixes never announced (the overlay itself).
-    pub exclude: Vec<ip_network::IpNetwork>,
-    /// The data-plane port.
-    pub port: u16,
-}
-
-impl EndpointSource {
-    /// The endpoints to announce now.
-    pub fn current(&self) -> Vec<SocketAddr> {
-        let ips = if self.advertise.is_empty() {
-            super::local_addresses(&self.exclude)
-        } else {
-            self.advertise.clone()
-        };
-        ips.into_iter()
-            .take(8)
-            .map(|ip| SocketAddr::new(ip, self.port))
-            .collect()
-    }
+/// The control-plane address of a member reached at `endpoint`: members
+/// listen for the control plane on `port`, the same number everywhere.
+pub fn control_address(endpoint: SocketAddr, port: u16) -> Option<Multiaddr> {
+    let ip = match endpoint.ip() {
+        std::net::IpAddr::V4(v4) => format!("/ip4/{v4}"),
+        std::net::IpAddr::V6(v6) => format!("/ip6/{v6}"),
+    };
+    format!("{ip}/udp/{port}/quic-v1").parse().ok()
 }
 
 /// The libp2p peer id of an identity key.
@@ -179,7 +164,7 @@ impl Gossip {
                 redial_at: None,
                 next_announce: Instant::now(),
                 next_check: Instant::now() + ADDRESS_CHECK_EVERY,
-                endpoints: source.current(),
+                endpoints: source.current(MAX_ANNOUNCED_ENDPOINTS),
                 reflexive: Vec::new(),
                 source,
                 rejected: Default::default(),
@@ -199,7 +184,7 @@ impl Gossip {
         let now = Instant::now();
         if now >= self.next_check {
             self.next_check = now + ADDRESS_CHECK_EVERY;
-            let current = self.source.current();
+            let current = self.source.current(MAX_ANNOUNCED_ENDPOINTS);
             if current != self.endpoints {
                 info!(endpoints = ?current, "local addresses changed; announcing");
                 self.endpoints = current;
@@ -233,19 +218,10 @@ impl Gossip {
         let Ok(paths) = m.store.paths().list_from(&me.0) else {
             return;
         };
-        let mut addresses = Vec::new();
-        for (_, path) in paths {
-            let ip = match path.endpoint.ip() {
-                std::net::IpAddr::V4(v4) => format!("/ip4/{v4}"),
-                std::net::IpAddr::V6(v6) => format!("/ip6/{v6}"),
-            };
-            let Ok(address) =
-                format!("{ip}/udp/{}/quic-v1", self.control_port).parse::<Multiaddr>()
-            else {
-                continue;
-            };
-            addresses.push(address);
-        }
+        let addresses: Vec<Multiaddr> = paths
+            .into_iter()
+            .filter_map(|(_, path)| control_address(path.endpoint, self.control_port))
+            .collect();
         let handle = self.handle.clone();
         tokio::spawn(async move {
             for peer in handle.connected_members().await.unwrap_or_default() {
@@ -279,7 +255,7 @@ impl Gossip {
                     .rev()
                     .chain(self.endpoints.iter())
                     .copied()
-                    .take(weft_protocol::membership::validator::MAX_ANNOUNCED_ENDPOINTS)
+                    .take(MAX_ANNOUNCED_ENDPOINTS)
                     .collect(),
             }),
         );
@@ -304,7 +280,10 @@ impl Gossip {
         let Some(status) = device.peer_status(peer, Instant::now()) else {
             return;
         };
-        let Some(to) = self.identity_of(m, &status.public_key) else {
+        let Some(to) = m
+            .member_with_noise_key(&status.public_key)
+            .map(|c| c.identity)
+        else {
             return;
         };
         let rtt_us = device
@@ -338,20 +317,6 @@ impl Gossip {
         if let Err(e) = self.handle.publish(record.to_bytes()).await {
             debug!(error = %e, "path observation not published");
         }
-    }
-
-    /// The identity of the member whose data-plane key is `key`.
-    fn identity_of(&self, m: &Membership, key: &weft_protocol::PublicKey) -> Option<IdentityKey> {
-        let now = now_unix();
-        m.store
-            .members()
-            .list()
-            .ok()?
-            .into_iter()
-            .filter_map(|(_, r)| SignedCertificate::from_bytes(&r.certificate).ok())
-            .filter_map(|c| c.verify(&m.info, now).ok())
-            .find(|c| c.noise_key == *key)
-            .map(|c| c.identity)
     }
 
     /// Passes on every stored revocation, so a member that was away when
@@ -510,15 +475,7 @@ impl Gossip {
                 // What another member confirmed toward `to` is where our own
                 // search toward it starts (confirmed again before use).
                 if p.to != m.identity.identity() {
-                    let key = m
-                        .store
-                        .members()
-                        .get(p.to.as_bytes())
-                        .ok()
-                        .flatten()
-                        .and_then(|r| SignedCertificate::from_bytes(&r.certificate).ok())
-                        .and_then(|c| c.verify(&m.info, now).ok())
-                        .map(|c| c.noise_key);
+                    let key = m.member_certificate(&p.to).map(|c| c.noise_key);
                     if let Some(peer) = key.and_then(|k| device.find_peer(&k)) {
                         device.set_pmtu_prior(peer, p.pmtu);
                     }
@@ -542,15 +499,7 @@ impl Gossip {
                         signed: postcard::to_stdvec(&r).unwrap_or_default(),
                     },
                 );
-                if let Some(cert) = m
-                    .store
-                    .members()
-                    .get(id.as_bytes())
-                    .ok()
-                    .flatten()
-                    .and_then(|rec| SignedCertificate::from_bytes(&rec.certificate).ok())
-                    .and_then(|c| c.verify(&m.info, now).ok())
-                {
+                if let Some(cert) = m.member_certificate(&id) {
                     if let Some(peer) = device.find_peer(&cert.noise_key) {
                         device.remove_peer(peer);
                     }

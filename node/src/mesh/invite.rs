@@ -7,7 +7,6 @@
 //! printed. With the daemon running the request goes through its admin
 //! socket (the daemon holds the store); otherwise the store is opened here.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use rand_core::OsRng;
 use weft_protocol::membership::InviteToken;
 use weft_store::InviteRecord;
 
-use super::{local_addresses, now_unix, Membership};
+use super::{now_unix, Membership};
 use crate::config::Config;
 
 /// Parses a lifetime like `24h`, `30m`, `7d` or `3600` (seconds).
@@ -42,24 +41,6 @@ pub fn parse_ttl(text: &str) -> anyhow::Result<u64> {
     }
 }
 
-/// The join endpoints to put in a token: advertised addresses if
-/// configured, else the host's own.
-pub fn join_endpoints(m: &Membership) -> Vec<SocketAddr> {
-    let ips = if m.config.advertise.is_empty() {
-        let overlay = [
-            ip_network::IpNetwork::V4(m.info.ipv4()),
-            ip_network::IpNetwork::V6(m.info.ipv6()),
-        ];
-        local_addresses(&overlay)
-    } else {
-        m.config.advertise.clone()
-    };
-    ips.into_iter()
-        .take(4)
-        .map(|ip| SocketAddr::new(ip, m.config.join_port))
-        .collect()
-}
-
 /// Issues a token: records the hash of its secret (flushed) and returns
 /// its text.
 pub fn issue(
@@ -76,7 +57,9 @@ pub fn issue(
             bail!("--name: {n:?} is not a valid member name (1-63 of a-z, 0-9 and '-')");
         }
     }
-    let endpoints = join_endpoints(m);
+    let endpoints = m
+        .endpoint_source(m.config.join_port)
+        .current(weft_protocol::membership::invite::MAX_INVITE_ENDPOINTS);
     if endpoints.is_empty() {
         bail!("this host has no address a new server could reach; set mesh.advertise");
     }

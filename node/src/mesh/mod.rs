@@ -200,6 +200,83 @@ impl Membership {
     }
 }
 
+impl Membership {
+    /// The certificate in `record`, if it still verifies for this network.
+    pub fn verified(
+        &self,
+        record: &weft_store::MemberRecord,
+    ) -> Option<weft_protocol::membership::Certificate> {
+        SignedCertificate::from_bytes(&record.certificate)
+            .ok()?
+            .verify(&self.info, now_unix())
+            .ok()
+    }
+
+    /// The stored certificate of member `id`, if it still verifies.
+    pub fn member_certificate(
+        &self,
+        id: &IdentityKey,
+    ) -> Option<weft_protocol::membership::Certificate> {
+        let record = self.store.members().get(id.as_bytes()).ok()??;
+        self.verified(&record)
+    }
+
+    /// The stored member whose data-plane key is `key`, if its certificate
+    /// still verifies.
+    pub fn member_with_noise_key(
+        &self,
+        key: &weft_protocol::PublicKey,
+    ) -> Option<weft_protocol::membership::Certificate> {
+        self.store
+            .members()
+            .list()
+            .ok()?
+            .iter()
+            .filter_map(|(_, record)| self.verified(record))
+            .find(|c| c.noise_key == *key)
+    }
+
+    /// This member's endpoints on `port`: `mesh.advertise` if set, else the
+    /// host's own addresses outside the overlay.
+    pub fn endpoint_source(&self, port: u16) -> EndpointSource {
+        EndpointSource {
+            advertise: self.config.advertise.clone(),
+            exclude: vec![
+                ip_network::IpNetwork::V4(self.info.ipv4()),
+                ip_network::IpNetwork::V6(self.info.ipv6()),
+            ],
+            port,
+        }
+    }
+}
+
+/// Where a member's endpoints come from: a fixed list, or the host's
+/// addresses (re-read on every call) and a port.
+#[derive(Debug, Clone)]
+pub struct EndpointSource {
+    /// Configured addresses (`mesh.advertise`); empty: the host's own.
+    pub advertise: Vec<IpAddr>,
+    /// Prefixes never used (the overlay itself).
+    pub exclude: Vec<ip_network::IpNetwork>,
+    /// The port.
+    pub port: u16,
+}
+
+impl EndpointSource {
+    /// At most `max` endpoints, now.
+    pub fn current(&self, max: usize) -> Vec<SocketAddr> {
+        let ips = if self.advertise.is_empty() {
+            local_addresses(&self.exclude)
+        } else {
+            self.advertise.clone()
+        };
+        ips.into_iter()
+            .take(max)
+            .map(|ip| SocketAddr::new(ip, self.port))
+            .collect()
+    }
+}
+
 /// Reads an Ed25519 key file (base64, mode 0600 required).
 pub fn read_identity(path: &Path, what: &str) -> anyhow::Result<IdentitySecret> {
     let bytes = keys::read_secret_bytes(path, what)?;

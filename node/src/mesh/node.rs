@@ -2,7 +2,7 @@
 //! socket. The daemon's main task owns the device; joins and admin requests
 //! are served in their own tasks and reach the main task as messages.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,13 +10,14 @@ use anyhow::anyhow;
 use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-use weft_protocol::membership::{Certificate, IdentityKey, Revocation, SignedCertificate};
+use weft_protocol::membership::validator::MAX_ANNOUNCED_ENDPOINTS;
+use weft_protocol::membership::{Certificate, IdentityKey, Revocation};
 use weft_protocol::{Device, PeerConfig, PeerId, StaticSecret};
 
 use super::admin::{self, Pending, Request, Response, SocketGuard};
-use super::gossip::{EndpointSource, Gossip};
+use super::gossip::{control_address, Gossip};
 use super::join::{self, Admitted};
-use super::{invite, local_addresses, now_unix, Membership, MeshConfig};
+use super::{invite, now_unix, Membership, MeshConfig};
 use crate::control::ControlEvent;
 
 /// A running member's mesh services.
@@ -79,7 +80,6 @@ impl MeshNode {
     ) -> anyhow::Result<(Self, MeshInbox)> {
         let membership = Arc::new(Membership::open(config)?);
         let me = membership.identity.identity();
-        let now = now_unix();
         let members = membership
             .store
             .members()
@@ -99,10 +99,7 @@ impl MeshNode {
             {
                 continue;
             }
-            let Some(cert) = SignedCertificate::from_bytes(&record.certificate)
-                .ok()
-                .and_then(|c| c.verify(&membership.info, now).ok())
-            else {
+            let Some(cert) = membership.verified(&record) else {
                 warn!(name = %record.name, "skipping a stored member whose certificate no longer verifies");
                 continue;
             };
@@ -113,41 +110,14 @@ impl MeshNode {
                 .ok()
                 .flatten()
                 .map(|p| p.endpoint);
-            if let Some(e) = endpoint {
-                // Members listen for the control plane on the same port
-                // number as for joins.
-                let ip = match e.ip() {
-                    IpAddr::V4(v4) => format!("/ip4/{v4}"),
-                    IpAddr::V6(v6) => format!("/ip6/{v6}"),
-                };
-                if let Ok(addr) = format!("{ip}/udp/{}/quic-v1", config.join_port).parse() {
-                    bootstrap.push(addr);
-                }
-            }
+            bootstrap.extend(endpoint.and_then(|e| control_address(e, config.join_port)));
             match device.add_peer(peer_config(&cert, endpoint), Instant::now()) {
                 Ok(_) => added += 1,
                 Err(e) => warn!(name = %cert.name, error = %e, "cannot add member"),
             }
         }
-        let overlay = [
-            IpNetwork::V4(membership.info.ipv4()),
-            IpNetwork::V6(membership.info.ipv6()),
-        ];
-        let ips: Vec<IpAddr> = if config.advertise.is_empty() {
-            local_addresses(&overlay)
-        } else {
-            config.advertise.clone()
-        };
-        let data_endpoints: Vec<SocketAddr> = ips
-            .into_iter()
-            .take(8)
-            .map(|ip| SocketAddr::new(ip, listen_port))
-            .collect();
-        let source = EndpointSource {
-            advertise: config.advertise.clone(),
-            exclude: overlay.to_vec(),
-            port: listen_port,
-        };
+        let source = membership.endpoint_source(listen_port);
+        let data_endpoints = source.current(MAX_ANNOUNCED_ENDPOINTS);
         let (gossip, control) = Gossip::start(&membership, config.join_port, source, bootstrap)?;
         let (admin_tx, admin) = mpsc::channel(8);
         let socket = admin::bind(&config.admin_socket, admin_tx)?;
