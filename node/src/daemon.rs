@@ -23,6 +23,7 @@ use tun_rs::{GROTable, VIRTIO_NET_HDR_LEN};
 use weft_protocol::wire::{TAG_LEN, TRANSPORT_HEADER_LEN};
 use weft_protocol::{
     Decapsulated, Device, DeviceConfig, Encapsulated, Event, PeerConfig, PeerId, PresharedKey,
+    StaticSecret,
 };
 
 use crate::config::Config;
@@ -62,8 +63,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     runtime.block_on(run_async(config))
 }
 
-fn build_device(config: &Config) -> anyhow::Result<Device> {
-    let secret = keys::read_private_key(&config.interface.private_key_file)?;
+fn build_device(config: &Config, secret: StaticSecret) -> anyhow::Result<Device> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
     let mut dc = DeviceConfig::new(secret);
@@ -101,13 +101,13 @@ fn build_device(config: &Config) -> anyhow::Result<Device> {
 async fn run_async(config: Config) -> anyhow::Result<()> {
     // Everything that can fail on bad input is checked before the
     // interface exists, so a failed start leaves nothing behind.
-    let mut device = build_device(&config)?;
+    let secret = keys::read_private_key(&config.interface.private_key_file)?;
+    let mut device = build_device(&config, secret.clone())?;
     let udp = UdpIo::bind(config.interface.listen_port)?;
     let (mut mesh, inbox) = match &config.mesh {
         Some(mc) => {
-            let noise = keys::read_private_key(&config.interface.private_key_file)?;
             let (node, inbox) =
-                MeshNode::start(mc, &mut device, noise, config.interface.listen_port).await?;
+                MeshNode::start(mc, &mut device, secret, config.interface.listen_port).await?;
             (Some(node), Some(inbox))
         }
         None => (None, None),

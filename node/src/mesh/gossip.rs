@@ -241,24 +241,18 @@ impl Gossip {
     /// Publishes this member's announcement now and schedules the next.
     pub async fn announce(&mut self, m: &Membership) {
         self.seq += 1;
-        let record = weft_protocol::membership::SignedRecord::sign(
-            &m.identity,
-            self.seq,
-            RecordBody::Announcement(weft_protocol::membership::Announcement {
-                certificate: m.certificate.clone(),
-                // Reflexive endpoints first: a member that has one is behind
-                // a NAT, and most members reach it from outside. Choosing
-                // among candidates by probing comes with NAT traversal.
-                endpoints: self
-                    .reflexive
-                    .iter()
-                    .rev()
-                    .chain(self.endpoints.iter())
-                    .copied()
-                    .take(MAX_ANNOUNCED_ENDPOINTS)
-                    .collect(),
-            }),
-        );
+        // Reflexive endpoints first: a member that has one is behind a NAT,
+        // and most members reach it from outside. Choosing among candidates
+        // by probing comes with NAT traversal.
+        let endpoints = self
+            .reflexive
+            .iter()
+            .rev()
+            .chain(self.endpoints.iter())
+            .copied()
+            .take(MAX_ANNOUNCED_ENDPOINTS)
+            .collect();
+        let record = m.announcement(self.seq, endpoints);
         if let Err(e) = self.handle.publish(record.to_bytes()).await {
             debug!(error = %e, "announcement not published (no member connected yet?)");
         }

@@ -39,16 +39,23 @@ pub struct MemberFiles<'a> {
     pub ipv4: Ipv4Addr,
 }
 
+/// Refuses a `dir` that exists with anything in it: weft never writes over
+/// another member's files.
+pub fn refuse_non_empty(dir: &Path) -> anyhow::Result<()> {
+    let non_empty = dir.exists()
+        && fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true);
+    if non_empty {
+        bail!("{} already exists and is not empty", dir.display());
+    }
+    Ok(())
+}
+
 /// Creates `dir` (mode 0700) from a temporary sibling renamed at the end by
 /// `finish`; refuses an existing non-empty `dir`.
 pub fn staging_dir(dir: &Path) -> anyhow::Result<PathBuf> {
-    if dir.exists()
-        && fs::read_dir(dir)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        bail!("{} already exists and is not empty", dir.display());
-    }
+    refuse_non_empty(dir)?;
     let parent = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -32,7 +32,8 @@ use weft_protocol::StaticSecret;
 use weft_store::{InviteError, MemberRecord, PathRecord, Store};
 
 use super::init::{
-    finish, staging_dir, write_member_files, MemberFiles, CERT_LIFETIME_SECS, CLOCK_SKEW_SECS,
+    finish, refuse_non_empty, staging_dir, write_member_files, MemberFiles, CERT_LIFETIME_SECS,
+    CLOCK_SKEW_SECS,
 };
 use super::{now_unix, Membership, NetworkWire};
 use crate::keys;
@@ -239,7 +240,7 @@ fn decide(
     let grant = JoinGrant {
         certificate: signed.to_bytes(),
         network: postcard::to_stdvec(&NetworkWire::from_info(&m.info)).unwrap_or_default(),
-        bootstrap: vec![m.announcement(endpoints.to_vec()).to_bytes()],
+        bootstrap: vec![m.announcement(now, endpoints.to_vec()).to_bytes()],
         control_addresses: Vec::new(),
         members,
     };
@@ -250,13 +251,8 @@ fn decide(
 pub fn run(token_text: &str, name: Option<String>, dir: &Path) -> anyhow::Result<()> {
     let now = now_unix();
     let token = InviteToken::parse(token_text, now).map_err(|e| anyhow!("invite token: {e}"))?;
-    if dir.exists()
-        && std::fs::read_dir(dir)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        bail!("{} already exists and is not empty", dir.display());
-    }
+    // Before the exchange, so an unusable directory does not spend the invite.
+    refuse_non_empty(dir)?;
     let noise = keys::generate()?;
     let identity = IdentitySecret::generate(&mut OsRng);
     let request = JoinRequest {

@@ -187,20 +187,19 @@ impl Membership {
         })
     }
 
-    /// A signed announcement of this member at `endpoints`.
-    pub fn announcement(&self, endpoints: Vec<SocketAddr>) -> SignedRecord {
+    /// A signed announcement of this member at `endpoints`, with sequence
+    /// number `seq`.
+    pub fn announcement(&self, seq: u64, endpoints: Vec<SocketAddr>) -> SignedRecord {
         SignedRecord::sign(
             &self.identity,
-            now_unix(),
+            seq,
             RecordBody::Announcement(Announcement {
                 certificate: self.certificate.clone(),
                 endpoints,
             }),
         )
     }
-}
 
-impl Membership {
     /// The certificate in `record`, if it still verifies for this network.
     pub fn verified(
         &self,
