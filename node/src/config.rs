@@ -31,6 +31,15 @@ struct RawConfig {
     #[serde(default)]
     peer: Vec<RawPeer>,
     mesh: Option<RawMesh>,
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    enabled: Option<bool>,
+    listen: Option<String>,
+    per_peer_labels: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +71,7 @@ struct RawInterface {
     mtu: Option<u16>,
     pmtu_discovery: Option<bool>,
     mss_clamp: Option<bool>,
+    admin_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +140,26 @@ pub struct Config {
     pub peers: Vec<Peer>,
     /// Membership of a mesh, if this node is a member.
     pub mesh: Option<crate::mesh::MeshConfig>,
+    /// The local admin socket `weft status` (and `invite`, `revoke`) use.
+    pub admin_socket: PathBuf,
+    /// The Prometheus endpoint.
+    pub metrics: Metrics,
+    /// No admin socket was configured: [`Config::load`] names it after the
+    /// file (`weft.toml` -> `weft.sock`, next to it).
+    admin_socket_is_default: bool,
+}
+
+/// Default address of the Prometheus endpoint.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9820";
+
+/// The `[metrics]` table.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Where `/metrics` is served; none when disabled.
+    pub listen: Option<SocketAddr>,
+    /// Whether per-peer series carry a `peer` label (off for very large
+    /// meshes: the series are then folded over all peers).
+    pub per_peer_labels: bool,
 }
 
 impl Config {
@@ -138,7 +168,18 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, base).with_context(|| format!("config {}", path.display()))
+        let mut config =
+            Self::parse(&text, base).with_context(|| format!("config {}", path.display()))?;
+        if config.admin_socket_is_default {
+            // Named after the config file, so nodes whose configs share a
+            // directory get sockets of their own.
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("weft");
+            config.admin_socket = base.join(format!("{stem}.sock"));
+            if let Some(m) = config.mesh.as_mut() {
+                m.admin_socket = config.admin_socket.clone();
+            }
+        }
+        Ok(config)
     }
 
     /// Parses `text`; relative paths are taken relative to `base`.
@@ -227,13 +268,42 @@ impl Config {
                 persistent_keepalive,
             });
         }
-        let mesh = raw.mesh.map(|m| parse_mesh(m, base)).transpose()?;
+        let mesh_socket = raw.mesh.as_ref().and_then(|m| m.admin_socket.clone());
+        let configured = i.admin_socket.or(mesh_socket);
+        let admin_socket_is_default = configured.is_none();
+        let admin_socket = base.join(configured.unwrap_or_else(|| PathBuf::from("weft.sock")));
+        let mut mesh = raw.mesh.map(|m| parse_mesh(m, base)).transpose()?;
+        if let Some(m) = mesh.as_mut() {
+            m.admin_socket = admin_socket.clone();
+        }
+        let metrics = parse_metrics(raw.metrics)?;
         Ok(Self {
             interface,
             peers,
             mesh,
+            admin_socket,
+            metrics,
+            admin_socket_is_default,
         })
     }
+}
+
+fn parse_metrics(raw: Option<RawMetrics>) -> anyhow::Result<Metrics> {
+    let raw = raw.unwrap_or(RawMetrics {
+        enabled: None,
+        listen: None,
+        per_peer_labels: None,
+    });
+    let listen = raw.listen.as_deref().unwrap_or(DEFAULT_METRICS_LISTEN);
+    let listen: SocketAddr = listen.parse().map_err(|_| {
+        anyhow!(
+            "metrics.listen: {listen:?} is not an IP address and port (e.g. \"127.0.0.1:9820\")"
+        )
+    })?;
+    Ok(Metrics {
+        listen: raw.enabled.unwrap_or(true).then_some(listen),
+        per_peer_labels: raw.per_peer_labels.unwrap_or(true),
+    })
 }
 
 fn parse_mesh(m: RawMesh, base: &Path) -> anyhow::Result<crate::mesh::MeshConfig> {

@@ -30,7 +30,10 @@ use crate::config::Config;
 use crate::edges::Edges;
 use crate::inner::{self, Fit, IcmpRateLimiter};
 use crate::keys;
+use crate::mesh::admin::{self, Request, Response};
 use crate::mesh::node::MeshNode;
+use crate::metrics;
+use crate::status::{NodeInfo, Snapshot};
 use crate::tun::{self, Tun};
 use crate::udp::UdpIo;
 
@@ -112,10 +115,20 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
-    let (mut admin_rx, mut admitted_rx, mut control_rx) = match inbox {
-        Some(i) => (Some(i.admin), Some(i.admitted), Some(i.control)),
-        None => (None, None, None),
+    let (mut admitted_rx, mut control_rx) = match inbox {
+        Some(i) => (Some(i.admitted), Some(i.control)),
+        None => (None, None),
     };
+    let (admin_tx, mut admin_rx) = tokio::sync::mpsc::channel(8);
+    let _admin = admin::bind(&config.admin_socket, admin_tx)?;
+    let (snapshot_tx, mut snapshot_rx) = tokio::sync::mpsc::channel(4);
+    let _metrics = match config.metrics.listen {
+        Some(listen) => {
+            Some(metrics::serve(listen, config.metrics.per_peer_labels, snapshot_tx).await?)
+        }
+        None => None,
+    };
+    let started = Instant::now();
     let tun = tun::create(&config.interface)?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -160,10 +173,21 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
                 path.pump_udp(&mut device, &tun, &udp).await;
             }
             _ = tokio::time::sleep_until(deadline) => {}
-            Some((request, reply)) = recv(admin_rx.as_mut()) => {
-                if let Some(m) = mesh.as_mut() {
-                    let _ = reply.send(m.handle_admin(request, &mut device).await);
-                }
+            Some((request, reply)) = admin_rx.recv() => {
+                let response = match (request, mesh.as_mut()) {
+                    (Request::Status, m) => Response::Status(Box::new(
+                        snapshot(&config, &device, m.as_deref(), &udp, started),
+                    )),
+                    (request, Some(m)) => m.handle_admin(request, &mut device).await,
+                    (_, None) => Response::Error(
+                        "this node is not a mesh member (its configuration has no [mesh] table)"
+                            .into(),
+                    ),
+                };
+                let _ = reply.send(response);
+            }
+            Some(reply) = snapshot_rx.recv() => {
+                let _ = reply.send(snapshot(&config, &device, mesh.as_ref(), &udp, started));
             }
             Some(admitted) = recv(admitted_rx.as_mut()) => {
                 if let Some(peer) = mesh.as_ref().and_then(|m| m.admit(admitted, &mut device)) {
@@ -187,6 +211,36 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     drop(tun);
     info!(name = %config.interface.name, "interface removed");
     Ok(())
+}
+
+/// What `weft status` and `/metrics` show, from the state this task owns.
+fn snapshot(
+    config: &Config,
+    device: &Device,
+    mesh: Option<&MeshNode>,
+    udp: &UdpIo,
+    started: Instant,
+) -> Snapshot {
+    let now = Instant::now();
+    let node = NodeInfo {
+        name: mesh.map_or_else(|| config.interface.name.clone(), |m| m.name().to_string()),
+        interface: config.interface.name.clone(),
+        public_key: keys::encode(device.public_key().as_bytes()),
+        listen_port: udp
+            .local_addr()
+            .map_or(config.interface.listen_port, |a| a.port()),
+        addresses: config
+            .interface
+            .address
+            .iter()
+            .map(|a| format!("{}/{}", a.addr, a.prefix))
+            .collect(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_secs: now.saturating_duration_since(started).as_secs(),
+    };
+    let mut s = Snapshot::collect(device, node, now);
+    s.mesh = mesh.map(MeshNode::stats);
+    s
 }
 
 /// Sleeps until `at`, or forever when there is none (no mesh).

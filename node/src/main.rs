@@ -10,7 +10,9 @@ mod edges;
 mod inner;
 mod keys;
 mod mesh;
+mod metrics;
 mod routes;
+mod status;
 mod tun;
 mod udp;
 
@@ -80,6 +82,19 @@ enum Command {
         #[arg(long, short, default_value = "/etc/weft/weft.toml")]
         config: PathBuf,
     },
+    /// Show this node and every peer: endpoint, path MTU, RTT, handshake,
+    /// traffic, keepalive, NAT.
+    Status {
+        /// The node's configuration file (names its admin socket).
+        #[arg(long, short, default_value = "/etc/weft/weft.toml")]
+        config: PathBuf,
+        /// Ask the daemon on this admin socket instead.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Join a network with an invite token.
     Join {
         /// The token `weft invite` printed.
@@ -136,6 +151,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => mesh::invite::run(&config, name, &expires),
         Command::Join { token, name, dir } => mesh::join::run(&token, name, &dir),
         Command::Revoke { name, config } => mesh::invite::run_revoke(&config, name),
+        Command::Status {
+            config,
+            socket,
+            json,
+        } => status::run(&config, socket.as_deref(), json),
         Command::Up { config } => {
             init_logging();
             let config = config::Config::load(&config)?;

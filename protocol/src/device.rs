@@ -235,6 +235,10 @@ pub struct PeerStatus {
     pub persistent_keepalive: Option<Duration>,
     /// Counters.
     pub stats: PeerStats,
+    /// When an authenticated packet last arrived from it.
+    pub last_received: Option<Instant>,
+    /// Removed from the mesh (revoked): kept only so ids stay stable.
+    pub removed: bool,
 }
 
 enum Outgoing {
@@ -377,6 +381,8 @@ impl Device {
             allowed_ips: p.allowed_ips.clone(),
             persistent_keepalive: p.persistent_keepalive,
             stats: p.stats,
+            last_received: p.last_received,
+            removed: p.removed,
         })
     }
 

@@ -85,6 +85,20 @@ pub enum JoinRefusal {
     NoAddress,
 }
 
+impl JoinRefusal {
+    /// A short snake_case name, for metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinRefusal::AlreadyUsed => "already_used",
+            JoinRefusal::Expired => "expired",
+            JoinRefusal::Unknown => "unknown",
+            JoinRefusal::WrongNetwork => "wrong_network",
+            JoinRefusal::BadName => "bad_name",
+            JoinRefusal::NoAddress => "no_address",
+        }
+    }
+}
+
 /// What the inviter answers.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum JoinResponse {

@@ -1,4 +1,4 @@
-//! The local admin socket: how `weft invite` (and later `weft status`) talk
+//! The local admin socket: how `weft status`, `weft invite` and `weft revoke` talk
 //! to a running daemon, which alone holds the store.
 //!
 //! A Unix stream socket at `mesh.admin_socket`, mode 0600, so only the user
@@ -21,7 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 /// Largest request or response accepted.
-const MAX_MESSAGE: usize = 64 * 1024;
+/// A status snapshot of a large mesh is the biggest answer.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 /// What a local client asks.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +39,8 @@ pub enum Request {
         /// The member's name.
         name: String,
     },
+    /// Everything `weft status` shows.
+    Status,
 }
 
 /// The daemon's answer.
@@ -49,6 +52,8 @@ pub enum Response {
     Done(String),
     /// The request failed; the message says why.
     Error(String),
+    /// The node's status.
+    Status(Box<crate::status::Snapshot>),
 }
 
 /// Why a call failed.

@@ -104,8 +104,24 @@ pub struct Gossip {
     /// Where this member's endpoints come from: a fixed list, or the
     /// host's addresses (re-read every few seconds) and this port.
     source: EndpointSource,
-    /// Rejections by reason, for logs now and metrics later.
+    /// Records rejected, by reason.
     pub rejected: std::collections::BTreeMap<&'static str, u64>,
+    /// Records published, by kind.
+    pub published: std::collections::BTreeMap<&'static str, u64>,
+    /// Records received, by kind (`invalid` when rejected before decoding).
+    pub received: std::collections::BTreeMap<&'static str, u64>,
+}
+
+/// A record kind's label in metrics.
+fn kind_label(kind: weft_protocol::membership::RecordKind) -> &'static str {
+    use weft_protocol::membership::RecordKind;
+    match kind {
+        RecordKind::Announcement => "announcement",
+        RecordKind::PathObservation => "observation",
+        RecordKind::Revocation => "revocation",
+        #[allow(unreachable_patterns)]
+        _ => "other",
+    }
 }
 
 impl std::fmt::Debug for Gossip {
@@ -168,6 +184,8 @@ impl Gossip {
                 reflexive: Vec::new(),
                 source,
                 rejected: Default::default(),
+                published: Default::default(),
+                received: Default::default(),
             },
             events,
         ))
@@ -253,7 +271,7 @@ impl Gossip {
             .take(MAX_ANNOUNCED_ENDPOINTS)
             .collect();
         let record = m.announcement(self.seq, endpoints);
-        if let Err(e) = self.handle.publish(record.to_bytes()).await {
+        if let Err(e) = self.publish(&record).await {
             debug!(error = %e, "announcement not published (no member connected yet?)");
         }
         let jitter =
@@ -308,7 +326,7 @@ impl Gossip {
                 own: true,
             },
         );
-        if let Err(e) = self.handle.publish(record.to_bytes()).await {
+        if let Err(e) = self.publish(&record).await {
             debug!(error = %e, "path observation not published");
         }
     }
@@ -326,14 +344,26 @@ impl Gossip {
                 continue;
             };
             self.seq += 1;
-            let bytes = weft_protocol::membership::SignedRecord::sign(
+            let record = weft_protocol::membership::SignedRecord::sign(
                 &m.identity,
                 self.seq,
                 RecordBody::Revocation(revocation),
-            )
-            .to_bytes();
-            let _ = self.handle.publish(bytes).await;
+            );
+            let _ = self.publish(&record).await;
         }
+    }
+
+    /// Publishes `record` to the mesh and counts it.
+    async fn publish(
+        &mut self,
+        record: &weft_protocol::membership::SignedRecord,
+    ) -> Result<(), crate::control::PublishError> {
+        self.handle.publish(record.to_bytes()).await?;
+        *self
+            .published
+            .entry(kind_label(record.body.kind()))
+            .or_default() += 1;
+        Ok(())
     }
 
     /// Publishes an authority-signed revocation and applies it here.
@@ -350,7 +380,7 @@ impl Gossip {
             RecordBody::Revocation(revocation.clone()),
         );
         self.apply(m, RecordBody::Revocation(revocation), device);
-        if let Err(e) = self.handle.publish(record.to_bytes()).await {
+        if let Err(e) = self.publish(&record).await {
             warn!(error = %e, "revocation not published; it is stored and will not be forgotten");
         }
     }
@@ -403,8 +433,15 @@ impl Gossip {
                 };
                 let verdict = self.validator.validate(&data, &m.info, &members, now);
                 let (verdict, added) = match verdict {
-                    Ok(record) => (Verdict::Accept, self.apply(m, record.body, device)),
+                    Ok(record) => {
+                        *self
+                            .received
+                            .entry(kind_label(record.body.kind()))
+                            .or_default() += 1;
+                        (Verdict::Accept, self.apply(m, record.body, device))
+                    }
                     Err(e) => {
+                        *self.received.entry("invalid").or_default() += 1;
                         *self.rejected.entry(e.as_str()).or_default() += 1;
                         debug!(reason = e.as_str(), "gossip record rejected");
                         let verdict = match e {
@@ -438,15 +475,18 @@ impl Gossip {
                 if cert.identity == m.identity.identity() {
                     return Vec::new();
                 }
-                let _ = m.store.members().put(
-                    cert.identity.as_bytes(),
-                    &MemberRecord {
-                        name: cert.name.clone(),
-                        certificate: a.certificate.to_bytes(),
-                        serial: cert.serial,
-                        expires_unix: cert.not_after,
-                        updated_unix: now,
-                    },
+                m.counters.store(
+                    "members",
+                    m.store.members().put(
+                        cert.identity.as_bytes(),
+                        &MemberRecord {
+                            name: cert.name.clone(),
+                            certificate: a.certificate.to_bytes(),
+                            serial: cert.serial,
+                            expires_unix: cert.not_after,
+                            updated_unix: now,
+                        },
+                    ),
                 );
                 self.learn_endpoint(m, &cert, a.endpoints.first().copied(), device)
             }
@@ -483,15 +523,18 @@ impl Gossip {
                 if let Ok(mut set) = self.revoked.write() {
                     set.insert(id.0);
                 }
-                let _ = m.store.revocations().revoke(
-                    id.as_bytes(),
-                    &RevocationRecord {
-                        serial: r.serial,
-                        revoked_unix: r.revoked_unix,
-                        // The authority-signed revocation itself, so it can
-                        // be passed on to members that were away.
-                        signed: postcard::to_stdvec(&r).unwrap_or_default(),
-                    },
+                m.counters.store(
+                    "revocations",
+                    m.store.revocations().revoke(
+                        id.as_bytes(),
+                        &RevocationRecord {
+                            serial: r.serial,
+                            revoked_unix: r.revoked_unix,
+                            // The authority-signed revocation itself, so it can
+                            // be passed on to members that were away.
+                            signed: postcard::to_stdvec(&r).unwrap_or_default(),
+                        },
+                    ),
                 );
                 if let Some(cert) = m.member_certificate(&id) {
                     if let Some(peer) = device.find_peer(&cert.noise_key) {

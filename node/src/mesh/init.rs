@@ -104,6 +104,7 @@ name = "weft0"
 private_key_file = "private.key"
 listen_port = {port}
 address = ["{ipv4}/{v4len}", "{ipv6}/{v6len}"]
+admin_socket = "weft.sock"
 
 [mesh]
 network = "{network}"
@@ -115,7 +116,10 @@ identity_key_file = "identity.key"
 {authority_line}certificate_file = "node.cert"
 state = "state"
 join_port = {join_port}
-admin_socket = "weft.sock"
+
+[metrics]
+listen = "127.0.0.1:9820"
+per_peer_labels = true
 "#,
         name = f.name,
         network_name = f.info.name(),

@@ -109,6 +109,7 @@ pub fn run(config_path: &Path, name: Option<String>, expires: &str) -> anyhow::R
         Ok(super::admin::Response::Done(text)) => {
             bail!("unexpected answer from the daemon: {text}")
         }
+        Ok(super::admin::Response::Status(_)) => bail!("unexpected answer from the daemon"),
         Err(super::admin::CallError::NotRunning) => {
             // No daemon: the store is ours to open.
             let m = Membership::open(mesh)?;
@@ -143,7 +144,9 @@ pub fn run_revoke(config_path: &Path, name: String) -> anyhow::Result<()> {
             Ok(())
         }
         Ok(super::admin::Response::Error(e)) => bail!("{e}"),
-        Ok(super::admin::Response::Token(_)) => bail!("unexpected answer from the daemon"),
+        Ok(super::admin::Response::Token(_) | super::admin::Response::Status(_)) => {
+            bail!("unexpected answer from the daemon")
+        }
         Err(super::admin::CallError::NotRunning) => {
             bail!("the weft daemon is not running: start it so the revocation reaches the mesh")
         }

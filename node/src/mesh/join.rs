@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,8 +116,12 @@ async fn serve(
     let first = read_frame(&mut stream).await?;
     let responder = JoinResponder::accept(noise, &first, &mut OsRng).map_err(|e| anyhow!("{e}"))?;
     let (response, cert) = match decide(m, &responder.request, endpoints) {
-        Ok((grant, cert)) => (JoinResponse::Accepted(grant), Some(cert)),
+        Ok((grant, cert)) => {
+            m.counters.invites_used.fetch_add(1, Ordering::Relaxed);
+            (JoinResponse::Accepted(grant), Some(cert))
+        }
         Err(refusal) => {
+            m.counters.refused(refusal.as_str());
             warn!(reason = %refusal, "join refused");
             (JoinResponse::Refused(refusal), None)
         }
@@ -206,15 +211,18 @@ fn decide(
         not_after: now + CERT_LIFETIME_SECS,
     };
     let signed = Authority::issue(&cert, authority);
-    let _ = m.store.members().put(
-        &req.identity,
-        &MemberRecord {
-            name,
-            certificate: signed.to_bytes(),
-            serial,
-            expires_unix: cert.not_after,
-            updated_unix: now,
-        },
+    m.counters.store(
+        "members",
+        m.store.members().put(
+            &req.identity,
+            &MemberRecord {
+                name,
+                certificate: signed.to_bytes(),
+                serial,
+                expires_unix: cert.not_after,
+                updated_unix: now,
+            },
+        ),
     );
     let me = m.identity.identity();
     let members = m

@@ -14,8 +14,11 @@ pub mod invite;
 pub mod join;
 pub mod node;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
@@ -137,6 +140,43 @@ pub struct Membership {
     pub store: Store,
     /// The mesh settings.
     pub config: MeshConfig,
+    /// Counters shared by the tasks that use the membership, for metrics.
+    pub counters: MeshCounters,
+}
+
+/// Invite and store counters, bumped by the join listener (its own task) and
+/// the main task alike.
+#[derive(Debug, Default)]
+pub struct MeshCounters {
+    /// Invite tokens issued by this node.
+    pub invites_issued: AtomicU64,
+    /// Invite tokens redeemed here.
+    pub invites_used: AtomicU64,
+    /// Joins refused, by reason.
+    pub invites_refused: Mutex<BTreeMap<&'static str, u64>>,
+    /// Store writes that failed.
+    pub store_write_errors: AtomicU64,
+}
+
+impl MeshCounters {
+    /// Counts a failed store write and passes the result on.
+    pub fn store<T, E: std::fmt::Display>(&self, what: &str, r: Result<T, E>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.store_write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(what, error = %e, "state store write failed");
+                None
+            }
+        }
+    }
+
+    /// Counts a refused join.
+    pub fn refused(&self, reason: &'static str) {
+        if let Ok(mut m) = self.invites_refused.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
 }
 
 impl std::fmt::Debug for Membership {
@@ -184,6 +224,7 @@ impl Membership {
             certificate,
             store,
             config: config.clone(),
+            counters: MeshCounters::default(),
         })
     }
 

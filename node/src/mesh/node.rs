@@ -1,8 +1,9 @@
-//! The running member: peers from the store, the join listener, the admin
-//! socket. The daemon's main task owns the device; joins and admin requests
+//! The running member: peers from the store, the join listener, gossip, and
+//! the mesh's admin requests. The daemon's main task owns the device; joins
 //! are served in their own tasks and reach the main task as messages.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,26 +15,24 @@ use weft_protocol::membership::validator::MAX_ANNOUNCED_ENDPOINTS;
 use weft_protocol::membership::{Certificate, IdentityKey, Revocation};
 use weft_protocol::{Device, PeerConfig, PeerId, StaticSecret};
 
-use super::admin::{self, Pending, Request, Response, SocketGuard};
+use super::admin::{Request, Response};
 use super::gossip::{control_address, Gossip};
 use super::join::{self, Admitted};
 use super::{invite, now_unix, Membership, MeshConfig};
 use crate::control::ControlEvent;
+use crate::status::MeshStats;
 
 /// A running member's mesh services.
 pub struct MeshNode {
     membership: Arc<Membership>,
     /// The gossip side.
     pub gossip: Gossip,
-    _socket: SocketGuard,
     _listener: tokio::task::JoinHandle<()>,
 }
 
 /// What the mesh services hand to the main task.
 #[derive(Debug)]
 pub struct MeshInbox {
-    /// Admin requests.
-    pub admin: mpsc::Receiver<Pending>,
     /// Members admitted by the join listener.
     pub admitted: mpsc::Receiver<Admitted>,
     /// Control-plane events.
@@ -71,7 +70,7 @@ pub(crate) fn peer_config(cert: &Certificate, endpoint: Option<SocketAddr>) -> P
 
 impl MeshNode {
     /// Opens the membership, adds every known member as a data-plane peer,
-    /// and starts the join listener and the admin socket.
+    /// and starts the join listener and the control plane.
     pub async fn start(
         config: &MeshConfig,
         device: &mut Device,
@@ -119,8 +118,6 @@ impl MeshNode {
         let source = membership.endpoint_source(listen_port);
         let data_endpoints = source.current(MAX_ANNOUNCED_ENDPOINTS);
         let (gossip, control) = Gossip::start(&membership, config.join_port, source, bootstrap)?;
-        let (admin_tx, admin) = mpsc::channel(8);
-        let socket = admin::bind(&config.admin_socket, admin_tx)?;
         let (admitted_tx, admitted) = mpsc::channel(16);
         let listener = join::listen(
             config.join_port,
@@ -141,14 +138,9 @@ impl MeshNode {
             Self {
                 membership,
                 gossip,
-                _socket: socket,
                 _listener: listener,
             },
-            MeshInbox {
-                admin,
-                admitted,
-                control,
-            },
+            MeshInbox { admitted, control },
         ))
     }
 
@@ -157,7 +149,13 @@ impl MeshNode {
         match request {
             Request::Invite { name, ttl_secs } => {
                 match invite::issue(&self.membership, name, ttl_secs, device.public_key()) {
-                    Ok(token) => Response::Token(token),
+                    Ok(token) => {
+                        self.membership
+                            .counters
+                            .invites_issued
+                            .fetch_add(1, Ordering::Relaxed);
+                        Response::Token(token)
+                    }
                     Err(e) => Response::Error(format!("{e:#}")),
                 }
             }
@@ -165,7 +163,49 @@ impl MeshNode {
                 Ok(text) => Response::Done(text),
                 Err(e) => Response::Error(format!("{e:#}")),
             },
+            // The daemon answers status itself.
+            Request::Status => Response::Error("not a mesh request".into()),
         }
+    }
+
+    /// Membership, gossip and store counters for status and metrics.
+    pub fn stats(&self) -> MeshStats {
+        let m = &self.membership;
+        let c = &m.counters;
+        let members = m
+            .store
+            .members()
+            .list()
+            .map(|l| {
+                l.iter()
+                    .filter(|(id, _)| !m.store.revocations().is_revoked(id).unwrap_or(false))
+                    .count()
+            })
+            .unwrap_or(0);
+        let pairs = |map: &std::collections::BTreeMap<&'static str, u64>| {
+            map.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+        };
+        MeshStats {
+            network: m.info.id().to_string(),
+            members: members as u64,
+            gossip_published: pairs(&self.gossip.published),
+            gossip_received: pairs(&self.gossip.received),
+            gossip_rejected: pairs(&self.gossip.rejected),
+            invites_issued: c.invites_issued.load(Ordering::Relaxed),
+            invites_used: c.invites_used.load(Ordering::Relaxed),
+            invites_refused: c
+                .invites_refused
+                .lock()
+                .map(|m| pairs(&m))
+                .unwrap_or_default(),
+            store_write_errors: c.store_write_errors.load(Ordering::Relaxed),
+            store_corrupt_records: m.store.corrupt_records(),
+        }
+    }
+
+    /// This member's name.
+    pub fn name(&self) -> &str {
+        &self.membership.config.name
     }
 
     async fn revoke(&mut self, name: &str, device: &mut Device) -> anyhow::Result<String> {
