@@ -90,9 +90,10 @@ ensure_user() {
     fi
 }
 
-# Sets `key = "value"` in the [mesh] table of the config file $1, adding the
-# key right after the table header when it is missing.
-set_mesh_key() {
+# Sets `key = "value"` in the config file $1 wherever the key is (admin_socket
+# sits in [interface] or, in older files, in [mesh]); a missing key is added
+# to the [mesh] table.
+set_key() {
     local file=$1 key=$2 value=$3
     if grep -q "^${key}[[:space:]]*=" "$file"; then
         sed -i "s|^${key}[[:space:]]*=.*|${key} = \"$value\"|" "$file"
@@ -130,10 +131,10 @@ adopt() {
             mv "$DESTDIR$CONF_DIR/$current" "$DESTDIR$STATE_DIR/state"
             say "moved the store $CONF_DIR/$current to $STATE_DIR/state"
         fi
-        set_mesh_key "$conf" state "$STATE_DIR/state"
+        set_key "$conf" state "$STATE_DIR/state"
         ;;
     esac
-    set_mesh_key "$conf" admin_socket "$RUNTIME_DIR/weft.sock"
+    set_key "$conf" admin_socket "$RUNTIME_DIR/weft.sock"
     chmod 0700 "$DESTDIR$CONF_DIR"
     give_to_service_user "$DESTDIR$CONF_DIR" "$DESTDIR$STATE_DIR"
     say "$CONF_DIR/weft.toml now uses state = \"$STATE_DIR/state\" and admin_socket = \"$RUNTIME_DIR/weft.sock\""
