@@ -1,10 +1,11 @@
 //! The deploy kit under `deploy/` checked with the tools operators run it with: promtool checks
 //! the scrape config, the alert rules and their unit tests; the Grafana dashboard is parsed and
 //! every metric it and the alerts name must be one of weft's exported metrics ([`METRICS`], the
-//! contract in the operator's guide); `install.sh` installs into a temp `DESTDIR` and adopts a
-//! directory `weft init` wrote; `systemd-analyze verify` reads the unit; and a node runs as
-//! an unprivileged user holding only CAP_NET_ADMIN, as the unit runs it. A test skips, saying
-//! why, only when the tool it drives is not installed.
+//! contract the operator's guide documents); `install.sh` installs into a temp `DESTDIR` and
+//! adopts a directory `weft init` wrote; `systemd-analyze verify` reads the unit; PyYAML reads
+//! the DaemonSet; the Dockerfile is held to what the guide says of it (no image can be built
+//! here); and a node runs as an unprivileged user holding only CAP_NET_ADMIN, as the unit runs
+//! it. A test skips, saying why, only when the tool it drives is not installed.
 
 use crate::harness::{
     overlay, ping, wait_reachable, weft_bin, Keypair, Lab, Node, NodeConfig, OneLink, PeerConfig,
@@ -491,6 +492,112 @@ fn systemd_analyze_verify_accepts_the_unit() {
         "StateDirectoryMode=0700",
     ] {
         assert!(unit.lines().any(|l| l == line), "the unit lacks {line}");
+    }
+}
+
+/// Checks the DaemonSet with PyYAML: what it must hold, as a Python program that exits 1 with
+/// the reason.
+const DAEMONSET_CHECK: &str = r#"
+import sys, yaml
+docs = list(yaml.safe_load_all(open(sys.argv[1])))
+ds = next(d for d in docs if d["kind"] == "DaemonSet")
+pod = ds["spec"]["template"]
+spec = pod["spec"]
+def fail(why):
+    print(why); sys.exit(1)
+if not spec.get("hostNetwork"): fail("not hostNetwork")
+ann = pod["metadata"]["annotations"]
+if ann.get("prometheus.io/scrape") != "true" or ann.get("prometheus.io/port") != "9820":
+    fail("scrape annotations: %r" % ann)
+main = next(c for c in spec["containers"] if c["name"] == "weft")
+caps = main["securityContext"]["capabilities"]
+if caps.get("add") != ["NET_ADMIN"] or caps.get("drop") != ["ALL"]: fail("capabilities: %r" % caps)
+if main["securityContext"].get("privileged"): fail("privileged")
+if main["args"][:1] != ["up"]: fail("args: %r" % main["args"])
+probe = main["livenessProbe"]["exec"]["command"]
+if probe[:2] != ["weft", "status"]: fail("liveness probe: %r" % probe)
+res = main["resources"]
+if not res.get("requests") or not res.get("limits"): fail("resources: %r" % res)
+mounts = {m["name"]: m["mountPath"] for m in main["volumeMounts"]}
+vols = {v["name"]: v for v in spec["volumes"]}
+if mounts.get("tun") != "/dev/net/tun" or vols["tun"]["hostPath"]["path"] != "/dev/net/tun":
+    fail("no /dev/net/tun")
+if "hostPath" not in vols[[n for n, p in mounts.items() if p == "/var/lib/weft"][0]]:
+    fail("state is not on a hostPath")
+if not any(v.get("secret") for v in vols.values()): fail("no Secret")
+if not any(e.get("configMapRef") for e in main.get("envFrom", [])): fail("no ConfigMap")
+config = main["args"][main["args"].index("--config") + 1]
+if config not in probe: fail("the probe asks another node than %s" % config)
+print("daemonset: %d documents, hostNetwork, NET_ADMIN only" % len(docs))
+"#;
+
+#[test]
+fn the_kubernetes_manifest_is_yaml_with_a_host_network_net_admin_only_daemonset() {
+    if !tool_present("python3", "Kubernetes manifest check") {
+        return;
+    }
+    let has_yaml = Command::new("python3")
+        .args(["-c", "import yaml"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_yaml {
+        println!(
+            "SKIPPED Kubernetes manifest check: PyYAML is not installed (Debian: python3-yaml)"
+        );
+        return;
+    }
+    let out = run_ok(
+        Command::new("python3")
+            .args(["-c", DAEMONSET_CHECK])
+            .arg(deploy("kubernetes/daemonset.yaml")),
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout).trim());
+}
+
+#[test]
+fn the_dockerfile_builds_in_two_stages_and_runs_weft_up_with_a_status_health_check() {
+    // No image can be built here (no registry); this holds the Dockerfile to what the guide
+    // says about it.
+    let text = read(&deploy("container/Dockerfile"));
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    let from: Vec<&&str> = lines.iter().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(from.len(), 2, "two stages: {from:?}");
+    assert!(
+        from[0].contains("rust:") && from[0].contains("bookworm AS build"),
+        "{from:?}"
+    );
+    assert_eq!(*from[1], "FROM debian:bookworm-slim");
+    assert!(text.contains("--no-install-recommends iproute2 ca-certificates"));
+    assert!(lines.contains(&r#"ENTRYPOINT ["weft"]"#));
+    assert!(lines.contains(&r#"CMD ["up", "--config", "/var/lib/weft/node/weft.toml"]"#));
+    assert!(lines.contains(&r#"VOLUME ["/var/lib/weft"]"#));
+    assert!(text.contains(r#"CMD ["weft", "status", "--config", "/var/lib/weft/node/weft.toml"]"#));
+    let expose = lines
+        .iter()
+        .find(|l| l.starts_with("EXPOSE "))
+        .expect("EXPOSE");
+    for port in ["51820/udp", "51821/udp", "51821/tcp", "9820/tcp"] {
+        assert!(
+            expose.split_whitespace().any(|p| p == port),
+            "{expose} lacks {port}"
+        );
+    }
+    // Files copied from the build context exist in it.
+    for l in &lines {
+        if let Some(rest) = l.strip_prefix("COPY ") {
+            if rest.starts_with("--from") || rest.starts_with(". ") {
+                continue;
+            }
+            let src = rest.split_whitespace().next().expect("COPY source");
+            assert!(
+                repo().join(src).exists(),
+                "COPY {src}: no such file in the checkout"
+            );
+        }
     }
 }
 
