@@ -117,6 +117,10 @@ adopt() {
     local current
     current=$(sed -n 's/^state[[:space:]]*=[[:space:]]*"\(.*\)"[[:space:]]*$/\1/p' "$conf")
     case "$current" in
+    "")
+        echo "install.sh: $conf has no state = \"...\" line in [mesh]; is it a file weft wrote?" >&2
+        exit 1
+        ;;
     "$STATE_DIR/state") say "store already in $STATE_DIR/state" ;;
     /*)
         echo "install.sh: $conf keeps its store at $current; move it to $STATE_DIR/state by hand, or leave it" >&2
