@@ -9,6 +9,7 @@
 mod harness;
 
 mod cli;
+mod deploy;
 mod hostile;
 mod mesh;
 mod nat;
