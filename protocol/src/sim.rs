@@ -405,6 +405,11 @@ impl Sim {
         &self.nodes[i]
     }
 
+    /// Node `i`, to configure its device between steps.
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        &mut self.nodes[i]
+    }
+
     pub fn now(&self) -> Instant {
         self.now
     }
