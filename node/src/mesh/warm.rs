@@ -1,0 +1,136 @@
+//! Warm start: what this member stored about its paths to other members
+//! (endpoint, confirmed path MTU, RTT, NAT seen) is where its edges start
+//! after a restart, and a clean shutdown stores the paths as they are then.
+//!
+//! Only this node's own paths (`from` = this node) are loaded. Paths older
+//! than [`MAX_PATH_AGE`] are deleted rather than used. A stored path is a
+//! hint, never trusted as such: the device confirms a stored path MTU with a
+//! probe before it carries full-size packets, and the handshake proves the
+//! endpoint. Path writes are best-effort (a path lost in a crash is measured
+//! again); [`save`] flushes the store, so a clean shutdown loses nothing.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info};
+use weft_protocol::{Device, PathHint, PeerId};
+use weft_store::{Identity, PathRecord};
+
+use super::{now_unix, Membership};
+
+/// Paths measured longer ago than this are deleted at start. A week covers
+/// a node that was off over a weekend or a holiday; beyond that, the
+/// network between two hosts (addresses, NAT mappings, tunnels on the way)
+/// has often changed, and a stale size costs a failed probe and a search,
+/// while a search from nothing costs less than a second.
+pub const MAX_PATH_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Deletes stale paths, then returns this node's own remaining paths by
+/// destination identity.
+pub fn load(m: &Membership) -> HashMap<Identity, PathRecord> {
+    let paths = m.store.paths();
+    let cutoff = now_unix().saturating_sub(MAX_PATH_AGE.as_secs());
+    match paths.expire(cutoff) {
+        Ok(0) => {}
+        Ok(n) => info!(
+            removed = n,
+            max_age_days = MAX_PATH_AGE.as_secs() / 86_400,
+            "stale paths deleted"
+        ),
+        Err(e) => debug!(error = %e, "stale paths not expired"),
+    }
+    let me = m.identity.identity();
+    match paths.list_from(&me.0) {
+        // Records written while the clock stood further back could have
+        // outlived the expiry: skip them too.
+        Ok(list) => list
+            .into_iter()
+            .filter(|(_, p)| p.measured_unix >= cutoff)
+            .collect(),
+        Err(e) => {
+            debug!(error = %e, "stored paths not read");
+            HashMap::new()
+        }
+    }
+}
+
+/// Gives the device what was stored about the path to `peer` (its endpoint
+/// was given when the peer was added): the path MTU, to be confirmed by
+/// one probe, and the RTT.
+pub fn hint(device: &mut Device, peer: PeerId, name: &str, path: Option<&PathRecord>) {
+    let Some(path) = path else {
+        return;
+    };
+    let pmtu = (path.pmtu != 0).then_some(path.pmtu);
+    let rtt = (path.rtt_us != 0).then(|| Duration::from_micros(u64::from(path.rtt_us)));
+    device.set_path_hint(
+        peer,
+        PathHint {
+            endpoint: Some(path.endpoint),
+            pmtu,
+            rtt,
+            confirmed_by_self: path.own,
+        },
+    );
+    let age = now_unix().saturating_sub(path.measured_unix);
+    info!(
+        peer = %name,
+        endpoint = %path.endpoint,
+        pmtu = ?pmtu,
+        rtt_us = path.rtt_us,
+        nat = path.nat.as_deref().unwrap_or("unknown"),
+        own = path.own,
+        age = %format_args!("{age}s"),
+        "warm start"
+    );
+}
+
+/// Stores the path to every member whose path MTU is confirmed now (its
+/// endpoint, size and RTT), then flushes the store. Called on a clean
+/// shutdown, so the next start resumes from the latest measurement.
+pub fn save(m: &Membership, device: &Device) {
+    let me = m.identity.identity();
+    let now = Instant::now();
+    let mut saved = 0;
+    for peer in device.peer_ids() {
+        let Some((pmtu, true)) = device.path_mtu(peer) else {
+            continue;
+        };
+        let Some(status) = device.peer_status(peer, now) else {
+            continue;
+        };
+        let (Some(endpoint), Some(cert)) =
+            (status.endpoint, m.member_with_noise_key(&status.public_key))
+        else {
+            continue;
+        };
+        let previous = m.store.paths().get(&me.0, &cert.identity.0).ok().flatten();
+        let record = PathRecord {
+            endpoint,
+            pmtu,
+            rtt_us: rtt_us(device, peer),
+            nat: previous.and_then(|p| p.nat),
+            measured_unix: now_unix(),
+            own: true,
+        };
+        if m.store
+            .paths()
+            .put(&me.0, &cert.identity.0, &record)
+            .is_ok()
+        {
+            saved += 1;
+        }
+    }
+    match m.store.flush() {
+        Ok(()) => info!(paths = saved, "store flushed"),
+        Err(e) => debug!(error = %e, "store not flushed"),
+    }
+}
+
+/// The RTT discovery measured toward `peer`, in microseconds (0: none).
+pub fn rtt_us(device: &Device, peer: PeerId) -> u32 {
+    device
+        .path_rtt(peer)
+        .map(|r| u32::try_from(r.as_micros()).unwrap_or(u32::MAX))
+        .unwrap_or(0)
+}
