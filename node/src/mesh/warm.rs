@@ -76,7 +76,7 @@ pub fn hint(device: &mut Device, peer: PeerId, name: &str, path: Option<&PathRec
     info!(
         peer = %name,
         endpoint = %path.endpoint,
-        pmtu = ?pmtu,
+        pmtu = path.pmtu,
         rtt_us = path.rtt_us,
         nat = path.nat.as_deref().unwrap_or("unknown"),
         own = path.own,
