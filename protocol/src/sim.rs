@@ -405,9 +405,13 @@ impl Sim {
         &self.nodes[i]
     }
 
-    /// Node `i`, to configure its device between steps.
-    pub fn node_mut(&mut self, i: usize) -> &mut Node {
-        &mut self.nodes[i]
+    /// Runs `f` on node `i`'s device now (a command from its owner), then
+    /// sends what it queued.
+    pub fn with_device<T>(&mut self, i: usize, f: impl FnOnce(&mut Device, Instant) -> T) -> T {
+        let now = self.now;
+        let out = f(&mut self.nodes[i].device, now);
+        self.drain(i);
+        out
     }
 
     pub fn now(&self) -> Instant {

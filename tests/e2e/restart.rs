@@ -347,8 +347,11 @@ fn an_inviter_killed_20_times_while_serving_joins_and_gossip_keeps_every_member_
     // writes paths.
     let _traffic = ping_in_background(&hosts.hosts[1], m0, 100_000);
 
+    // A clean stop first: it stores the confirmed path to m1 and flushes, so every run in
+    // the loop starts warm, contacts m1 at once and rewrites that path.
     let mut inviter = nodes.remove(0);
-    inviter.kill();
+    assert!(inviter.stop().success(), "m0 did not stop cleanly");
+    let log = inviter.log();
     let mut before = Durable::read(&state, &scratch);
     println!(
         "restart-crash: before the first kill {} members, {} allocations, {} invites",
@@ -357,9 +360,11 @@ fn an_inviter_killed_20_times_while_serving_joins_and_gossip_keeps_every_member_
         before.invites.len()
     );
     drop(inviter);
-    let (mut joins_tried, mut joined) = (0, Vec::new());
-    let mut delays = Vec::new();
+    // m1 joined before the loop: it must stay a member too.
+    let (mut joins_tried, mut joined) = (0, vec!["m1".to_owned()]);
+    let (mut delays, mut paths_written) = (Vec::new(), 0);
     for kill in 0..KILLS {
+        let offset = log.text().len();
         let node = Node::start_file(&lab, &hosts.hosts[0], "m0", &config0, v4(m0));
         // Every fourth run serves a join: the token is issued (and flushed) by the running
         // inviter, then redeemed while the kill timer runs.
@@ -369,7 +374,7 @@ fn an_inviter_killed_20_times_while_serving_joins_and_gossip_keeps_every_member_
             let token = invite(&hosts.hosts[0], &config0, &name, "1h");
             Joiner::start(&hosts.hosts[2], &lab, &token, &name)
         });
-        if kill == KILLS - 3 && joined.is_empty() {
+        if kill == KILLS - 3 && joined.len() == 1 {
             // So at least one join completes within the loop, whatever the seed.
             if let Some(j) = joiner.as_mut() {
                 j.succeeded(Duration::from_secs(20));
@@ -385,6 +390,13 @@ fn an_inviter_killed_20_times_while_serving_joins_and_gossip_keeps_every_member_
             "m0 exited on its own before the kill: {status}"
         );
         drop(node);
+        let run = log.text()[offset..].to_owned();
+        if run
+            .lines()
+            .any(|l| l.contains("path MTU changed") && field(l, "peer") == Some("m1"))
+        {
+            paths_written += 1;
+        }
         if let Some(mut j) = joiner.take() {
             if j.succeeded(Duration::from_secs(25)) {
                 joined.push(j.name.clone());
@@ -415,16 +427,20 @@ fn an_inviter_killed_20_times_while_serving_joins_and_gossip_keeps_every_member_
         before = after;
     }
     println!(
-        "restart-crash: {KILLS} kills after {delays:?} ms; {joins_tried} joins tried, {} \
-         completed ({joined:?}); the store then held {} members, {} allocations, {} invites \
-         ({} used)",
+        "restart-crash: {KILLS} kills after {delays:?} ms; {paths_written} runs confirmed and \
+         stored the path to m1 before their kill; {joins_tried} joins tried, {} completed \
+         ({joined:?}); the store then held {} members, {} allocations, {} invites ({} used)",
         joined.len(),
         before.members.len(),
         before.allocations.len(),
         before.invites.len(),
         before.used_invites()
     );
-    assert!(!joined.is_empty(), "no join completed during the kill loop");
+    assert!(joined.len() > 1, "no join completed during the kill loop");
+    assert!(
+        paths_written >= KILLS / 2,
+        "path data was written in only {paths_written} of {KILLS} runs"
+    );
     // The inviter still runs from its store and the mesh still works.
     let _m0 = Node::start_file(&lab, &hosts.hosts[0], "m0", &config0, v4(m0));
     wait_reachable(&hosts.hosts[1], m0, Duration::from_secs(20));

@@ -2,7 +2,8 @@
 //! (endpoint, confirmed path MTU, RTT, NAT seen) is where its edges start
 //! after a restart, and a clean shutdown stores the paths as they are then.
 //!
-//! Only this node's own paths (`from` = this node) are loaded. Paths older
+//! Only this node's own paths (`from` = this node) are loaded, and the
+//! members reached over them are contacted first, at once. Paths older
 //! than [`MAX_PATH_AGE`] are deleted rather than used. A stored path is a
 //! hint, never trusted as such: the device confirms a stored path MTU with a
 //! probe before it carries full-size packets, and the handshake proves the
@@ -56,7 +57,8 @@ pub fn load(m: &Membership) -> HashMap<Identity, PathRecord> {
 
 /// Gives the device what was stored about the path to `peer` (its endpoint
 /// was given when the peer was added): the path MTU, to be confirmed by
-/// one probe, and the RTT.
+/// one probe, and the RTT; and contacts the peer at once if this node
+/// measured the path (its endpoint was last known good).
 pub fn hint(device: &mut Device, peer: PeerId, name: &str, path: Option<&PathRecord>) {
     let Some(path) = path else {
         return;
@@ -72,6 +74,11 @@ pub fn hint(device: &mut Device, peer: PeerId, name: &str, path: Option<&PathRec
             confirmed_by_self: path.own,
         },
     );
+    if pmtu.is_some() {
+        // This node exchanged data over the path: contact the peer at once,
+        // so it drops its session with our previous run now.
+        device.connect(peer, Instant::now());
+    }
     let age = now_unix().saturating_sub(path.measured_unix);
     info!(
         peer = %name,

@@ -30,15 +30,17 @@ fn hinted_pair(seed: u64, mtu: usize, loss: f64, hint: Option<(u16, bool)>) -> (
     sim.connect(a, b);
     if let Some((pmtu, confirmed_by_self)) = hint {
         let (peer, endpoint) = (sim.peer(a, b), sim.node(b).addr);
-        sim.node_mut(a).device.set_path_hint(
-            peer,
-            PathHint {
-                endpoint: Some(endpoint),
-                pmtu: Some(pmtu),
-                rtt: Some(Duration::from_micros(300)),
-                confirmed_by_self,
-            },
-        );
+        sim.with_device(a, |d, _| {
+            d.set_path_hint(
+                peer,
+                PathHint {
+                    endpoint: Some(endpoint),
+                    pmtu: Some(pmtu),
+                    rtt: Some(Duration::from_micros(300)),
+                    confirmed_by_self,
+                },
+            )
+        });
     }
     sim.set_default_link(Link {
         mtu,
@@ -268,15 +270,17 @@ fn a_stored_pmtu_toward_another_endpoint_is_only_a_prior() {
         ..Link::latency(Duration::from_micros(150))
     });
     let peer = sim.peer(a, b);
-    sim.node_mut(a).device.set_path_hint(
-        peer,
-        PathHint {
-            endpoint: Some("192.0.2.99:51820".parse().unwrap()),
-            pmtu: Some(1400),
-            rtt: None,
-            confirmed_by_self: true,
-        },
-    );
+    sim.with_device(a, |d, _| {
+        d.set_path_hint(
+            peer,
+            PathHint {
+                endpoint: Some("192.0.2.99:51820".parse().unwrap()),
+                pmtu: Some(1400),
+                rtt: None,
+                confirmed_by_self: true,
+            },
+        )
+    });
     sim.send(a, b, 100);
     sim.run_for(ms(200));
     let (_, probes) = until_exact(&mut sim, a, b, 1400);
