@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 use weft_protocol::{Device, PathHint, PeerId};
-use weft_store::{Identity, PathRecord};
+use weft_store::{Identity, PathRecord, Store};
 
 use super::{now_unix, Membership};
 
@@ -29,8 +29,12 @@ pub const MAX_PATH_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Deletes stale paths, then returns this node's own remaining paths by
 /// destination identity.
 pub fn load(m: &Membership) -> HashMap<Identity, PathRecord> {
-    let paths = m.store.paths();
-    let cutoff = now_unix().saturating_sub(MAX_PATH_AGE.as_secs());
+    load_from(&m.store, &m.identity.identity().0, now_unix())
+}
+
+fn load_from(store: &Store, me: &Identity, now_unix: u64) -> HashMap<Identity, PathRecord> {
+    let paths = store.paths();
+    let cutoff = now_unix.saturating_sub(MAX_PATH_AGE.as_secs());
     match paths.expire(cutoff) {
         Ok(0) => {}
         Ok(n) => info!(
@@ -40,14 +44,8 @@ pub fn load(m: &Membership) -> HashMap<Identity, PathRecord> {
         ),
         Err(e) => debug!(error = %e, "stale paths not expired"),
     }
-    let me = m.identity.identity();
-    match paths.list_from(&me.0) {
-        // Records written while the clock stood further back could have
-        // outlived the expiry: skip them too.
-        Ok(list) => list
-            .into_iter()
-            .filter(|(_, p)| p.measured_unix >= cutoff)
-            .collect(),
+    match paths.list_from(me) {
+        Ok(list) => list.into_iter().collect(),
         Err(e) => {
             debug!(error = %e, "stored paths not read");
             HashMap::new()
@@ -140,4 +138,80 @@ pub fn rtt_us(device: &Device, peer: PeerId) -> u32 {
         .path_rtt(peer)
         .map(|r| u32::try_from(r.as_micros()).unwrap_or(u32::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh store in a directory of its own, removed when dropped.
+    struct TempStore {
+        store: Option<Store>,
+        dir: std::path::PathBuf,
+    }
+
+    impl TempStore {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("weft-warm-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let store = Store::open(&dir).expect("open a new store");
+            TempStore {
+                store: Some(store),
+                dir,
+            }
+        }
+
+        fn store(&self) -> &Store {
+            self.store.as_ref().expect("open until dropped")
+        }
+    }
+
+    impl Drop for TempStore {
+        fn drop(&mut self) {
+            drop(self.store.take());
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn path(pmtu: u16, measured_unix: u64) -> PathRecord {
+        PathRecord {
+            endpoint: "192.0.2.7:51820".parse().unwrap(),
+            pmtu,
+            rtt_us: 800,
+            nat: None,
+            measured_unix,
+            own: true,
+        }
+    }
+
+    #[test]
+    fn paths_older_than_the_maximum_age_are_deleted_and_not_loaded() {
+        let t = TempStore::new("expiry");
+        let paths = t.store().paths();
+        let week = MAX_PATH_AGE.as_secs();
+        paths
+            .put(&[1; 32], &[2; 32], &path(1400, NOW - week - 1))
+            .unwrap();
+        paths
+            .put(&[1; 32], &[3; 32], &path(1420, NOW - week + 60))
+            .unwrap();
+        let loaded = load_from(t.store(), &[1; 32], NOW);
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[&[3; 32]].pmtu, 1420);
+        assert_eq!(paths.get(&[1; 32], &[2; 32]).unwrap(), None, "not deleted");
+    }
+
+    #[test]
+    fn only_this_nodes_own_paths_are_loaded() {
+        let t = TempStore::new("own");
+        let paths = t.store().paths();
+        paths.put(&[1; 32], &[2; 32], &path(1400, NOW)).unwrap();
+        paths.put(&[2; 32], &[1; 32], &path(1300, NOW)).unwrap();
+        let loaded = load_from(t.store(), &[1; 32], NOW);
+        assert_eq!(loaded.keys().collect::<Vec<_>>(), [&[2; 32]]);
+        // Another node's path is kept for the gossip that reported it.
+        assert!(paths.get(&[2; 32], &[1; 32]).unwrap().is_some());
+    }
 }
