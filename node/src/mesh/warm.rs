@@ -90,17 +90,15 @@ pub fn hint(device: &mut Device, peer: PeerId, name: &str, path: Option<&PathRec
     );
 }
 
-/// Stores the path to every member whose path MTU is confirmed now (its
-/// endpoint, size and RTT), then flushes the store. Called on a clean
-/// shutdown, so the next start resumes from the latest measurement.
+/// Stores the path to every member as it is now, then flushes the store:
+/// its endpoint, and the confirmed path MTU and RTT where there is one (an
+/// earlier measurement of the same endpoint is kept otherwise). Called on a
+/// clean shutdown, so the next start resumes from the latest state.
 pub fn save(m: &Membership, device: &Device) {
     let me = m.identity.identity();
     let now = Instant::now();
     let mut saved = 0;
     for peer in device.peer_ids() {
-        let Some((pmtu, true)) = device.path_mtu(peer) else {
-            continue;
-        };
         let Some(status) = device.peer_status(peer, now) else {
             continue;
         };
@@ -110,13 +108,24 @@ pub fn save(m: &Membership, device: &Device) {
             continue;
         };
         let previous = m.store.paths().get(&me.0, &cert.identity.0).ok().flatten();
-        let record = PathRecord {
-            endpoint,
-            pmtu,
-            rtt_us: rtt_us(device, peer),
-            nat: previous.and_then(|p| p.nat),
-            measured_unix: now_unix(),
-            own: true,
+        let record = match device.path_mtu(peer) {
+            Some((pmtu, true)) => PathRecord {
+                endpoint,
+                pmtu,
+                rtt_us: rtt_us(device, peer),
+                nat: previous.and_then(|p| p.nat),
+                measured_unix: now_unix(),
+                own: true,
+            },
+            _ if previous.is_some_and(|p| p.endpoint == endpoint) => continue,
+            _ => PathRecord {
+                endpoint,
+                pmtu: 0,
+                rtt_us: 0,
+                nat: None,
+                measured_unix: now_unix(),
+                own: false,
+            },
         };
         if m.store
             .paths()
