@@ -316,6 +316,9 @@ impl Drop for Joiner {
 
 /// Kills of the inviter.
 const KILLS: usize = 20;
+/// How long before a kill a join is started: a join takes some tens of milliseconds here,
+/// so most end shortly before the kill, within the store's flush interval (500 ms).
+const JOIN_LEAD: Duration = Duration::from_millis(150);
 
 #[test]
 fn an_inviter_killed_20_times_while_serving_joins_and_gossip_keeps_every_member_allocation_and_used_invite(
@@ -366,9 +369,14 @@ fn an_inviter_killed_20_times_while_serving_joins_and_gossip_keeps_every_member_
     for kill in 0..KILLS {
         let offset = log.text().len();
         let node = Node::start_file(&lab, &hosts.hosts[0], "m0", &config0, v4(m0));
-        // Every fourth run serves a join: the token is issued (and flushed) by the running
-        // inviter, then redeemed while the kill timer runs.
+        let started = std::time::Instant::now();
+        let delay = Duration::from_millis(200 + rng.below(1800) as u64);
+        delays.push(delay.as_millis());
+        // Every fourth run serves a join, timed to end just before the kill, while the
+        // inviter's writes of the new member are fresh: the token is issued (and flushed) by
+        // the running inviter, then redeemed.
         let mut joiner = (kill % 4 == 1).then(|| {
+            std::thread::sleep(delay.saturating_sub(JOIN_LEAD));
             joins_tried += 1;
             let name = format!("j{kill}");
             let token = invite(&hosts.hosts[0], &config0, &name, "1h");
@@ -380,9 +388,7 @@ fn an_inviter_killed_20_times_while_serving_joins_and_gossip_keeps_every_member_
                 j.succeeded(Duration::from_secs(20));
             }
         }
-        let delay = Duration::from_millis(200 + rng.below(1800) as u64);
-        delays.push(delay.as_millis());
-        std::thread::sleep(delay);
+        std::thread::sleep(delay.saturating_sub(started.elapsed()));
         let mut node = node;
         let status = node.kill();
         assert!(
