@@ -208,6 +208,9 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(m) = &mesh {
+        m.shutdown(&device);
+    }
     drop(tun);
     info!(name = %config.interface.name, "interface removed");
     Ok(())

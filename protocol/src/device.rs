@@ -25,7 +25,7 @@ mod membership;
 pub(crate) mod path;
 
 pub use membership::GOSSIP_ENDPOINT_GRACE;
-pub use path::{overhead, BASE_INNER_MTU, FLOOR_V4, FLOOR_V6};
+pub use path::{overhead, PathHint, BASE_INNER_MTU, FLOOR_V4, FLOOR_V6};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

@@ -43,8 +43,8 @@ mod sim;
 pub mod fuzzing;
 
 pub use device::{
-    Decapsulated, Device, DeviceConfig, DeviceStats, Encapsulated, Event, PeerConfigError,
-    PeerStatus, Transmit,
+    Decapsulated, Device, DeviceConfig, DeviceStats, Encapsulated, Event, PathHint,
+    PeerConfigError, PeerStatus, Transmit,
 };
 pub use noise::{PresharedKey, PublicKey, StaticSecret};
 pub use peer::{PeerConfig, PeerId, PeerStats};

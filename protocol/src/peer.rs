@@ -109,6 +109,8 @@ pub(crate) struct Peer {
     pub removed: bool,
     /// A size to try first when discovery toward this peer starts.
     pub pmtu_prior: Option<u16>,
+    /// What this node stored about its path to the peer, for the first edge.
+    pub path_hint: Option<crate::device::PathHint>,
 }
 
 impl Peer {
@@ -142,6 +144,7 @@ impl Peer {
             last_received: None,
             removed: false,
             pmtu_prior: None,
+            path_hint: None,
         }
     }
 

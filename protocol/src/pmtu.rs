@@ -17,7 +17,11 @@
 //! the edge shows random loss, more copies are required, enough that random
 //! loss alone would give up a fitting size less than once in a thousand. An
 //! acknowledgement that arrives after its probe was declared lost still
-//! counts. After convergence, the confirmed size is re-validated every second
+//! counts. An edge can also *resume* at a size this node confirmed itself on
+//! an earlier run ([`Pmtud::resume`]): that size alone is probed (with the
+//! control), like a validation, and once acknowledged it is in use at once,
+//! with no search above it until the raise timer; if it is given up, a normal
+//! search runs below it. After convergence, the confirmed size is re-validated every second
 //! while the edge carries traffic (a black hole is detected within a few
 //! seconds), and a raise is attempted every [`RAISE_INTERVAL`]; an idle edge
 //! sends no probes at all.
@@ -171,6 +175,9 @@ pub struct Pmtud {
     silent_rounds: u32,
     /// A size believed to be the path MTU, tried first (then dropped).
     prior: Option<u16>,
+    /// A size this node confirmed itself earlier, checked alone first: in
+    /// use as soon as it is acknowledged (then dropped).
+    resume: Option<u16>,
     changed: bool,
     stats: PmtuStats,
 }
@@ -185,6 +192,36 @@ impl Pmtud {
         prior: Option<u16>,
         now: Instant,
     ) -> Self {
+        let mut s = Self::idle(limits, initial_rtt, prior);
+        s.start_search(now);
+        s
+    }
+
+    /// Starts discovery on an edge at `stored`, a size this node itself
+    /// confirmed toward the same endpoint on an earlier run: only that size
+    /// is probed (one copy, more only if it goes unanswered, with the floor
+    /// as control), and on its acknowledgement the edge is complete at that
+    /// size, with the next raise attempt [`RAISE_INTERVAL`] later. If it is
+    /// given up, a normal search runs below it. A stored size outside the
+    /// limits starts a normal search.
+    pub fn resume(
+        limits: PmtuLimits,
+        initial_rtt: Option<Duration>,
+        stored: u16,
+        now: Instant,
+    ) -> Self {
+        let mut s = Self::idle(limits, initial_rtt, None);
+        if (s.limits.floor..=s.limits.max).contains(&stored) {
+            s.resume = Some(stored);
+            s.start_resume(now);
+        } else {
+            s.start_search(now);
+        }
+        s
+    }
+
+    /// An edge with nothing sent yet.
+    fn idle(limits: PmtuLimits, initial_rtt: Option<Duration>, prior: Option<u16>) -> Self {
         let limits = PmtuLimits {
             floor: limits.floor.min(limits.max),
             base: limits.base.clamp(limits.floor.min(limits.max), limits.max),
@@ -194,7 +231,7 @@ impl Pmtud {
         if let Some(r) = initial_rtt {
             rtt.sample(r);
         }
-        let mut s = Self {
+        Self {
             limits,
             confirmed: None,
             upper: limits.max,
@@ -216,11 +253,10 @@ impl Pmtud {
             raises: 0,
             silent_rounds: 0,
             prior,
+            resume: None,
             changed: false,
             stats: PmtuStats::default(),
-        };
-        s.start_search(now);
-        s
+        }
     }
 
     /// The size in use: the one the last search settled on (the base until
@@ -325,6 +361,15 @@ impl Pmtud {
             // Used once the search settles, so routes and events change
             // once per search rather than once per acknowledgement.
             self.confirmed = Some(size);
+        }
+        if self.phase == Phase::Searching && self.resume == Some(size) {
+            // The size this edge used before passes again: use it now, and
+            // look above it only at the regular raise interval.
+            self.resume = None;
+            self.upper = size;
+            self.raises = self.raises.max(1);
+            self.complete(now);
+            return;
         }
         self.maybe_end_round(now);
     }
@@ -437,9 +482,26 @@ impl Pmtud {
     }
 
     fn start_search(&mut self, now: Instant) {
+        self.resume = None;
         self.phase = Phase::Searching;
         self.next = None;
         self.start_round(now);
+    }
+
+    /// Probes the stored size alone, as a validation does: one copy first,
+    /// escalating only if it is lost, with the floor as control.
+    fn start_resume(&mut self, now: Instant) {
+        let Some(p) = self.resume else {
+            self.start_search(now);
+            return;
+        };
+        self.phase = Phase::Searching;
+        self.next = None;
+        let required = self.copies();
+        self.begin(vec![p], 1, required);
+        if p > self.limits.floor {
+            self.add_control(1);
+        }
     }
 
     /// Probes sizes spread over `(confirmed, upper]` plus a control.
@@ -576,6 +638,9 @@ impl Pmtud {
             self.next = Some(now + backoff);
             return;
         }
+        // The stored size was given up while the path answers: it no longer
+        // passes, so a normal search runs below it.
+        self.resume = None;
         let confirmed = self.confirmed.unwrap_or(0);
         let mut black_hole = false;
         for e in &self.round {
@@ -639,6 +704,7 @@ impl Pmtud {
 
     fn scheduled(&mut self, now: Instant) {
         match self.phase {
+            Phase::Silent if self.resume.is_some() => self.start_resume(now),
             Phase::Silent => self.start_search(now),
             Phase::Searching => {}
             Phase::Complete => {

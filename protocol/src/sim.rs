@@ -405,6 +405,15 @@ impl Sim {
         &self.nodes[i]
     }
 
+    /// Runs `f` on node `i`'s device now (a command from its owner), then
+    /// sends what it queued.
+    pub fn with_device<T>(&mut self, i: usize, f: impl FnOnce(&mut Device, Instant) -> T) -> T {
+        let now = self.now;
+        let out = f(&mut self.nodes[i].device, now);
+        self.drain(i);
+        out
+    }
+
     pub fn now(&self) -> Instant {
         self.now
     }

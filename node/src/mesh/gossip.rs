@@ -298,10 +298,7 @@ impl Gossip {
         else {
             return;
         };
-        let rtt_us = device
-            .path_rtt(peer)
-            .map(|r| u32::try_from(r.as_micros()).unwrap_or(u32::MAX))
-            .unwrap_or(0);
+        let rtt_us = super::warm::rtt_us(device, peer);
         self.seq += 1;
         let record = weft_protocol::membership::SignedRecord::sign(
             &m.identity,
@@ -585,6 +582,12 @@ impl Gossip {
     }
 
     fn remember_endpoint(&self, m: &Membership, cert: &Certificate, endpoint: SocketAddr) {
+        let (me, to) = (m.identity.identity(), cert.identity);
+        let stored = m.store.paths().get(&me.0, &to.0).ok().flatten();
+        if stored.is_some_and(|p| p.endpoint == endpoint && p.pmtu != 0) {
+            // Our own measurement of that endpoint stays, for a warm start.
+            return;
+        }
         let _ = m.store.paths().put(
             m.identity.identity().as_bytes(),
             cert.identity.as_bytes(),

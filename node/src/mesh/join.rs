@@ -4,7 +4,7 @@
 //! from the token (TCP), and runs the exchange of `weft_protocol::join`: the
 //! inviter's key is pinned by the token, the secret proves the invite. The
 //! inviter redeems the invite in its store (once, flushed), allocates an
-//! address, signs a certificate and answers with it, the network's public
+//! address (flushed), signs a certificate, stores the member (flushed) and answers with it, the network's public
 //! data and its own signed announcement. The joiner checks all of it before
 //! writing a single file, and writes its directory under a temporary name
 //! renamed into place at the end, so a failed join leaves nothing behind.
@@ -224,6 +224,11 @@ fn decide(
             },
         ),
     );
+    // The joiner will hold this certificate: the record of it must survive
+    // a crash of ours, as the redeemed invite and the allocation do.
+    if let Err(e) = m.store.flush() {
+        warn!(error = %e, "admitted member not flushed to the store");
+    }
     let me = m.identity.identity();
     let members = m
         .store

@@ -18,7 +18,7 @@ use weft_protocol::{Device, PeerConfig, PeerId, StaticSecret};
 use super::admin::{Request, Response};
 use super::gossip::{control_address, Gossip};
 use super::join::{self, Admitted};
-use super::{invite, now_unix, Membership, MeshConfig};
+use super::{invite, now_unix, warm, Membership, MeshConfig};
 use crate::control::ControlEvent;
 use crate::status::MeshStats;
 
@@ -84,6 +84,7 @@ impl MeshNode {
             .members()
             .list()
             .map_err(|e| anyhow!("{e}"))?;
+        let paths = warm::load(&membership);
         let mut added = 0;
         let mut bootstrap = Vec::new();
         for (id, record) in members {
@@ -102,16 +103,13 @@ impl MeshNode {
                 warn!(name = %record.name, "skipping a stored member whose certificate no longer verifies");
                 continue;
             };
-            let endpoint = membership
-                .store
-                .paths()
-                .get(&me.0, &id)
-                .ok()
-                .flatten()
-                .map(|p| p.endpoint);
+            let endpoint = paths.get(&id).map(|p| p.endpoint);
             bootstrap.extend(endpoint.and_then(|e| control_address(e, config.join_port)));
             match device.add_peer(peer_config(&cert, endpoint), Instant::now()) {
-                Ok(_) => added += 1,
+                Ok(peer) => {
+                    warm::hint(device, peer, &cert.name, paths.get(&id));
+                    added += 1;
+                }
                 Err(e) => warn!(name = %cert.name, error = %e, "cannot add member"),
             }
         }
@@ -258,6 +256,11 @@ impl MeshNode {
         self.gossip
             .publish_observation(&self.membership, device, peer, endpoint, pmtu)
             .await;
+    }
+
+    /// Stores the current paths and flushes the store: a clean shutdown.
+    pub fn shutdown(&self, device: &Device) {
+        warm::save(&self.membership, device);
     }
 
     /// Adds a newly admitted member as a peer; returns its id for routes.

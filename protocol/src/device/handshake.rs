@@ -23,6 +23,21 @@ use crate::wire::{self, field, CookieReply, Initiation, Response, INITIATION_LEN
 use crate::DropReason;
 
 impl Device {
+    /// Contacts `id` now, without waiting for data to send: starts a
+    /// handshake if it has an endpoint and no usable session. A node that
+    /// restarted calls this for the peers it last reached, so they replace
+    /// their sessions with its old self at once rather than after their own
+    /// rekey timeout.
+    pub fn connect(&mut self, id: PeerId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(id.0 as usize) else {
+            return;
+        };
+        if peer.removed || peer.handshake.is_some() || peer.sending_session(now).is_some() {
+            return;
+        }
+        self.start_handshake(id, now, false);
+    }
+
     /// Sends an initiation to `id`, unless one went out less than
     /// REKEY_TIMEOUT ago (`retry` is the retransmission timer, which may).
     pub(super) fn start_handshake(&mut self, id: PeerId, now: Instant, retry: bool) {

@@ -13,10 +13,11 @@
 //! So probes are authenticated and encrypted like data, can't be forged or
 //! replayed, and the acknowledgement measures the forward path. An edge
 //! starts when a session is usable and the endpoint is known, and starts over
-//! when the endpoint changes.
+//! when the endpoint changes. The first edge toward a peer can start from a
+//! [`PathHint`], what the node stored about the path on an earlier run.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
@@ -43,6 +44,25 @@ pub const BASE_INNER_MTU: u16 = 1280;
 pub fn overhead(endpoint: SocketAddr) -> u16 {
     let ip = if endpoint.is_ipv4() { 20 } else { 40 };
     ip + 8 + TRANSPORT_OVERHEAD as u16
+}
+
+/// What is known about the path to a peer before its first edge starts,
+/// typically loaded from the node's store at start
+/// ([`Device::set_path_hint`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathHint {
+    /// The endpoint the path was measured to; the PMTU hint applies only
+    /// to an edge toward it (`None`: toward whatever endpoint it starts at).
+    pub endpoint: Option<SocketAddr>,
+    /// The outer path MTU found.
+    pub pmtu: Option<u16>,
+    /// The smoothed round-trip time measured.
+    pub rtt: Option<Duration>,
+    /// Whether this node confirmed `pmtu` itself (rather than a peer
+    /// reporting it). Such a size is probed alone and used as soon as one
+    /// probe of it is acknowledged ([`Pmtud::resume`]); any other is a
+    /// prior, checked exactly by a search.
+    pub confirmed_by_self: bool,
 }
 
 /// An edge: a peer at one endpoint, with its discovery.
@@ -88,11 +108,21 @@ impl Device {
             base: BASE_INNER_MTU + overhead(endpoint),
             max,
         };
-        debug!(peer = %peer.name, %endpoint, max, "starting path MTU discovery");
-        peer.edge = Some(Edge {
-            endpoint,
-            pmtud: Pmtud::new(limits, peer.handshake_rtt, peer.pmtu_prior.take(), now),
-        });
+        let hint = peer.path_hint.take();
+        // The handshake's round trip is fresh; a stored one is better than
+        // none (the responder of a handshake measures none).
+        let rtt = peer.handshake_rtt.or(hint.and_then(|h| h.rtt));
+        let hinted = hint
+            .filter(|h| h.endpoint.is_none_or(|e| e == endpoint))
+            .and_then(|h| Some((h.pmtu?, h.confirmed_by_self)));
+        let prior = peer.pmtu_prior.take();
+        debug!(peer = %peer.name, %endpoint, max, ?hinted, "starting path MTU discovery");
+        let pmtud = match hinted {
+            Some((stored, true)) => Pmtud::resume(limits, rtt, stored, now),
+            Some((reported, false)) => Pmtud::new(limits, rtt, prior.or(Some(reported)), now),
+            None => Pmtud::new(limits, rtt, prior, now),
+        };
+        peer.edge = Some(Edge { endpoint, pmtud });
         self.probing = true;
     }
 
@@ -337,6 +367,17 @@ impl Device {
         if let Some(peer) = self.peers.get_mut(id.0 as usize) {
             if peer.edge.is_none() {
                 peer.pmtu_prior = Some(pmtu);
+            }
+        }
+    }
+
+    /// What this node knows of its path to `id` from an earlier run: the
+    /// first edge toward it starts from this (see [`PathHint`]). Ignored
+    /// once an edge exists.
+    pub fn set_path_hint(&mut self, id: PeerId, hint: PathHint) {
+        if let Some(peer) = self.peers.get_mut(id.0 as usize) {
+            if peer.edge.is_none() {
+                peer.path_hint = Some(hint);
             }
         }
     }

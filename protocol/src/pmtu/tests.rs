@@ -264,3 +264,90 @@ fn a_wrong_prior_is_never_used_and_the_search_still_finds_the_mtu() {
             .unwrap_or_else(|| panic!("prior {prior}: stuck at {}", run.edge.current()));
     }
 }
+
+#[test]
+fn a_stored_size_is_in_use_after_one_probe_and_its_control() {
+    let mut run = Run::new(1400, 0.0, 14);
+    run.edge = Pmtud::resume(LIMITS, Some(run.path.rtt), 1400, run.now);
+    assert_eq!(run.edge.current(), LIMITS.base, "not used before its ack");
+    let t = run.time_to(1400, Duration::from_secs(1)).unwrap();
+    assert!(t <= Duration::from_millis(5), "took {t:?}");
+    assert!(run.edge.is_complete());
+    assert_eq!(run.edge.stats().probes_sent, 2, "{:?}", run.edge.stats());
+    assert_eq!(run.edge.stats().changes, 1);
+}
+
+#[test]
+fn a_stored_size_is_not_searched_above_until_the_raise_interval() {
+    let mut run = Run::new(1400, 0.0, 15);
+    run.edge = Pmtud::resume(LIMITS, Some(run.path.rtt), 1400, run.now);
+    run.time_to(1400, Duration::from_secs(1)).unwrap();
+    let start = run.now;
+    // Only validations (the size and the floor, once a second) until the
+    // raise is due.
+    run.run_for(RAISE_INTERVAL - Duration::from_millis(500));
+    let validations = (RAISE_INTERVAL.as_secs() - 1) * 2;
+    let sent = run.edge.stats().probes_sent - 2;
+    assert!(
+        sent <= validations,
+        "{sent} probes in {:?}",
+        run.now - start
+    );
+    assert_eq!(
+        run.edge.stats().probes_lost,
+        0,
+        "nothing above 1400 was sent"
+    );
+    // A path that grew is still found by the raise.
+    run.path.mtu = 1500;
+    run.time_to(1500, Duration::from_secs(2))
+        .expect("the raise finds the larger size");
+}
+
+#[test]
+fn a_stored_size_that_no_longer_passes_falls_back_to_a_search_below_it() {
+    let mut run = Run::new(1300, 0.0, 16);
+    run.edge = Pmtud::resume(LIMITS, Some(run.path.rtt), 1400, run.now);
+    run.time_to(1300, Duration::from_secs(1))
+        .unwrap_or_else(|| panic!("stuck at {}", run.edge.current()));
+    let s = run.edge.stats();
+    assert!(s.probes_lost >= u64::from(MIN_LOSSES), "{s:?}");
+    run.run_for(Duration::from_secs(1));
+    assert_eq!(run.edge.current(), 1300);
+}
+
+#[test]
+fn a_stored_size_survives_a_lost_first_probe() {
+    // Every probe of the stored size is lost once; the next copy passes.
+    let mut run = Run::new(1400, 0.0, 17);
+    run.edge = Pmtud::resume(LIMITS, Some(run.path.rtt), 1400, run.now);
+    let (_, size) = run.edge.poll_probe(run.now).unwrap();
+    assert_eq!(size, 1400, "the stored size goes first");
+    let t = run.time_to(1400, Duration::from_secs(1)).unwrap();
+    let s = run.edge.stats();
+    assert_eq!(s.probes_lost, 1, "{s:?}");
+    // The lost one, the control, then one escalation of a few copies at once.
+    assert!(s.probes_sent <= 2 + u64::from(MAX_COPIES), "{s:?}");
+    assert!(t < Duration::from_millis(100), "took {t:?}");
+}
+
+#[test]
+fn a_stored_size_is_retried_after_a_silent_round() {
+    let mut run = Run::new(1400, 1.0, 18);
+    run.edge = Pmtud::resume(LIMITS, Some(run.path.rtt), 1400, run.now);
+    run.run_for(Duration::from_secs(2));
+    assert_eq!(run.edge.confirmed(), None);
+    run.path.loss = 0.0;
+    let before = run.edge.stats().probes_sent;
+    run.time_to(1400, Duration::from_secs(5)).unwrap();
+    let after = run.edge.stats().probes_sent - before;
+    assert!(after <= 2, "{after} probes once the peer answered");
+}
+
+#[test]
+fn a_stored_size_above_the_local_mtu_starts_a_normal_search() {
+    let mut run = Run::new(1400, 0.0, 19);
+    run.edge = Pmtud::resume(LIMITS, Some(run.path.rtt), 9000, run.now);
+    run.time_to(1400, Duration::from_secs(1)).unwrap();
+    assert!(run.edge.stats().probes_sent > 8, "{:?}", run.edge.stats());
+}

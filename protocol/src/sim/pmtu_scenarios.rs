@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{Link, Sim};
-use crate::{Encapsulated, Event};
+use crate::{Encapsulated, Event, PathHint};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -18,21 +18,44 @@ fn secs(n: u64) -> Duration {
 /// Two nodes with discovery on, a link of `mtu` both ways (`loss` random
 /// loss each way, 0.3 ms latency), and a session set up.
 fn black_hole_pair(seed: u64, mtu: usize, loss: f64) -> (Sim, usize, usize) {
+    hinted_pair(seed, mtu, loss, None)
+}
+
+/// [`black_hole_pair`], with `hint` given to `a` about `b` before the
+/// handshake, as a node loads its stored paths at start.
+fn hinted_pair(seed: u64, mtu: usize, loss: f64, hint: Option<(u16, bool)>) -> (Sim, usize, usize) {
     let mut sim = Sim::new(seed);
     let a = sim.add_node_with(|c| c.pmtu_discovery = true);
     let b = sim.add_node_with(|c| c.pmtu_discovery = true);
     sim.connect(a, b);
+    if let Some((pmtu, confirmed_by_self)) = hint {
+        let (peer, endpoint) = (sim.peer(a, b), sim.node(b).addr);
+        sim.with_device(a, |d, _| {
+            d.set_path_hint(
+                peer,
+                PathHint {
+                    endpoint: Some(endpoint),
+                    pmtu: Some(pmtu),
+                    rtt: Some(Duration::from_micros(300)),
+                    confirmed_by_self,
+                },
+            )
+        });
+    }
     sim.set_default_link(Link {
         mtu,
         loss,
         ..Link::latency(Duration::from_micros(150))
     });
     // A small packet starts the handshake; retry it through loss.
-    for _ in 0..20 {
+    // Stops as soon as both have a session, so tests see what follows.
+    'attempts: for _ in 0..20 {
         sim.send(a, b, 100);
-        sim.run_for(ms(200));
-        if sim.status(a, b).has_session && sim.status(b, a).has_session {
-            break;
+        for _ in 0..200 {
+            sim.run_for(ms(1));
+            if sim.status(a, b).has_session && sim.status(b, a).has_session {
+                break 'attempts;
+            }
         }
     }
     (sim, a, b)
@@ -167,4 +190,100 @@ fn ipv6_packets_up_to_1280_bytes_cross_an_edge_below_the_ipv6_minimum_in_pieces(
     // IPv4 is left to IP fragmentation in the node.
     let out = sim.send(a, b, 1241);
     assert!(matches!(out, Encapsulated::TooBig { .. }), "{out:?}");
+}
+
+/// Runs until `a`'s edge toward `b` uses `mtu`, confirmed; returns the time
+/// from the end of the handshake and the probes `a` sent toward `b`.
+fn until_exact(sim: &mut Sim, a: usize, b: usize, mtu: u16) -> (Duration, u64) {
+    let start = sim.now();
+    while pmtu(sim, a, b) != Some((mtu, true)) {
+        assert!(sim.now() - start < secs(5), "still {:?}", pmtu(sim, a, b));
+        sim.run_for(ms(1));
+    }
+    let probes = sim
+        .node(a)
+        .device
+        .pmtu_stats(sim.peer(a, b))
+        .map_or(0, |s| s.probes_sent);
+    (sim.now() - start, probes)
+}
+
+#[test]
+fn stored_pmtu_is_used_after_one_probe_on_a_black_hole_path() {
+    let (mut sim, a, b) = hinted_pair(26, 1400, 0.0, Some((1400, true)));
+    let (t, probes) = until_exact(&mut sim, a, b, 1400);
+    // The stored size and the control: no search at all.
+    assert_eq!(probes, 2, "after {t:?}");
+    // A full-size inner packet passes at once.
+    let out = sim.send(a, b, 1340);
+    assert!(matches!(out, Encapsulated::Send { .. }), "{out:?}");
+    sim.run_for(ms(10));
+    assert!(
+        sim.delivered_seqs(a, b).len() >= 2,
+        "the full-size packet was lost"
+    );
+    // For comparison: a gossiped prior, and no prior.
+    let (mut gossiped, a2, b2) = hinted_pair(26, 1400, 0.0, Some((1400, false)));
+    let (tg, pg) = until_exact(&mut gossiped, a2, b2, 1400);
+    let (mut cold, a3, b3) = hinted_pair(26, 1400, 0.0, None);
+    let (tc, pc) = until_exact(&mut cold, a3, b3, 1400);
+    eprintln!("stored: {probes} probes, {t:?}; gossiped: {pg}, {tg:?}; none: {pc}, {tc:?}");
+    assert!(probes < pg && pg < pc, "{probes} / {pg} / {pc}");
+    // Nothing above it is tried before the raise interval.
+    let until = sim.now() + secs(10);
+    sim.stream(&[(a, b)], ms(10), until, 200);
+    let lost = sim
+        .node(a)
+        .device
+        .pmtu_stats(sim.peer(a, b))
+        .map_or(0, |s| s.probes_lost);
+    assert_eq!(lost, 0, "probes above the stored size were sent");
+    assert_eq!(pmtu(&sim, a, b), Some((1400, true)));
+}
+
+#[test]
+fn stored_pmtu_that_no_longer_passes_falls_back_to_a_search() {
+    let (mut sim, a, b) = hinted_pair(27, 1300, 0.0, Some((1400, true)));
+    assert_eq!(
+        pmtu(&sim, a, b).map(|p| p.0),
+        Some(crate::device::BASE_INNER_MTU + 60),
+        "the stored size is not used before a probe confirms it"
+    );
+    let (t, probes) = until_exact(&mut sim, a, b, 1300);
+    eprintln!("stale stored size: 1300 after {t:?}, {probes} probes");
+    assert!(probes > 2, "{probes} probes");
+    let out = sim.send(a, b, 1241);
+    assert!(
+        matches!(out, Encapsulated::TooBig { mtu: 1240, .. }),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_stored_pmtu_toward_another_endpoint_is_only_a_prior() {
+    let mut sim = Sim::new(28);
+    let a = sim.add_node_with(|c| c.pmtu_discovery = true);
+    let b = sim.add_node_with(|c| c.pmtu_discovery = true);
+    sim.connect(a, b);
+    sim.set_default_link(Link {
+        mtu: 1400,
+        ..Link::latency(Duration::from_micros(150))
+    });
+    let peer = sim.peer(a, b);
+    sim.with_device(a, |d, _| {
+        d.set_path_hint(
+            peer,
+            PathHint {
+                endpoint: Some("192.0.2.99:51820".parse().unwrap()),
+                pmtu: Some(1400),
+                rtt: None,
+                confirmed_by_self: true,
+            },
+        )
+    });
+    sim.send(a, b, 100);
+    sim.run_for(ms(200));
+    let (_, probes) = until_exact(&mut sim, a, b, 1400);
+    // Checked exactly (1400 and 1401, with escalation), not resumed.
+    assert!(probes > 2, "{probes} probes");
 }

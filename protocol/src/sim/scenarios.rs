@@ -780,3 +780,22 @@ fn five_nodes_in_a_lossy_full_mesh_all_reach_each_other() {
         );
     }
 }
+
+#[test]
+fn connect_completes_a_handshake_without_any_data_and_is_a_no_op_once_a_session_exists() {
+    let (mut sim, a, b) = pair(90, Link::latency(ms(5)));
+    let peer = sim.peer(a, b);
+    sim.with_device(a, |d, now| d.connect(peer, now));
+    sim.run_for(ms(20));
+    assert!(
+        sim.status(a, b).has_session && sim.status(b, a).has_session,
+        "{:?}",
+        sim.status(a, b)
+    );
+    let initiations = sim.node(a).sent_times(Kind::Initiation).len();
+    assert_eq!(initiations, 1);
+    sim.with_device(a, |d, now| d.connect(peer, now));
+    sim.run_for(ms(20));
+    assert_eq!(sim.node(a).sent_times(Kind::Initiation).len(), initiations);
+    assert!(sim.delivered_seqs(a, b).is_empty(), "no data was sent");
+}

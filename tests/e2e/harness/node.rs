@@ -287,6 +287,18 @@ impl<'a> Node<'a> {
             .unwrap_or_else(|| panic!("cannot tell how node {} exited", self.name))
     }
 
+    /// Kills the node with SIGKILL, as a crash would: no shutdown code runs. Returns how it
+    /// exited.
+    pub fn kill(&mut self) -> ExitStatus {
+        if let Some(status) = self.exited() {
+            return status;
+        }
+        let _ = self.child.kill();
+        let status = self.child.wait().expect("wait for a killed node");
+        self.status = Some(status);
+        status
+    }
+
     /// Runs from `Drop`, maybe while unwinding: no panics in here.
     fn terminate(&mut self) -> Option<ExitStatus> {
         if let Some(status) = self.exited() {
