@@ -20,12 +20,20 @@ declare -A tools=(
     [conntrack]=conntrack
     [modprobe]=kmod
     [sysctl]=procps
+    [prometheus]=prometheus
+    [promtool]=prometheus
+    [systemd-analyze]=systemd
+    [setpriv]=util-linux
+    [curl]=curl
 )
 missing=()
 for tool in "${!tools[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${tools[$tool]}")
 done
+# The deploy tests read the Kubernetes manifest with PyYAML.
+python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
 if ((${#missing[@]})); then
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     echo "tests/run.sh: installing ${missing[*]}"
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"

@@ -647,8 +647,19 @@ fn a_node_running_as_an_unprivileged_user_with_only_cap_net_admin_tunnels_and_st
 
     // Node a as the unit runs it: another user than root (nobody, 65534), CAP_NET_ADMIN as its
     // only capability (ambient, bounding set of one), no_new_privs. It owns its key file.
+    // Its admin socket lives in a directory it owns, as the unit's RuntimeDirectory gives it.
+    let run_dir = lab.dir().join("run-a");
+    std::fs::create_dir(&run_dir).expect("create run dir");
+    nix::unistd::chown(&run_dir, Some(nix::unistd::Uid::from_raw(65534)), None)
+        .expect("chown run dir to nobody");
     let config_file = lab.dir().join("a.toml");
-    std::fs::write(&config_file, config_a.to_toml()).expect("write config");
+    let toml = config_a.to_toml().replacen(
+        "[interface]\n",
+        &format!("[interface]\nadmin_socket = \"{}/weft.sock\"\n", run_dir.display()),
+        1,
+    );
+    assert!(toml.contains("admin_socket"), "no [interface] table in\n{toml}");
+    std::fs::write(&config_file, toml).expect("write config");
     nix::unistd::chown(
         &key_a.private_key_file,
         Some(nix::unistd::Uid::from_raw(65534)),
