@@ -109,6 +109,19 @@ pub(crate) struct Peer {
     pub removed: bool,
     /// A size to try first when discovery toward this peer starts.
     pub pmtu_prior: Option<u16>,
+    /// The member the caller named to relay through when no direct path
+    /// works ([`crate::Device::set_relay`]).
+    pub relay: Option<PeerId>,
+    /// The relay in use: while set, everything for this peer goes through
+    /// it; `endpoint` stays the direct endpoint, retried in the background.
+    pub via: Option<PeerId>,
+    /// When an authenticated packet last arrived from this peer directly.
+    pub last_direct: Option<Instant>,
+    /// Hole punching toward this peer while it is relayed.
+    pub punch: crate::device::relay::Punch,
+    /// Bytes this peer may still have relayed (token bucket) and when the
+    /// bucket was last filled.
+    pub relay_budget: Option<(Instant, u64)>,
 }
 
 impl Peer {
@@ -142,6 +155,11 @@ impl Peer {
             last_received: None,
             removed: false,
             pmtu_prior: None,
+            relay: None,
+            via: None,
+            last_direct: None,
+            punch: Default::default(),
+            relay_budget: None,
         }
     }
 
