@@ -44,7 +44,7 @@ pub mod fuzzing;
 
 pub use device::{
     Decapsulated, Device, DeviceConfig, DeviceStats, Encapsulated, Event, PeerConfigError,
-    PeerStatus, Transmit,
+    PeerPath, PeerStatus, RelayStats, Transmit,
 };
 pub use noise::{PresharedKey, PublicKey, StaticSecret};
 pub use peer::{PeerConfig, PeerId, PeerStats};

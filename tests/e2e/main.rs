@@ -13,6 +13,7 @@ mod hostile;
 mod mesh;
 mod nat;
 mod pmtu;
+mod relay;
 mod roaming;
 mod rogue;
 mod tunnel;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::harness::{ping, wait_reachable, weft_bin, Lab, Netns, Node, OneLink, RoutedHosts};
 
 /// Runs `weft ARGS…` in `ns`; returns (success, stdout, stderr).
-fn weft(ns: &Netns, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn weft(ns: &Netns, args: &[&str]) -> (bool, String, String) {
     let bin = weft_bin();
     let mut argv = vec![bin.as_str()];
     argv.extend_from_slice(args);
@@ -25,7 +25,7 @@ fn weft(ns: &Netns, args: &[&str]) -> (bool, String, String) {
 }
 
 /// The overlay addresses a config weft wrote gives its interface.
-fn addresses(config: &Path) -> (IpAddr, IpAddr) {
+pub(crate) fn addresses(config: &Path) -> (IpAddr, IpAddr) {
     let text = std::fs::read_to_string(config).expect("read config");
     let line = text
         .lines()
@@ -39,7 +39,7 @@ fn addresses(config: &Path) -> (IpAddr, IpAddr) {
     (addrs.next().unwrap(), addrs.next().unwrap())
 }
 
-fn v4(ip: IpAddr) -> std::net::Ipv4Addr {
+pub(crate) fn v4(ip: IpAddr) -> std::net::Ipv4Addr {
     match ip {
         IpAddr::V4(v) => v,
         IpAddr::V6(_) => panic!("not IPv4"),
@@ -68,7 +68,7 @@ fn first_member<'n>(lab: &Lab, net: &'n OneLink) -> (Node<'n>, PathBuf) {
     (Node::start_file(lab, &net.a, "a", &config, v4(a4)), config)
 }
 
-fn invite(ns: &Netns, config: &Path, name: &str, expires: &str) -> String {
+pub(crate) fn invite(ns: &Netns, config: &Path, name: &str, expires: &str) -> String {
     let (ok, token, err) = weft(
         ns,
         &[

@@ -13,6 +13,7 @@ pub mod init;
 pub mod invite;
 pub mod join;
 pub mod node;
+pub mod relay;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

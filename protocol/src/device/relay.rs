@@ -31,7 +31,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, trace};
+use tracing::{debug, trace};
 
 use super::{Decapsulated, Device, Event, Outgoing, Transmit};
 use crate::noise::PublicKey;
@@ -241,6 +241,20 @@ impl Device {
         self.own_candidates = candidates;
     }
 
+    /// Starts a handshake with `id` unless a session is usable or an
+    /// initiation went out within REKEY_TIMEOUT: for an endpoint learned
+    /// from others, so that two members behind NATs that learn each other's
+    /// reflexive endpoints both send at once and open their mappings.
+    pub fn connect(&mut self, id: PeerId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(id.0 as usize) else {
+            return;
+        };
+        if peer.removed || peer.sending_session(now).is_some() {
+            return;
+        }
+        self.start_handshake(id, now, false);
+    }
+
     /// The path traffic to `id` takes now.
     pub fn peer_path(&self, id: PeerId) -> Option<PeerPath> {
         let peer = self.peers.get(id.0 as usize)?;
@@ -264,7 +278,7 @@ impl Device {
         peer.via = Some(relay);
         peer.punch.next_offer = Some(now);
         peer.punch.backoff = Duration::ZERO;
-        info!(peer = %peer.name, relay = %relay_name,
+        debug!(peer = %peer.name, relay = %relay_name,
             "no direct answer: reaching the peer through a relay");
         self.events.push_back(Event::PathChanged {
             peer: id,
@@ -313,7 +327,7 @@ impl Device {
                     if punched {
                         self.stats.relay.punches_succeeded += 1;
                     }
-                    info!(peer = %peer.name, endpoint = %from, punched, "direct path established");
+                    debug!(peer = %peer.name, endpoint = %from, punched, "direct path established");
                     peer.punch = Punch::default();
                     self.events.push_back(Event::PathChanged {
                         peer: id,
@@ -334,7 +348,7 @@ impl Device {
                     peer.via = Some(relay);
                     peer.punch.next_offer = Some(now);
                     peer.punch.backoff = Duration::ZERO;
-                    info!(peer = %peer.name, relay = %relay_name, "peer reached through a relay");
+                    debug!(peer = %peer.name, relay = %relay_name, "peer reached through a relay");
                     self.events.push_back(Event::PathChanged {
                         peer: id,
                         via: Some(relay),
