@@ -241,10 +241,11 @@ impl Device {
         self.own_candidates = candidates;
     }
 
-    /// Starts a handshake with `id` unless a session is usable or an
-    /// initiation went out within REKEY_TIMEOUT: for an endpoint learned
-    /// from others, so that two members behind NATs that learn each other's
-    /// reflexive endpoints both send at once and open their mappings.
+    /// Sends an initiation to `id` now unless a session is usable: for an
+    /// endpoint just learned from others, so that two members behind NATs
+    /// that learn each other's reflexive endpoints both send at once and
+    /// open their mappings (an attempt toward an older endpoint does not
+    /// hold it back).
     pub fn connect(&mut self, id: PeerId, now: Instant) {
         let Some(peer) = self.peers.get_mut(id.0 as usize) else {
             return;
@@ -252,7 +253,7 @@ impl Device {
         if peer.removed || peer.sending_session(now).is_some() {
             return;
         }
-        self.start_handshake(id, now, false);
+        self.start_handshake(id, now, true);
     }
 
     /// The path traffic to `id` takes now.

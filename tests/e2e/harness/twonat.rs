@@ -9,7 +9,9 @@
 //!
 //! Each NAT masquerades what leaves its public side, plainly (ports kept where free: an
 //! endpoint-independent mapping) or with `--random-fully` (a new random port per destination).
-//! Either filters: a packet from outside passes only as the reply to a flow the inside opened.
+//! Either filters: a packet from outside passes only as the reply to a flow the inside opened;
+//! like a home router's firewall, each drops unsolicited UDP to itself on its public side, so
+//! such a packet leaves no connection-tracking entry that would claim the port.
 //! The inside hosts route only 203.0.113.0/24; nothing has a default route. Counting rules
 //! (iptables, each tagged with a comment) measure what crossed where.
 
@@ -93,6 +95,21 @@ impl TwoNat {
             }
             nat.exec(&rule);
             ensure_conntrack(nat);
+            nat.exec(&[
+                "iptables",
+                "-A",
+                "INPUT",
+                "-i",
+                "eth1",
+                "-p",
+                "udp",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "NEW",
+                "-j",
+                "DROP",
+            ]);
             // Datagrams from the other NAT that this one let in to its member: direct traffic.
             nat.exec(&[
                 "iptables",
