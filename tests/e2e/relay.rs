@@ -1,7 +1,8 @@
 //! Members behind NATs reach each other: directly when both NATs keep a mapping's port for
 //! every destination (simultaneous sends open both), and through a public member when one NAT
 //! picks a new port per destination, with the public member carrying every byte and the two
-//! members never exchanging a datagram directly. The mesh is built as an operator would: `weft
+//! members never exchanging a datagram directly; and when a direct path opens while they are
+//! relayed, the punches they keep sending find it and the traffic moves off the relay. The mesh is built as an operator would: `weft
 //! init` on the public member, `weft join` from behind the NATs to its public address.
 
 use std::net::IpAddr;
@@ -16,6 +17,8 @@ use crate::mesh::{addresses, invite, v4, weft};
 
 /// Bytes sent through the tunnel from A to C in each scenario.
 const TRANSFER: usize = 4 * MIB;
+/// Longer than a burst of punches (5 sends 150 ms apart) and its answer.
+const PUNCH_ROUND: Duration = Duration::from_millis(1500);
 
 /// The three running members and their overlay IPv4 addresses.
 struct Mesh<'n> {
@@ -189,5 +192,67 @@ fn behind_a_nat_that_randomizes_ports_traffic_flows_through_the_public_member() 
     assert!(
         m.nodes[1].log().text().contains("peer reached via relay"),
         "A never logged the relay"
+    );
+}
+
+#[test]
+fn relayed_members_punch_through_once_a_direct_path_opens_and_leave_the_relay() {
+    let lab = Lab::new("relay-punch");
+    let net = TwoNat::new(
+        &lab,
+        "",
+        Mapping::EndpointIndependent,
+        Mapping::EndpointIndependent,
+    );
+    net.block_direct(true);
+    let m = mesh(&lab, &net);
+    wait_reachable(&net.a, m.c4, Duration::from_secs(30));
+    assert!(
+        m.nodes[1].log().text().contains("peer reached via relay"),
+        "A reached C without the relay although no direct path exists"
+    );
+    assert_eq!(net.direct_in("c").0, 0);
+    // Let the first round of punches (at the switch to the relay) fail against the block and
+    // end, so what opens the path below is a retry.
+    let first_round = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        m.nodes[1]
+            .log()
+            .text()
+            .contains("punch candidates received")
+            .then_some(())
+    });
+    assert!(first_round.is_some(), "A never exchanged punch candidates");
+    std::thread::sleep(PUNCH_ROUND);
+    net.block_direct(false);
+    let opened = Instant::now();
+    // Offers are retried 5, 10, 20 s apart while relayed; the next round finds the path.
+    let punched = poll(Duration::from_secs(45), Duration::from_millis(200), || {
+        [&m.nodes[1], &m.nodes[2]]
+            .iter()
+            .any(|n| {
+                n.log()
+                    .field_values("direct path established", "punched")
+                    .iter()
+                    .any(|p| p == "true")
+            })
+            .then_some(())
+    });
+    assert!(
+        punched.is_some(),
+        "no punch opened the direct path within 45 s"
+    );
+    println!(
+        "relay-punch: direct path punched {:.1} s after it opened",
+        opened.elapsed().as_secs_f64()
+    );
+    let (_, direct, relayed) = a_reaches_c(&net, &m);
+    println!("relay-punch: then {direct} bytes went directly, R sent {relayed} bytes to NAT C");
+    assert!(
+        direct as usize >= TRANSFER,
+        "only {direct} bytes of a {TRANSFER}-byte transfer went directly"
+    );
+    assert!(
+        (relayed as usize) < TRANSFER / 20,
+        "R still carried {relayed} bytes"
     );
 }

@@ -172,6 +172,17 @@ impl TwoNat {
         }
     }
 
+    /// Makes the internet drop UDP between the two NATs either way (`on`), or carry it again:
+    /// no direct path, whatever the NATs do.
+    pub fn block_direct(&self, on: bool) {
+        let op = if on { "-I" } else { "-D" };
+        for (from, to) in [(Self::NAT_A, Self::NAT_C), (Self::NAT_C, Self::NAT_A)] {
+            self._inet.exec(&[
+                "iptables", op, "FORWARD", "-s", from, "-d", to, "-p", "udp", "-j", "DROP",
+            ]);
+        }
+    }
+
     /// Packets and bytes counted so far by the rule tagged `comment` in `ns`.
     pub fn counter(ns: &Netns, comment: &str) -> (u64, u64) {
         let out = ns.exec(&["iptables", "-L", "-v", "-x", "-n"]);
