@@ -302,6 +302,9 @@ pub struct Device {
     relay_bytes_per_second: u64,
     /// Our endpoints offered to relayed peers for hole punching.
     own_candidates: Vec<SocketAddr>,
+    /// Relay messages waiting for a session with the peer that carries
+    /// them (the relay, or the target of a delivery), and since when.
+    parked: VecDeque<(PeerId, Instant, Outgoing)>,
 }
 
 impl core::fmt::Debug for Device {
@@ -344,6 +347,7 @@ impl Device {
             reassembled: VecDeque::new(),
             relay_bytes_per_second: config.relay_bytes_per_second,
             own_candidates: Vec::new(),
+            parked: VecDeque::new(),
         }
     }
 
@@ -638,6 +642,7 @@ impl Device {
         if !peer.queue.is_empty() {
             self.flush.push_back(id);
         }
+        self.unpark(id, now);
     }
 
     /// Follows a peer to the source address of an authenticated packet
@@ -712,6 +717,10 @@ impl Device {
     /// The next datagram to send, written into `buf`.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         while let Some(out) = self.outgoing.pop_front() {
+            if let Some(carrier) = self.waits_for_session(&out, now) {
+                self.park(carrier, out, now);
+                continue;
+            }
             let (hop, bytes): (Hop, &[u8]) = match &out {
                 Outgoing::Initiation(h, b) => (*h, b),
                 Outgoing::Response(h, b) => (*h, b),

@@ -171,6 +171,14 @@ impl Peer {
         })
     }
 
+    /// Whether [`Peer::sending_session`] would give a session.
+    pub fn can_send(&self, now: Instant) -> bool {
+        self.current.as_ref().is_some_and(|s| {
+            now.saturating_duration_since(s.established) < REJECT_AFTER_TIME
+                && s.send_counter() < crate::replay::REJECT_AFTER_MESSAGES
+        })
+    }
+
     /// Whether sending on the current session should start a new handshake:
     /// we initiated it and it is past its age or message budget.
     pub fn wants_rekey_on_send(&self, now: Instant) -> bool {

@@ -220,6 +220,7 @@ impl Device {
         } else {
             self.flush.push_back(id);
         }
+        self.unpark(id, now);
         Ok(Decapsulated::Consumed)
     }
 

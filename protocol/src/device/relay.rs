@@ -73,6 +73,9 @@ pub const MAX_CANDIDATES: usize = 8;
 /// its burst allowance).
 pub const DEFAULT_RELAY_BYTES_PER_SECOND: u64 = 25_000_000;
 
+/// Relay messages kept while a session with their carrier is set up.
+const PARKED_MAX: usize = 32;
+
 /// Where a datagram came from or goes: straight over the socket, or inside
 /// a relay member's session on behalf of the peer with key `peer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -561,6 +564,52 @@ impl Device {
         }
         self.stats.relay.sent_via_relay += 1;
         Some(t)
+    }
+
+    /// The peer whose missing session holds `out` back: the relay of a
+    /// relayed handshake message, or the target of a delivery, when it is
+    /// reachable directly but has no session yet.
+    pub(super) fn waits_for_session(&self, out: &Outgoing, now: Instant) -> Option<PeerId> {
+        let carrier = match out {
+            Outgoing::Initiation(Hop::Relayed { relay, .. }, _)
+            | Outgoing::Response(Hop::Relayed { relay, .. }, _)
+            | Outgoing::CookieReply(Hop::Relayed { relay, .. }, _) => *relay,
+            Outgoing::Deliver(target, _) => *target,
+            _ => return None,
+        };
+        let p = &self.peers[carrier.0 as usize];
+        let waits = !p.removed && p.via.is_none() && p.endpoint.is_some() && !p.can_send(now);
+        waits.then_some(carrier)
+    }
+
+    /// Keeps `out` until a session with `carrier` is up, and starts one.
+    pub(super) fn park(&mut self, carrier: PeerId, out: Outgoing, now: Instant) {
+        if self.parked.len() == PARKED_MAX {
+            self.parked.pop_front();
+            self.stats.drops[DropReason::RelayUnavailable as usize] += 1;
+        }
+        self.parked.push_back((carrier, now, out));
+        self.start_handshake(carrier, now, false);
+    }
+
+    /// A session with `carrier` is up: what waited for it goes out, unless
+    /// it is older than a retransmission would be.
+    pub(super) fn unpark(&mut self, carrier: PeerId, now: Instant) {
+        let mut i = 0;
+        while i < self.parked.len() {
+            if self.parked[i].0 != carrier {
+                i += 1;
+                continue;
+            }
+            let Some((_, since, out)) = self.parked.remove(i) else {
+                break;
+            };
+            if now.saturating_duration_since(since) < crate::timers::REKEY_TIMEOUT {
+                self.outgoing.push_back(out);
+            } else {
+                self.stats.drops[DropReason::RelayUnavailable as usize] += 1;
+            }
+        }
     }
 
     /// Sends the handshake message `bytes` by `hop`.

@@ -487,3 +487,20 @@ fn a_truncated_or_oversized_offer_is_malformed_and_unusable_endpoints_are_skippe
     let unspecified = encode_offer(false, &["0.0.0.0:51820".parse().unwrap()]);
     assert_eq!(decode_offer(&unspecified), Some((false, vec![])));
 }
+
+#[test]
+fn a_relayed_handshake_waits_for_sessions_with_the_relay_instead_of_being_lost() {
+    let mut now = Instant::now();
+    // Nobody has a session yet: A must first set one up with R, and R with C.
+    let mut net = Net::new(now, |_, _| {});
+    net.blocked = vec![(A, C), (C, A)];
+    let (r_at_a, c_at_a) = (net.id(A, R), net.id(A, C));
+    net.devices[A].set_relay(c_at_a, Some(r_at_a), now);
+    net.send(A, C, 0, 100, now);
+    // The first retransmission goes through R and arrives in the same
+    // round, not one retransmission per missing session later.
+    let until = now + REKEY_TIMEOUT + Duration::from_millis(500);
+    net.advance(&mut now, until);
+    assert_eq!(net.delivered_to(C), vec![0]);
+    assert_eq!(net.path(A, C), PeerPath::Relayed { relay: r_at_a });
+}
