@@ -172,7 +172,7 @@ fn encode_offer(answer: bool, endpoints: &[SocketAddr]) -> Vec<u8> {
 
 /// Reads an offer or answer: whether it is an answer, and the endpoints
 /// worth sending to. `None` if it is malformed.
-fn decode_offer(plain: &[u8]) -> Option<(bool, Vec<SocketAddr>)> {
+pub(crate) fn decode_offer(plain: &[u8]) -> Option<(bool, Vec<SocketAddr>)> {
     let (&kind, rest) = plain.get(1..)?.split_first()?;
     let answer = match kind {
         0 => false,
@@ -490,8 +490,13 @@ impl Device {
             Some(_) => return Err(DropReason::RelayRefused),
             None => return Err(DropReason::UnknownPeer),
         }
-        self.stats.relay.received_via_relay += 1;
         let inner_start = start + RELAY_HEADER_LEN;
+        // A relay that passes on something that is not a message is the
+        // relay's fault, counted as such, not as a malformed datagram.
+        if Message::parse(&buf[inner_start..start + plain]).is_err() {
+            return Err(DropReason::MalformedInner);
+        }
+        self.stats.relay.received_via_relay += 1;
         let hop = Hop::Relayed { relay, peer: key };
         // The inner datagram is opened in place: its plaintext stays in
         // the caller's buffer, further in.
