@@ -237,6 +237,26 @@ impl Device {
         }
     }
 
+    /// A removed member relays for nobody: peers relayed through it go back
+    /// to their direct endpoint (and a relay the node names next).
+    pub(super) fn forget_relay(&mut self, relay: PeerId) {
+        self.parked.retain(|(carrier, _, _)| *carrier != relay);
+        for i in 0..self.peers.len() {
+            let peer = &mut self.peers[i];
+            if peer.relay == Some(relay) {
+                peer.relay = None;
+            }
+            if peer.via == Some(relay) {
+                peer.via = None;
+                self.events.push_back(Event::PathChanged {
+                    peer: PeerId(i as u32),
+                    via: None,
+                    punched: false,
+                });
+            }
+        }
+    }
+
     /// This node's candidate endpoints for hole punching (its reflexive
     /// endpoints first, then its local ones), sent to relayed peers.
     pub fn set_own_candidates(&mut self, mut candidates: Vec<SocketAddr>) {

@@ -504,3 +504,12 @@ fn a_relayed_handshake_waits_for_sessions_with_the_relay_instead_of_being_lost()
     assert_eq!(net.delivered_to(C), vec![0]);
     assert_eq!(net.path(A, C), PeerPath::Relayed { relay: r_at_a });
 }
+
+#[test]
+fn peers_relayed_through_a_removed_member_go_back_to_their_direct_endpoint() {
+    let mut now = Instant::now();
+    let mut net = relayed(&mut now);
+    let r_at_a = net.id(A, R);
+    net.devices[A].remove_peer(r_at_a);
+    assert_eq!(net.path(A, C), PeerPath::Direct(Some(addr(C))));
+}
