@@ -215,7 +215,8 @@ impl Device {
     /// direct path works (`None`: never relay toward `id`). A peer already
     /// relayed moves to the new relay, or back to direct.
     pub fn set_relay(&mut self, id: PeerId, relay: Option<PeerId>, now: Instant) {
-        if relay == Some(id) || relay.is_some_and(|r| self.peers.get(r.0 as usize).is_none()) {
+        let unusable = |r: PeerId| self.peers.get(r.0 as usize).is_none_or(|p| p.removed);
+        if relay == Some(id) || relay.is_some_and(unusable) {
             return;
         }
         let Some(peer) = self.peers.get_mut(id.0 as usize) else {
