@@ -513,3 +513,31 @@ fn peers_relayed_through_a_removed_member_go_back_to_their_direct_endpoint() {
     net.devices[A].remove_peer(r_at_a);
     assert_eq!(net.path(A, C), PeerPath::Direct(Some(addr(C))));
 }
+
+#[test]
+fn a_relay_request_that_arrives_through_a_relay_is_refused() {
+    let mut now = Instant::now();
+    let mut net = relayed(&mut now);
+    // A asks C, over their relayed session, to relay on to R: C must not
+    // become a relay of relayed traffic.
+    let mut plain = vec![CONTROL_RELAY];
+    plain.extend_from_slice(key(KEYS[R]).public_key().as_bytes());
+    let mut keepalive_like = vec![0u8; 32];
+    keepalive_like[0] = 4;
+    plain.extend_from_slice(&keepalive_like);
+    let c_at_a = net.id(A, C);
+    net.devices[A]
+        .outgoing
+        .push_back(super::super::Outgoing::Control(c_at_a, plain));
+    let forwarded_by_r = net.devices[R].stats().relay.forwarded_packets;
+    net.run(now);
+    let c = net.devices[C].stats();
+    assert_eq!(c.relay.refused, 1);
+    assert_eq!(c.dropped(DropReason::RelayRefused), 1);
+    assert_eq!(c.relay.forwarded_packets, 0);
+    // R carried A's message to C, and nothing on to itself.
+    assert_eq!(
+        net.devices[R].stats().relay.forwarded_packets,
+        forwarded_by_r + 1
+    );
+}
