@@ -349,6 +349,25 @@ impl DataPath {
                         "peer unreachable: handshake gave up"
                     )
                 }
+                Event::PathChanged {
+                    peer,
+                    via: Some(relay),
+                    ..
+                } => info!(
+                    peer = device.peer_name(peer),
+                    relay = device.peer_name(relay),
+                    "peer reached via relay"
+                ),
+                Event::PathChanged {
+                    peer,
+                    via: None,
+                    punched,
+                } => info!(
+                    peer = device.peer_name(peer),
+                    endpoint = ?device.peer_status(peer, now).and_then(|s| s.endpoint),
+                    punched,
+                    "direct path established"
+                ),
                 other => debug!(?other, "protocol event"),
             }
         }

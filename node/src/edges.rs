@@ -77,6 +77,12 @@ impl Edges {
             Event::PmtuChanged {
                 peer, inner_mtu, ..
             } => self.set_routes(device, peer, Some(inner_mtu)).await,
+            // Through a relay the edge carries less; back to direct, the
+            // edge's own size (discovery reports changes from there).
+            Event::PathChanged { peer, .. } if self.discovery => {
+                let mtu = u16::try_from(device.inner_mtu(peer)).unwrap_or(u16::MAX);
+                self.set_routes(device, peer, Some(mtu)).await
+            }
             _ => {}
         }
     }

@@ -14,7 +14,7 @@ use anyhow::Context;
 
 use serde::{Deserialize, Serialize};
 use weft_protocol::timers::REJECT_AFTER_TIME;
-use weft_protocol::{Device, DropReason};
+use weft_protocol::{Device, DropReason, PeerPath};
 
 use crate::mesh::admin::{self, CallError, Request, Response};
 
@@ -175,7 +175,10 @@ impl Snapshot {
                 public_key: crate::keys::encode(s.public_key.as_bytes()),
                 addresses: s.allowed_ips.iter().map(|n| n.to_string()).collect(),
                 endpoint: s.endpoint.map(|e| e.to_string()),
-                via: None,
+                via: match device.peer_path(id) {
+                    Some(PeerPath::Relayed { relay }) => Some(device.peer_name(relay).to_string()),
+                    _ => None,
+                },
                 up: s.has_session && heard,
                 last_handshake_secs: s.last_handshake.map(|t| secs(now, t)),
                 last_received_secs: s.last_received.map(|t| secs(now, t)),
@@ -208,7 +211,10 @@ impl Snapshot {
             cookie_replies_sent: stats.cookie_replies_sent,
             mesh: None,
             nat: NatInfo::default(),
-            relay: RelayStats::default(),
+            relay: RelayStats {
+                forwarded_packets: stats.relay.forwarded_packets,
+                forwarded_bytes: stats.relay.forwarded_bytes,
+            },
         }
     }
 

@@ -155,12 +155,20 @@ impl UdpIo {
             segment_size,
             src_ip: None,
         };
+        let mut retried = false;
         loop {
             match self.socket.try_io(Interest::WRITABLE, || {
                 self.state.try_send((&self.socket).into(), &transmit)
             }) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.socket.writable().await?;
+                }
+                // An ICMP port unreachable answering an earlier datagram
+                // (an initiation to a NAT with no mapping for us, say) is
+                // reported by the next send, which it fails unsent: this
+                // datagram deserves its own try.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && !retried => {
+                    retried = true;
                 }
                 other => return other,
             }

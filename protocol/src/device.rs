@@ -23,9 +23,13 @@ pub(crate) mod fragment;
 mod handshake;
 mod membership;
 pub(crate) mod path;
+pub(crate) mod relay;
 
 pub use membership::GOSSIP_ENDPOINT_GRACE;
 pub use path::{overhead, PathHint, BASE_INNER_MTU, FLOOR_V4, FLOOR_V6};
+pub use relay::{PeerPath, RelayStats, RELAY_OVERHEAD};
+
+use relay::Hop;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -65,6 +69,9 @@ pub struct DeviceConfig {
     /// The largest path MTU any edge may use, until the caller reports the
     /// local interface MTU toward an endpoint ([`Device::set_local_mtu`]).
     pub max_pmtu: u16,
+    /// Bytes per second this node relays for each sending member (also
+    /// its burst allowance); 0 relays nothing.
+    pub relay_bytes_per_second: u64,
 }
 
 impl DeviceConfig {
@@ -77,6 +84,7 @@ impl DeviceConfig {
             queue_limit: 1024,
             pmtu_discovery: true,
             max_pmtu: 1500,
+            relay_bytes_per_second: relay::DEFAULT_RELAY_BYTES_PER_SECOND,
         }
     }
 }
@@ -199,6 +207,15 @@ pub enum Event {
         /// The peer.
         peer: PeerId,
     },
+    /// Traffic to `peer` now goes through relay `via`, or directly (`None`).
+    PathChanged {
+        /// The peer.
+        peer: PeerId,
+        /// The relay in use, if any.
+        via: Option<PeerId>,
+        /// Whether a punch burst opened the direct path.
+        punched: bool,
+    },
 }
 
 /// Device-wide counters.
@@ -207,6 +224,8 @@ pub struct DeviceStats {
     drops: [u64; DropReason::ALL.len()],
     /// Cookie replies sent while under load.
     pub cookie_replies_sent: u64,
+    /// Relaying and hole punching.
+    pub relay: RelayStats,
 }
 
 impl DeviceStats {
@@ -242,13 +261,19 @@ pub struct PeerStatus {
 }
 
 enum Outgoing {
-    Initiation(SocketAddr, [u8; INITIATION_LEN]),
-    Response(SocketAddr, [u8; RESPONSE_LEN]),
-    CookieReply(SocketAddr, [u8; COOKIE_REPLY_LEN]),
+    Initiation(Hop, [u8; INITIATION_LEN]),
+    Response(Hop, [u8; RESPONSE_LEN]),
+    CookieReply(Hop, [u8; COOKIE_REPLY_LEN]),
     Keepalive(PeerId),
     ProbeAck(PeerId, u32, u16),
     /// A piece of an inner packet: the plaintext to seal.
     Piece(PeerId, Vec<u8>),
+    /// A control plaintext for the peer, on its path.
+    Control(PeerId, Vec<u8>),
+    /// A datagram this node relays, as the plaintext for its target.
+    Deliver(PeerId, Vec<u8>),
+    /// A punch toward a candidate endpoint of the peer.
+    Punch(PeerId, SocketAddr),
 }
 
 /// The data-plane state machine. See the module documentation.
@@ -278,6 +303,12 @@ pub struct Device {
     next_fragment_id: u32,
     /// Inner packets reassembled from pieces, waiting for the caller.
     reassembled: VecDeque<(PeerId, Vec<u8>)>,
+    relay_bytes_per_second: u64,
+    /// Our endpoints offered to relayed peers for hole punching.
+    own_candidates: Vec<SocketAddr>,
+    /// Relay messages waiting for a session with the peer that carries
+    /// them (the relay, or the target of a delivery), and since when.
+    parked: VecDeque<(PeerId, Instant, Outgoing)>,
 }
 
 impl core::fmt::Debug for Device {
@@ -318,6 +349,9 @@ impl Device {
             probing: false,
             next_fragment_id: 0,
             reassembled: VecDeque::new(),
+            relay_bytes_per_second: config.relay_bytes_per_second,
+            own_candidates: Vec::new(),
+            parked: VecDeque::new(),
         }
     }
 
@@ -435,19 +469,32 @@ impl Device {
         if peer.wants_rekey_on_send(now) {
             self.start_handshake(id, now, false);
         }
-        let peer = &mut self.peers[id.0 as usize];
-        let Some(destination) = peer.endpoint else {
+        if !self.reachable(id) && !self.use_relay(id, now) {
             return Encapsulated::Dropped(self.drop_packet(DropReason::NoEndpoint));
-        };
+        }
+        let peer = &mut self.peers[id.0 as usize];
         if let Some(session) = peer.sending_session(now) {
             match session.seal(buf, len, mtu) {
                 Ok(n) => {
                     peer.stats.tx_bytes += len as u64;
                     peer.stats.tx_packets += 1;
                     Self::on_data_sent(peer, now);
+                    if let Some(relay) = peer.via {
+                        return match self.wrap_for_relay(id, relay, buf, n, now) {
+                            Some(t) => Encapsulated::Send {
+                                peer: id,
+                                destination: t.destination,
+                                len: t.len,
+                            },
+                            None => Encapsulated::Dropped(DropReason::RelayUnavailable),
+                        };
+                    }
                     if let Some(edge) = peer.edge.as_mut() {
                         edge.pmtud.on_active(now);
                     }
+                    let Some(destination) = peer.endpoint else {
+                        return Encapsulated::Dropped(self.drop_packet(DropReason::NoEndpoint));
+                    };
                     return Encapsulated::Send {
                         peer: id,
                         destination,
@@ -474,18 +521,23 @@ impl Device {
     /// Handles the datagram `buf` received from `from`. On
     /// [`Decapsulated::Tun`] the inner packet lies in `buf`.
     pub fn decapsulate(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> Decapsulated {
+        self.decapsulate_hop(now, Hop::Direct(from), buf)
+    }
+
+    /// [`Device::decapsulate`] for a datagram that arrived by `hop`.
+    fn decapsulate_hop(&mut self, now: Instant, hop: Hop, buf: &mut [u8]) -> Decapsulated {
         let outcome = match Message::parse(buf) {
             Err(e) => {
-                trace!(%from, error = %e, "malformed datagram");
+                trace!(?hop, error = %e, "malformed datagram");
                 Err(DropReason::Malformed)
             }
             Ok(Message::Transport(t)) => {
                 let (receiver, counter) = (t.receiver(), t.counter());
-                self.handle_transport(now, from, receiver, counter, buf)
+                self.handle_transport(now, hop, receiver, counter, buf)
             }
-            Ok(Message::Initiation(m)) => self.handle_initiation(now, from, m),
-            Ok(Message::Response(m)) => self.handle_response(now, from, m),
-            Ok(Message::CookieReply(m)) => self.handle_cookie_reply(now, m),
+            Ok(Message::Initiation(m)) => self.handle_initiation(now, hop, m),
+            Ok(Message::Response(m)) => self.handle_response(now, hop, m),
+            Ok(Message::CookieReply(m)) => self.handle_cookie_reply(now, hop, m),
         };
         match outcome {
             Ok(d) => d,
@@ -496,7 +548,7 @@ impl Device {
     fn handle_transport(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        hop: Hop,
         receiver: u32,
         counter: u64,
         buf: &mut [u8],
@@ -505,6 +557,9 @@ impl Device {
             .by_index
             .get(&receiver)
             .ok_or(DropReason::UnknownIndex)?;
+        if !self.hop_matches(id, hop) {
+            return Err(DropReason::RelayRefused);
+        }
         let peer = &mut self.peers[id.0 as usize];
         let (slot, session) = peer.session_mut(receiver).ok_or(DropReason::UnknownIndex)?;
         if now.saturating_duration_since(session.established) >= REJECT_AFTER_TIME {
@@ -521,8 +576,7 @@ impl Device {
         if slot == Slot::Next {
             self.confirm_next_session(id, now);
         }
-        self.update_endpoint(id, from);
-        self.ensure_edge(id, now);
+        self.arrived(id, hop, now);
         let peer = &mut self.peers[id.0 as usize];
         Self::on_authenticated_received(peer, now);
         // An initiator about to hit REJECT_AFTER_TIME on a session that only
@@ -540,6 +594,9 @@ impl Device {
         if plain == 0 {
             trace!(peer = %peer.name, "keepalive received");
             return Ok(Decapsulated::Consumed);
+        }
+        if (relay::CONTROL_RELAY..=relay::CONTROL_PUNCH).contains(&buf[start]) {
+            return self.handle_relay_control(id, hop, now, buf, plain);
         }
         if buf[start] >> 4 != 4 && buf[start] >> 4 != 6 {
             let datagram_len = buf.len();
@@ -591,9 +648,11 @@ impl Device {
         if !peer.queue.is_empty() {
             self.flush.push_back(id);
         }
+        self.unpark(id, now);
     }
 
-    /// Follows a peer to the source address of an authenticated packet.
+    /// Follows a peer to the source address of an authenticated packet
+    /// that arrived directly.
     fn update_endpoint(&mut self, id: PeerId, from: SocketAddr) {
         let peer = &mut self.peers[id.0 as usize];
         if peer.endpoint != Some(from) {
@@ -664,10 +723,14 @@ impl Device {
     /// The next datagram to send, written into `buf`.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         while let Some(out) = self.outgoing.pop_front() {
-            let (destination, bytes): (SocketAddr, &[u8]) = match &out {
-                Outgoing::Initiation(d, b) => (*d, b),
-                Outgoing::Response(d, b) => (*d, b),
-                Outgoing::CookieReply(d, b) => (*d, b),
+            if let Some(carrier) = self.waits_for_session(&out, now) {
+                self.park(carrier, out, now);
+                continue;
+            }
+            let (hop, bytes): (Hop, &[u8]) = match &out {
+                Outgoing::Initiation(h, b) => (*h, b),
+                Outgoing::Response(h, b) => (*h, b),
+                Outgoing::CookieReply(h, b) => (*h, b),
                 Outgoing::Keepalive(id) => {
                     if let Some(t) = self.seal_keepalive(*id, now, buf) {
                         return Some(t);
@@ -686,24 +749,43 @@ impl Device {
                     }
                     continue;
                 }
+                Outgoing::Control(id, plain) => {
+                    if let Some(t) = self.seal_control(*id, plain, plain.len(), false, now, buf) {
+                        return Some(t);
+                    }
+                    continue;
+                }
+                Outgoing::Deliver(id, plain) => {
+                    if let Some(t) = self.seal_delivery(*id, plain, now, buf) {
+                        return Some(t);
+                    }
+                    continue;
+                }
+                Outgoing::Punch(id, destination) => {
+                    let punch = [relay::CONTROL_PUNCH];
+                    if let Some(t) = self.seal_direct(*id, &punch, *destination, now, buf) {
+                        return Some(t);
+                    }
+                    continue;
+                }
             };
-            if buf.len() < bytes.len() {
-                continue;
+            if let Some(t) = self.send_handshake(hop, bytes, now, buf) {
+                return Some(t);
             }
-            buf[..bytes.len()].copy_from_slice(bytes);
-            return Some(Transmit {
-                destination,
-                len: bytes.len(),
-            });
         }
         while let Some(&id) = self.flush.front() {
-            let mtu = self.mtu;
+            let reachable = self.reachable(id);
             let peer = &mut self.peers[id.0 as usize];
-            let (Some(destination), true) = (peer.endpoint, peer.sending_session(now).is_some())
-            else {
+            let mtu = if peer.via.is_some() {
+                self.inner_mtu(id)
+            } else {
+                self.mtu
+            };
+            let peer = &mut self.peers[id.0 as usize];
+            if !reachable || peer.sending_session(now).is_none() {
                 self.flush.pop_front();
                 continue;
-            };
+            }
             let Some(packet) = peer.queue.pop_front() else {
                 self.flush.pop_front();
                 continue;
@@ -720,10 +802,10 @@ impl Device {
                 peer.stats.tx_bytes += len as u64;
                 peer.stats.tx_packets += 1;
                 Self::on_data_sent(peer, now);
-                return Some(Transmit {
-                    destination,
-                    len: n,
-                });
+                match self.dispatch(id, buf, n, now) {
+                    Some(t) => return Some(t),
+                    None => continue,
+                }
             }
             // The buffer holds the packet but not its padding and tag.
             self.stats.drops[DropReason::TooBig as usize] += 1;
@@ -733,8 +815,10 @@ impl Device {
 
     fn seal_keepalive(&mut self, id: PeerId, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         let mtu = self.mtu;
+        if !self.reachable(id) {
+            return None;
+        }
         let peer = &mut self.peers[id.0 as usize];
-        let destination = peer.endpoint?;
         let n = peer.sending_session(now)?.seal(buf, 0, mtu).ok()?;
         peer.stats.keepalives_sent += 1;
         Self::on_authenticated_sent(peer, now);
@@ -744,10 +828,7 @@ impl Device {
         if peer.wants_rekey_on_send(now) {
             self.start_handshake(id, now, false);
         }
-        Some(Transmit {
-            destination,
-            len: n,
-        })
+        self.dispatch(id, buf, n, now)
     }
 
     /// The next event, if any.
@@ -762,10 +843,10 @@ impl Device {
             .iter()
             .filter_map(|p| p.timers.next_timeout())
             .min();
-        match (timers, self.path_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [timers, self.path_timeout(), self.relay_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Fires every timer due at `now`.
@@ -777,6 +858,7 @@ impl Device {
             }
         }
         self.handle_path_timeouts(now);
+        self.handle_relay_timeouts(now);
     }
 
     fn fire(&mut self, id: PeerId, timer: Timer, now: Instant) {
@@ -800,6 +882,9 @@ impl Device {
                     self.events.push_back(Event::HandshakeFailed { peer: id });
                 } else {
                     debug!(peer = %peer.name, "retransmitting handshake initiation");
+                    // The last initiation went unanswered: from now on
+                    // they also go through the relay, if there is one.
+                    self.use_relay(id, now);
                     self.start_handshake(id, now, true);
                 }
             }

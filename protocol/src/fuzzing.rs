@@ -348,6 +348,9 @@ pub fn parse(data: &[u8]) -> bool {
     if let Some(s) = packet::summarize(data) {
         assert!(s.len <= data.len() && s.len >= 20);
     }
+    if let Some((_, endpoints)) = crate::device::relay::decode_offer(data) {
+        assert!(endpoints.len() <= crate::device::relay::MAX_CANDIDATES);
+    }
     match Message::parse(data) {
         Ok(Message::Initiation(m)) => {
             let _ = (m.sender(), m.noise(), m.bytes());

@@ -44,7 +44,7 @@ pub mod fuzzing;
 
 pub use device::{
     Decapsulated, Device, DeviceConfig, DeviceStats, Encapsulated, Event, PathHint,
-    PeerConfigError, PeerStatus, Transmit,
+    PeerConfigError, PeerPath, PeerStatus, RelayStats, Transmit,
 };
 pub use noise::{PresharedKey, PublicKey, StaticSecret};
 pub use peer::{PeerConfig, PeerId, PeerStats};
@@ -86,11 +86,18 @@ pub enum DropReason {
     QueueFull,
     /// The packet does not fit the buffer.
     TooBig,
+    /// A relay request this node will not serve: the target is unknown,
+    /// not reachable directly, the sender itself, or the sender is over
+    /// its relay budget; or a relayed message that is itself a relay
+    /// message.
+    RelayRefused,
+    /// A packet for a relayed peer found no usable session with the relay.
+    RelayUnavailable,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Malformed,
         DropReason::MalformedInner,
         DropReason::UnknownIndex,
@@ -107,6 +114,8 @@ impl DropReason {
         DropReason::NoEndpoint,
         DropReason::QueueFull,
         DropReason::TooBig,
+        DropReason::RelayRefused,
+        DropReason::RelayUnavailable,
     ];
 
     /// A stable snake_case name, for logs and metric labels.
@@ -128,6 +137,8 @@ impl DropReason {
             DropReason::NoEndpoint => "no_endpoint",
             DropReason::QueueFull => "queue_full",
             DropReason::TooBig => "too_big",
+            DropReason::RelayRefused => "relay_refused",
+            DropReason::RelayUnavailable => "relay_unavailable",
         }
     }
 }

@@ -111,6 +111,19 @@ pub(crate) struct Peer {
     pub pmtu_prior: Option<u16>,
     /// What this node stored about its path to the peer, for the first edge.
     pub path_hint: Option<crate::device::PathHint>,
+    /// The member the caller named to relay through when no direct path
+    /// works ([`crate::Device::set_relay`]).
+    pub relay: Option<PeerId>,
+    /// The relay in use: while set, everything for this peer goes through
+    /// it; `endpoint` stays the direct endpoint, retried in the background.
+    pub via: Option<PeerId>,
+    /// When an authenticated packet last arrived from this peer directly.
+    pub last_direct: Option<Instant>,
+    /// Hole punching toward this peer while it is relayed.
+    pub punch: crate::device::relay::Punch,
+    /// Bytes this peer may still have relayed (token bucket) and when the
+    /// bucket was last filled.
+    pub relay_budget: Option<(Instant, u64)>,
 }
 
 impl Peer {
@@ -145,12 +158,25 @@ impl Peer {
             removed: false,
             pmtu_prior: None,
             path_hint: None,
+            relay: None,
+            via: None,
+            last_direct: None,
+            punch: Default::default(),
+            relay_budget: None,
         }
     }
 
     /// The session to send on, if one is still within its limits.
     pub fn sending_session(&mut self, now: Instant) -> Option<&mut Session> {
         self.current.as_mut().filter(|s| {
+            now.saturating_duration_since(s.established) < REJECT_AFTER_TIME
+                && s.send_counter() < crate::replay::REJECT_AFTER_MESSAGES
+        })
+    }
+
+    /// Whether [`Peer::sending_session`] would give a session.
+    pub fn can_send(&self, now: Instant) -> bool {
+        self.current.as_ref().is_some_and(|s| {
             now.saturating_duration_since(s.established) < REJECT_AFTER_TIME
                 && s.send_counter() < crate::replay::REJECT_AFTER_MESSAGES
         })

@@ -655,10 +655,16 @@ fn a_node_running_as_an_unprivileged_user_with_only_cap_net_admin_tunnels_and_st
     let config_file = lab.dir().join("a.toml");
     let toml = config_a.to_toml().replacen(
         "[interface]\n",
-        &format!("[interface]\nadmin_socket = \"{}/weft.sock\"\n", run_dir.display()),
+        &format!(
+            "[interface]\nadmin_socket = \"{}/weft.sock\"\n",
+            run_dir.display()
+        ),
         1,
     );
-    assert!(toml.contains("admin_socket"), "no [interface] table in\n{toml}");
+    assert!(
+        toml.contains("admin_socket"),
+        "no [interface] table in\n{toml}"
+    );
     std::fs::write(&config_file, toml).expect("write config");
     nix::unistd::chown(
         &key_a.private_key_file,

@@ -14,6 +14,7 @@ mod hostile;
 mod mesh;
 mod nat;
 mod pmtu;
+mod relay;
 mod restart;
 mod roaming;
 mod rogue;

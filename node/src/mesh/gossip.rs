@@ -110,6 +110,10 @@ pub struct Gossip {
     pub published: std::collections::BTreeMap<&'static str, u64>,
     /// Records received, by kind (`invalid` when rejected before decoding).
     pub received: std::collections::BTreeMap<&'static str, u64>,
+    /// Members' announced and observed endpoints, for choosing relays.
+    pub relays: super::relay::Relays,
+    /// Own path observations go out again with the next announcement.
+    observations_due: bool,
 }
 
 /// A record kind's label in metrics.
@@ -186,6 +190,8 @@ impl Gossip {
                 rejected: Default::default(),
                 published: Default::default(),
                 received: Default::default(),
+                relays: Default::default(),
+                observations_due: false,
             },
             events,
         ))
@@ -259,24 +265,30 @@ impl Gossip {
     /// Publishes this member's announcement now and schedules the next.
     pub async fn announce(&mut self, m: &Membership) {
         self.seq += 1;
-        // Reflexive endpoints first: a member that has one is behind a NAT,
-        // and most members reach it from outside. Choosing among candidates
-        // by probing comes with NAT traversal.
-        let endpoints = self
-            .reflexive
+        let endpoints = self.own_candidates();
+        let record = m.announcement(self.seq, endpoints);
+        if let Err(e) = self.publish(&record).await {
+            debug!(error = %e, "announcement not published (no member connected yet?)");
+        }
+        if std::mem::take(&mut self.observations_due) {
+            self.republish_observations(m).await;
+        }
+        let jitter =
+            Duration::from_millis(OsRng.next_u64() % (ANNOUNCE_EVERY.as_millis() as u64 / 5));
+        self.next_announce = Instant::now() + ANNOUNCE_EVERY - ANNOUNCE_EVERY / 10 + jitter;
+    }
+
+    /// This member's endpoints as announced and offered for hole punching:
+    /// reflexive ones first (a member that has one is behind a NAT, and
+    /// most members reach it from outside), then its own addresses.
+    pub fn own_candidates(&self) -> Vec<SocketAddr> {
+        self.reflexive
             .iter()
             .rev()
             .chain(self.endpoints.iter())
             .copied()
             .take(MAX_ANNOUNCED_ENDPOINTS)
-            .collect();
-        let record = m.announcement(self.seq, endpoints);
-        if let Err(e) = self.publish(&record).await {
-            debug!(error = %e, "announcement not published (no member connected yet?)");
-        }
-        let jitter =
-            Duration::from_millis(OsRng.next_u64() % (ANNOUNCE_EVERY.as_millis() as u64 / 5));
-        self.next_announce = Instant::now() + ANNOUNCE_EVERY - ANNOUNCE_EVERY / 10 + jitter;
+            .collect()
     }
 
     /// Publishes a path observation: this member confirmed `pmtu` toward
@@ -298,6 +310,7 @@ impl Gossip {
         else {
             return;
         };
+        self.relays.observed(to, endpoint);
         let rtt_us = super::warm::rtt_us(device, peer);
         self.seq += 1;
         let record = weft_protocol::membership::SignedRecord::sign(
@@ -325,6 +338,34 @@ impl Gossip {
         );
         if let Err(e) = self.publish(&record).await {
             debug!(error = %e, "path observation not published");
+        }
+    }
+
+    /// Publishes again the path observations this member made itself: one
+    /// made before a member connected never reached it, and it is how a
+    /// member behind a NAT learns its reflexive endpoint.
+    async fn republish_observations(&mut self, m: &Membership) {
+        let me = m.identity.identity();
+        let Ok(paths) = m.store.paths().list_from(me.as_bytes()) else {
+            return;
+        };
+        for (to, path) in paths {
+            if !path.own || path.pmtu == 0 {
+                continue;
+            }
+            self.seq += 1;
+            let record = weft_protocol::membership::SignedRecord::sign(
+                &m.identity,
+                self.seq,
+                RecordBody::PathObservation(weft_protocol::membership::PathObservation {
+                    to: IdentityKey(to),
+                    endpoint: path.endpoint,
+                    pmtu: path.pmtu,
+                    rtt_us: path.rtt_us,
+                    measured_unix: path.measured_unix,
+                }),
+            );
+            let _ = self.publish(&record).await;
         }
     }
 
@@ -395,6 +436,10 @@ impl Gossip {
                 debug!(%peer, "member connected to the control plane");
                 self.announce(m).await;
                 self.republish_revocations(m).await;
+                self.republish_observations(m).await;
+                // Once more with the follow-up, in case this crossed the
+                // new member's admission of us.
+                self.observations_due = true;
                 // The new member may not have admitted us yet and then
                 // drops what we just sent: say it again shortly.
                 self.next_announce = self.next_announce.min(Instant::now() + FOLLOW_UP);
@@ -472,6 +517,7 @@ impl Gossip {
                 if cert.identity == m.identity.identity() {
                     return Vec::new();
                 }
+                self.relays.announced(cert.identity, &a.endpoints);
                 m.counters.store(
                     "members",
                     m.store.members().put(
@@ -489,6 +535,7 @@ impl Gossip {
             }
             RecordBody::PathObservation(p) => {
                 debug!(to = %p.to, pmtu = p.pmtu, "path observation");
+                self.relays.observed(p.to, p.endpoint);
                 // An observation of us says where we are reached from
                 // outside: our reflexive endpoint (behind a NAT, not one of
                 // our own addresses). It joins our announced endpoints.
@@ -560,7 +607,12 @@ impl Gossip {
         match device.find_peer(&cert.noise_key) {
             Some(peer) => {
                 if let Some(e) = endpoint {
-                    device.suggest_endpoint(peer, e, now);
+                    // Both members of a pair behind NATs hear of each
+                    // other's endpoint at about the same time: each sends at
+                    // once, which opens the mappings for the other's packets.
+                    if device.suggest_endpoint(peer, e, now) {
+                        device.connect(peer, now);
+                    }
                     self.remember_endpoint(m, cert, e);
                 }
                 Vec::new()

@@ -13,6 +13,7 @@ pub mod init;
 pub mod invite;
 pub mod join;
 pub mod node;
+pub mod relay;
 pub mod warm;
 
 use std::collections::BTreeMap;

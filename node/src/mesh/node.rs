@@ -242,7 +242,10 @@ impl MeshNode {
 
     /// Handles a control-plane event; returns peers added, for routes.
     pub async fn on_control(&mut self, event: ControlEvent, device: &mut Device) -> Vec<PeerId> {
-        self.gossip.on_event(&self.membership, event, device).await
+        let added = self.gossip.on_event(&self.membership, event, device).await;
+        let own = self.gossip.own_candidates();
+        self.gossip.relays.apply(&self.membership, device, own);
+        added
     }
 
     /// Tells the mesh a path MTU this node confirmed toward `peer`.

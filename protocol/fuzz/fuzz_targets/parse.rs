@@ -1,4 +1,4 @@
-//! The wire and inner-packet parsers alone, with every accessor of what
+//! The wire, inner-packet and punch-offer parsers alone, with every accessor of what
 //! they return: cheap, so it runs many more inputs than `decapsulate`.
 
 #![no_main]

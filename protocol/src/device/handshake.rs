@@ -5,12 +5,12 @@
 //! then the load check and mac2, and only then any Diffie-Hellman. Nothing
 //! about a peer changes until its message has been authenticated.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand_chacha::rand_core::RngCore;
 use tracing::{debug, info, trace};
 
+use super::relay::Hop;
 use super::{Decapsulated, Device, Event, Outgoing};
 use crate::cookie::MacVerdict;
 use crate::noise;
@@ -23,21 +23,6 @@ use crate::wire::{self, field, CookieReply, Initiation, Response, INITIATION_LEN
 use crate::DropReason;
 
 impl Device {
-    /// Contacts `id` now, without waiting for data to send: starts a
-    /// handshake if it has an endpoint and no usable session. A node that
-    /// restarted calls this for the peers it last reached, so they replace
-    /// their sessions with its old self at once rather than after their own
-    /// rekey timeout.
-    pub fn connect(&mut self, id: PeerId, now: Instant) {
-        let Some(peer) = self.peers.get_mut(id.0 as usize) else {
-            return;
-        };
-        if peer.removed || peer.handshake.is_some() || peer.sending_session(now).is_some() {
-            return;
-        }
-        self.start_handshake(id, now, false);
-    }
-
     /// Sends an initiation to `id`, unless one went out less than
     /// REKEY_TIMEOUT ago (`retry` is the retransmission timer, which may).
     pub(super) fn start_handshake(&mut self, id: PeerId, now: Instant, retry: bool) {
@@ -48,10 +33,16 @@ impl Device {
         if !retry && recent {
             return;
         }
-        let Some(destination) = peer.endpoint else {
-            trace!(peer = %peer.name, "no endpoint to send a handshake to");
+        let direct = peer.endpoint;
+        if direct.is_none() && peer.via.is_none() && !self.use_relay(id, now) {
+            trace!(peer = %self.peers[id.0 as usize].name, "no endpoint to send a handshake to");
             return;
-        };
+        }
+        let peer = &self.peers[id.0 as usize];
+        let relayed = peer.via.map(|relay| Hop::Relayed {
+            relay,
+            peer: peer.public_key,
+        });
         let (remote, psk) = (peer.public_key, peer.psk.clone());
         let timestamp = self.timestamp(now);
         let seed = self.seed();
@@ -88,9 +79,12 @@ impl Device {
         peer.timers
             .set(Timer::RetransmitHandshake, now + REKEY_TIMEOUT + jitter);
         Self::on_authenticated_sent(peer, now);
-        debug!(peer = %peer.name, %destination, "sending handshake initiation");
-        self.outgoing
-            .push_back(Outgoing::Initiation(destination, msg));
+        debug!(peer = %peer.name, ?direct, ?relayed, "sending handshake initiation");
+        // While relayed, the same initiation also tries the direct path:
+        // whichever copy arrives first is answered, the other is a replay.
+        for hop in [direct.map(Hop::Direct), relayed].into_iter().flatten() {
+            self.outgoing.push_back(Outgoing::Initiation(hop, msg));
+        }
     }
 
     /// Runs the mac checks; under load without a valid mac2, queues a cookie
@@ -98,10 +92,11 @@ impl Device {
     fn check_macs(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        hop: Hop,
         msg: &[u8],
         sender: u32,
     ) -> Result<(), DropReason> {
+        let from = self.hop_address(hop);
         let under_load = self.under_load(now);
         match self
             .checker
@@ -111,7 +106,7 @@ impl Device {
             MacVerdict::BadMac1 => Err(DropReason::BadMac),
             MacVerdict::NeedCookie => {
                 let reply = self.checker.reply(msg, sender, from, now, &mut self.rng);
-                self.outgoing.push_back(Outgoing::CookieReply(from, reply));
+                self.outgoing.push_back(Outgoing::CookieReply(hop, reply));
                 self.stats.cookie_replies_sent += 1;
                 Err(DropReason::UnderLoad)
             }
@@ -121,10 +116,10 @@ impl Device {
     pub(super) fn handle_initiation(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        hop: Hop,
         m: Initiation<'_>,
     ) -> Result<Decapsulated, DropReason> {
-        self.check_macs(now, from, m.bytes(), m.sender())?;
+        self.check_macs(now, hop, m.bytes(), m.sender())?;
         let seed = self.seed();
         let received = noise::receive_initiation(&self.secret, seed, m.noise())
             .map_err(|_| DropReason::HandshakeFailed)?;
@@ -132,6 +127,9 @@ impl Device {
             .by_key
             .get(&received.remote)
             .ok_or(DropReason::UnknownPeer)?;
+        if !self.hop_matches(id, hop) {
+            return Err(DropReason::RelayRefused);
+        }
         let peer = &self.peers[id.0 as usize];
         if peer.last_timestamp.is_some_and(|t| received.timestamp <= t) {
             debug!(peer = %peer.name, "refusing a replayed handshake initiation");
@@ -161,29 +159,32 @@ impl Device {
         if let Some(old) = peer.next.replace(session) {
             self.by_index.remove(&old.local_index);
         }
-        self.update_endpoint(id, from);
+        self.arrived(id, hop, now);
         let peer = &mut self.peers[id.0 as usize];
         peer.timers
             .set(Timer::ZeroKeys, now + 3 * REJECT_AFTER_TIME);
         Self::on_authenticated_received(peer, now);
         Self::on_authenticated_sent(peer, now);
-        debug!(peer = %peer.name, %from, "answering handshake initiation");
-        self.outgoing.push_back(Outgoing::Response(from, msg));
+        debug!(peer = %peer.name, ?hop, "answering handshake initiation");
+        self.outgoing.push_back(Outgoing::Response(hop, msg));
         Ok(Decapsulated::Consumed)
     }
 
     pub(super) fn handle_response(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        hop: Hop,
         m: Response<'_>,
     ) -> Result<Decapsulated, DropReason> {
-        self.check_macs(now, from, m.bytes(), m.sender())?;
+        self.check_macs(now, hop, m.bytes(), m.sender())?;
         let receiver = m.receiver();
         let id = *self
             .by_index
             .get(&receiver)
             .ok_or(DropReason::UnknownIndex)?;
+        if !self.hop_matches(id, hop) {
+            return Err(DropReason::RelayRefused);
+        }
         let peer = &mut self.peers[id.0 as usize];
         let handshake = peer
             .handshake
@@ -205,8 +206,7 @@ impl Device {
             .map(|t| now.saturating_duration_since(t));
         let session = Session::new(&keys, receiver, m.sender(), true, now);
         self.install_session(id, session, now);
-        self.update_endpoint(id, from);
-        self.ensure_edge(id, now);
+        self.arrived(id, hop, now);
         let peer = &mut self.peers[id.0 as usize];
         Self::on_authenticated_received(peer, now);
         self.events.push_back(Event::HandshakeCompleted {
@@ -220,12 +220,14 @@ impl Device {
         } else {
             self.flush.push_back(id);
         }
+        self.unpark(id, now);
         Ok(Decapsulated::Consumed)
     }
 
     pub(super) fn handle_cookie_reply(
         &mut self,
         now: Instant,
+        hop: Hop,
         m: CookieReply<'_>,
     ) -> Result<Decapsulated, DropReason> {
         let receiver = m.receiver();
@@ -233,6 +235,9 @@ impl Device {
             .by_index
             .get(&receiver)
             .ok_or(DropReason::UnknownIndex)?;
+        if !self.hop_matches(id, hop) {
+            return Err(DropReason::RelayRefused);
+        }
         let peer = &mut self.peers[id.0 as usize];
         peer.cookie
             .receive(m.nonce(), m.encrypted_cookie(), now)

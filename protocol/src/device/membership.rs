@@ -61,6 +61,7 @@ impl Device {
             self.by_key.remove(&key);
         }
         self.events.push_back(Event::SessionsCleared { peer: id });
+        self.forget_relay(id);
     }
 
     /// An endpoint for `id` reported by others (gossip): taken if the peer

@@ -127,8 +127,18 @@ impl Device {
     }
 
     /// The inner MTU toward `id`: the edge's, or the interface MTU when
-    /// discovery is off or has not started.
+    /// discovery is off or has not started; through a relay, the relay's
+    /// less [`RELAY_OVERHEAD`](super::RELAY_OVERHEAD).
     pub fn inner_mtu(&self, id: PeerId) -> usize {
+        match self.peers[id.0 as usize].via {
+            Some(relay) => self
+                .direct_inner_mtu(relay)
+                .saturating_sub(super::RELAY_OVERHEAD),
+            None => self.direct_inner_mtu(id),
+        }
+    }
+
+    fn direct_inner_mtu(&self, id: PeerId) -> usize {
         let peer = &self.peers[id.0 as usize];
         match &peer.edge {
             Some(e) if Some(e.endpoint) == peer.endpoint => {
@@ -192,7 +202,8 @@ impl Device {
             let Some(edge) = peer.edge.as_mut() else {
                 continue;
             };
-            if peer.endpoint != Some(edge.endpoint) {
+            // A relayed peer's direct endpoint does not answer: no probes.
+            if peer.endpoint != Some(edge.endpoint) || peer.via.is_some() {
                 continue;
             }
             let endpoint = edge.endpoint;
@@ -249,7 +260,7 @@ impl Device {
 
     /// Seals `plain` for `id` (padded up to `max_padded`) and runs the
     /// timers of an authenticated send, or of a data send if `data`.
-    fn seal_control(
+    pub(super) fn seal_control(
         &mut self,
         id: PeerId,
         plain: &[u8],
@@ -258,8 +269,10 @@ impl Device {
         now: Instant,
         buf: &mut [u8],
     ) -> Option<Transmit> {
+        if !self.reachable(id) {
+            return None;
+        }
         let peer = &mut self.peers[id.0 as usize];
-        let destination = peer.endpoint?;
         let body = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain.len())?;
         body.copy_from_slice(plain);
         let n = peer
@@ -271,10 +284,7 @@ impl Device {
         } else {
             Self::on_authenticated_sent(peer, now);
         }
-        Some(Transmit {
-            destination,
-            len: n,
-        })
+        self.dispatch(id, buf, n, now)
     }
 
     /// Runs discovery timers of every edge due at `now`.

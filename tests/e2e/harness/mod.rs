@@ -15,6 +15,7 @@ mod poll;
 mod rng;
 mod topology;
 mod transfer;
+mod twonat;
 
 pub use intruder::{Intrusion, IntrusionReport, Redial};
 pub use log::{elapsed_between, NodeLog};
@@ -25,6 +26,7 @@ pub use poll::poll;
 pub use rng::XorShift64;
 pub use topology::{overlay, DfPing, NatSetup, OneLink, RoutedHosts, RouterPath};
 pub use transfer::{tcp_transfer, tcp_transfer_while, try_tcp_transfer, Limits, Progress, MIB};
+pub use twonat::{Mapping, TwoNat};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

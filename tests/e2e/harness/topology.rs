@@ -118,7 +118,7 @@ impl NatSetup {
 
 /// The MASQUERADE rule pulls in connection tracking; where it is a module that did not load,
 /// load it, and fail clearly if the router still has no conntrack sysctls.
-fn ensure_conntrack(router: &Netns) {
+pub(super) fn ensure_conntrack(router: &Netns) {
     let present = |ns: &Netns| {
         ns.exec_output(&[
             "test",

@@ -1,0 +1,808 @@
+//! Relaying through a member, and hole punching between members behind NATs.
+//!
+//! This module owns control messages `0x10`–`0x13`, the choice of path for
+//! each peer (direct to its endpoint, or through a relay member), the relay's
+//! side of forwarding with its per-sender budget, and the coordination of
+//! hole punching. It must never let a relayed packet change a peer's direct
+//! endpoint, and a relay never holds the keys of the pair it relays for: it
+//! forwards the inner datagram (a complete handshake or transport message of
+//! that pair) untouched, inside its own authenticated sessions:
+//!
+//! - `0x10` relay request, sender → relay:
+//!   `[0x10][target's static key, 32][inner datagram]`;
+//! - `0x11` relayed, relay → target:
+//!   `[0x11][sender's static key, 32][inner datagram]`;
+//! - `0x12` punch offer or answer, end to end between the pair (over their
+//!   own session, which may itself be relayed):
+//!   `[0x12][0 offer | 1 answer][count][count × endpoint]`, an endpoint being
+//!   `[4][IPv4, 4][port u16 LE]` or `[6][IPv6, 16][port u16 LE]`;
+//! - `0x13` punch: `[0x13]`, sealed in the pair's session and sent straight
+//!   to a candidate endpoint of the other side.
+//!
+//! A peer is relayed when direct initiations went unanswered for
+//! [`REKEY_TIMEOUT`](crate::timers::REKEY_TIMEOUT) and the caller named a
+//! relay for it, or when an authenticated packet from it arrives through a
+//! relay while no direct packet arrived for [`DIRECT_GRACE`]. Any
+//! authenticated packet that arrives directly makes it direct again. While
+//! relayed, every initiation also goes to the direct endpoint, and both
+//! sides exchange candidates and punch at each other's ([`PUNCH_BURST`]
+//! sends [`PUNCH_SPACING`] apart), retried with backoff.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, trace};
+
+use super::{Decapsulated, Device, Event, Outgoing, Transmit};
+use crate::noise::PublicKey;
+use crate::peer::PeerId;
+use crate::wire::{Message, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
+use crate::DropReason;
+
+/// Control byte of a relay request (sender → relay).
+pub const CONTROL_RELAY: u8 = 0x10;
+/// Control byte of a relayed datagram (relay → target).
+pub const CONTROL_RELAYED: u8 = 0x11;
+/// Control byte of a punch offer or answer (candidate endpoints).
+pub const CONTROL_PUNCH_OFFER: u8 = 0x12;
+/// Control byte of a punch.
+pub const CONTROL_PUNCH: u8 = 0x13;
+/// Bytes in front of the inner datagram: control byte and a static key.
+pub const RELAY_HEADER_LEN: usize = 1 + 32;
+/// What relaying costs an inner packet on top of the direct overhead: the
+/// relay session's transport header and tag, and the relay header.
+pub const RELAY_OVERHEAD: usize = TRANSPORT_OVERHEAD + RELAY_HEADER_LEN;
+/// A packet arriving through a relay switches the peer to that relay only
+/// if nothing arrived directly for this long (packets relayed before a
+/// switch to direct are still in flight for a moment).
+pub const DIRECT_GRACE: Duration = Duration::from_secs(15);
+/// Punches sent to each candidate per burst.
+pub const PUNCH_BURST: u8 = 5;
+/// Time between the punches of a burst.
+pub const PUNCH_SPACING: Duration = Duration::from_millis(150);
+/// First wait before offering candidates again while still relayed; it
+/// doubles up to [`PUNCH_RETRY_MAX`].
+pub const PUNCH_RETRY_FIRST: Duration = Duration::from_secs(5);
+/// Longest wait between offers while relayed.
+pub const PUNCH_RETRY_MAX: Duration = Duration::from_secs(120);
+/// Offers from one peer are taken at most this often (each starts a burst).
+pub const PUNCH_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Most candidate endpoints in an offer.
+pub const MAX_CANDIDATES: usize = 8;
+/// Bytes per second a node relays for one sending peer by default (also
+/// its burst allowance).
+pub const DEFAULT_RELAY_BYTES_PER_SECOND: u64 = 25_000_000;
+
+/// Relay messages kept while a session with their carrier is set up.
+const PARKED_MAX: usize = 32;
+
+/// Where a datagram came from or goes: straight over the socket, or inside
+/// a relay member's session on behalf of the peer with key `peer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hop {
+    Direct(SocketAddr),
+    Relayed { relay: PeerId, peer: PublicKey },
+}
+
+/// The path traffic to a peer takes now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerPath {
+    /// Straight to its endpoint (`None`: none known yet).
+    Direct(Option<SocketAddr>),
+    /// Through the member `relay`.
+    Relayed {
+        /// The relay member.
+        relay: PeerId,
+    },
+}
+
+/// Relay and hole-punching counters of a device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Datagrams this node relayed for other members.
+    pub forwarded_packets: u64,
+    /// Bytes of those datagrams (the inner datagrams, as forwarded).
+    pub forwarded_bytes: u64,
+    /// Relay requests refused (unknown or unreachable target, budget).
+    pub refused: u64,
+    /// Datagrams this node sent to a peer through a relay.
+    pub sent_via_relay: u64,
+    /// Datagrams that reached this node through a relay.
+    pub received_via_relay: u64,
+    /// Punches sent.
+    pub punches_sent: u64,
+    /// Relayed peers that became direct within 10 s of a punch burst.
+    pub punches_succeeded: u64,
+}
+
+/// Hole punching toward one peer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Punch {
+    /// When to offer candidates next, while relayed.
+    next_offer: Option<Instant>,
+    backoff: Duration,
+    /// The addresses of the running burst, and the sends left.
+    targets: Vec<SocketAddr>,
+    left: u8,
+    next_send: Option<Instant>,
+    last_burst: Option<Instant>,
+    last_offer_taken: Option<Instant>,
+}
+
+impl Punch {
+    fn deadline(&self, offering: bool) -> Option<Instant> {
+        let send = self.next_send.filter(|_| self.left > 0);
+        let offer = self.next_offer.filter(|_| offering);
+        match (send, offer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn start_burst(&mut self, targets: Vec<SocketAddr>, now: Instant) {
+        if targets.is_empty() {
+            return;
+        }
+        self.targets = targets;
+        self.left = PUNCH_BURST;
+        self.next_send = Some(now);
+        self.last_burst = Some(now);
+    }
+}
+
+/// Writes `endpoints` as an offer (`answer` = false) or answer.
+fn encode_offer(answer: bool, endpoints: &[SocketAddr]) -> Vec<u8> {
+    let endpoints = &endpoints[..endpoints.len().min(MAX_CANDIDATES)];
+    let mut out = vec![CONTROL_PUNCH_OFFER, u8::from(answer), endpoints.len() as u8];
+    for e in endpoints {
+        match e.ip() {
+            IpAddr::V4(v4) => {
+                out.push(4);
+                out.extend_from_slice(&v4.octets());
+            }
+            IpAddr::V6(v6) => {
+                out.push(6);
+                out.extend_from_slice(&v6.octets());
+            }
+        }
+        out.extend_from_slice(&e.port().to_le_bytes());
+    }
+    out
+}
+
+/// Reads an offer or answer: whether it is an answer, and the endpoints
+/// worth sending to. `None` if it is malformed.
+pub(crate) fn decode_offer(plain: &[u8]) -> Option<(bool, Vec<SocketAddr>)> {
+    let (&kind, rest) = plain.get(1..)?.split_first()?;
+    let answer = match kind {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    let (&count, mut rest) = rest.split_first()?;
+    if usize::from(count) > MAX_CANDIDATES {
+        return None;
+    }
+    let mut out = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let (&family, tail) = rest.split_first()?;
+        let (ip, tail) = match family {
+            4 => {
+                let (ip, tail) = tail.split_at_checked(4)?;
+                let ip: [u8; 4] = ip.try_into().ok()?;
+                (IpAddr::V4(Ipv4Addr::from(ip)), tail)
+            }
+            6 => {
+                let (ip, tail) = tail.split_at_checked(16)?;
+                let ip: [u8; 16] = ip.try_into().ok()?;
+                (IpAddr::V6(Ipv6Addr::from(ip)), tail)
+            }
+            _ => return None,
+        };
+        let (port, tail) = tail.split_at_checked(2)?;
+        let port = u16::from_le_bytes([port[0], port[1]]);
+        rest = tail;
+        let usable = port != 0 && !ip.is_unspecified() && !ip.is_multicast();
+        if usable {
+            out.push(SocketAddr::new(ip, port));
+        }
+    }
+    rest.iter().all(|&b| b == 0).then_some((answer, out))
+}
+
+impl Device {
+    /// Names `relay` as the member to relay through toward `id` when no
+    /// direct path works (`None`: never relay toward `id`). A peer already
+    /// relayed moves to the new relay, or back to direct.
+    pub fn set_relay(&mut self, id: PeerId, relay: Option<PeerId>, now: Instant) {
+        let unusable = |r: PeerId| self.peers.get(r.0 as usize).is_none_or(|p| p.removed);
+        if relay == Some(id) || relay.is_some_and(unusable) {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(id.0 as usize) else {
+            return;
+        };
+        peer.relay = relay;
+        if peer.via.is_some() && peer.via != relay {
+            peer.via = None;
+            match relay {
+                Some(_) => {
+                    self.use_relay(id, now);
+                }
+                None => self.events.push_back(Event::PathChanged {
+                    peer: id,
+                    via: None,
+                    punched: false,
+                }),
+            }
+        }
+    }
+
+    /// A removed member relays for nobody: peers relayed through it go back
+    /// to their direct endpoint (and a relay the node names next).
+    pub(super) fn forget_relay(&mut self, relay: PeerId) {
+        self.parked.retain(|(carrier, _, _)| *carrier != relay);
+        for i in 0..self.peers.len() {
+            let peer = &mut self.peers[i];
+            if peer.relay == Some(relay) {
+                peer.relay = None;
+            }
+            if peer.via == Some(relay) {
+                peer.via = None;
+                self.events.push_back(Event::PathChanged {
+                    peer: PeerId(i as u32),
+                    via: None,
+                    punched: false,
+                });
+            }
+        }
+    }
+
+    /// This node's candidate endpoints for hole punching (its reflexive
+    /// endpoints first, then its local ones), sent to relayed peers.
+    pub fn set_own_candidates(&mut self, mut candidates: Vec<SocketAddr>) {
+        candidates.truncate(MAX_CANDIDATES);
+        self.own_candidates = candidates;
+    }
+
+    /// Sends an initiation to `id` now unless a session is usable, without
+    /// waiting for data: for an endpoint just learned from others, so that
+    /// two members behind NATs that learn each other's reflexive endpoints
+    /// both send at once and open their mappings (an attempt toward an
+    /// older endpoint does not hold it back), and for the peers a restarted
+    /// node last reached, so they replace their sessions with its old self
+    /// at once rather than after their own rekey timeout.
+    pub fn connect(&mut self, id: PeerId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(id.0 as usize) else {
+            return;
+        };
+        if peer.removed || peer.sending_session(now).is_some() {
+            return;
+        }
+        self.start_handshake(id, now, true);
+    }
+
+    /// The path traffic to `id` takes now.
+    pub fn peer_path(&self, id: PeerId) -> Option<PeerPath> {
+        let peer = self.peers.get(id.0 as usize)?;
+        Some(match peer.via {
+            Some(relay) => PeerPath::Relayed { relay },
+            None => PeerPath::Direct(peer.endpoint),
+        })
+    }
+
+    /// Switches `id` to its relay candidate. Returns whether it is relayed.
+    pub(super) fn use_relay(&mut self, id: PeerId, now: Instant) -> bool {
+        let peer = &self.peers[id.0 as usize];
+        if peer.via.is_some() {
+            return true;
+        }
+        let Some(relay) = peer.relay else {
+            return false;
+        };
+        let relay_name = self.peers[relay.0 as usize].name.clone();
+        let peer = &mut self.peers[id.0 as usize];
+        peer.via = Some(relay);
+        peer.punch.next_offer = Some(now);
+        peer.punch.backoff = Duration::ZERO;
+        debug!(peer = %peer.name, relay = %relay_name,
+            "no direct answer: reaching the peer through a relay");
+        self.events.push_back(Event::PathChanged {
+            peer: id,
+            via: Some(relay),
+            punched: false,
+        });
+        true
+    }
+
+    /// Whether a message authenticated as `id` is consistent with how it
+    /// arrived: through a relay, the relay named its sender, and it must be
+    /// `id`.
+    pub(super) fn hop_matches(&self, id: PeerId, hop: Hop) -> bool {
+        match hop {
+            Hop::Direct(_) => true,
+            Hop::Relayed { relay, peer } => {
+                relay != id && self.peers[id.0 as usize].public_key == peer
+            }
+        }
+    }
+
+    /// The address a handshake message is answered with cookies for: the
+    /// sender's, or the relay's for a relayed one.
+    pub(super) fn hop_address(&self, hop: Hop) -> SocketAddr {
+        match hop {
+            Hop::Direct(from) => from,
+            Hop::Relayed { relay, .. } => self.peers[relay.0 as usize]
+                .endpoint
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+        }
+    }
+
+    /// An authenticated packet from `id` arrived by `hop`: roaming for a
+    /// direct one (and back from a relay), the relay for a relayed one
+    /// unless the peer was heard from directly within [`DIRECT_GRACE`].
+    pub(super) fn arrived(&mut self, id: PeerId, hop: Hop, now: Instant) {
+        match hop {
+            Hop::Direct(from) => {
+                self.update_endpoint(id, from);
+                let peer = &mut self.peers[id.0 as usize];
+                peer.last_direct = Some(now);
+                if peer.via.take().is_some() {
+                    let punched = peer.punch.last_burst.is_some_and(|t| {
+                        now.saturating_duration_since(t) < Duration::from_secs(10)
+                    });
+                    if punched {
+                        self.stats.relay.punches_succeeded += 1;
+                    }
+                    debug!(peer = %peer.name, endpoint = %from, punched, "direct path established");
+                    peer.punch = Punch::default();
+                    self.events.push_back(Event::PathChanged {
+                        peer: id,
+                        via: None,
+                        punched,
+                    });
+                }
+                self.ensure_edge(id, now);
+            }
+            Hop::Relayed { relay, .. } => {
+                let peer = &self.peers[id.0 as usize];
+                let direct_recently = peer
+                    .last_direct
+                    .is_some_and(|t| now.saturating_duration_since(t) < DIRECT_GRACE);
+                if peer.via != Some(relay) && !direct_recently {
+                    let relay_name = self.peers[relay.0 as usize].name.clone();
+                    let peer = &mut self.peers[id.0 as usize];
+                    peer.via = Some(relay);
+                    peer.punch.next_offer = Some(now);
+                    peer.punch.backoff = Duration::ZERO;
+                    debug!(peer = %peer.name, relay = %relay_name, "peer reached through a relay");
+                    self.events.push_back(Event::PathChanged {
+                        peer: id,
+                        via: Some(relay),
+                        punched: false,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Handles an authenticated control message `0x10`–`0x13` from `id`,
+    /// whose plaintext is `buf[TRANSPORT_HEADER_LEN..][..plain]`.
+    pub(super) fn handle_relay_control(
+        &mut self,
+        id: PeerId,
+        hop: Hop,
+        now: Instant,
+        buf: &mut [u8],
+        plain: usize,
+    ) -> Result<Decapsulated, DropReason> {
+        let start = TRANSPORT_HEADER_LEN;
+        match buf[start] {
+            CONTROL_RELAY => self.forward(id, hop, &buf[start..start + plain], now),
+            CONTROL_RELAYED => self.take_relayed(id, hop, buf, plain, now),
+            CONTROL_PUNCH_OFFER => {
+                let (answer, candidates) =
+                    decode_offer(&buf[start..start + plain]).ok_or(DropReason::MalformedInner)?;
+                self.take_offer(id, answer, candidates, now);
+                Ok(Decapsulated::Consumed)
+            }
+            CONTROL_PUNCH => {
+                trace!(peer = %self.peers[id.0 as usize].name, ?hop, "punch received");
+                Ok(Decapsulated::Consumed)
+            }
+            _ => Err(DropReason::MalformedInner),
+        }
+    }
+
+    /// As a relay: checks a request from `from` and queues the datagram for
+    /// its target.
+    fn forward(
+        &mut self,
+        from: PeerId,
+        hop: Hop,
+        plain: &[u8],
+        now: Instant,
+    ) -> Result<Decapsulated, DropReason> {
+        let refused = |device: &mut Self, why: &str| {
+            device.stats.relay.refused += 1;
+            debug!(peer = %device.peers[from.0 as usize].name, why, "relay request refused");
+            Err(DropReason::RelayRefused)
+        };
+        if !matches!(hop, Hop::Direct(_)) {
+            return refused(self, "relay requests are not relayed");
+        }
+        if self.relay_bytes_per_second == 0 {
+            return refused(self, "relaying is off");
+        }
+        let Some((key, inner)) = plain.get(1..).and_then(|p| p.split_at_checked(32)) else {
+            return Err(DropReason::MalformedInner);
+        };
+        if Message::parse(inner).is_err() {
+            return refused(self, "the inner datagram is not a weft message");
+        }
+        let key = PublicKey(key.try_into().map_err(|_| DropReason::MalformedInner)?);
+        let Some(target) = self.by_key.get(&key).copied() else {
+            return refused(self, "unknown target");
+        };
+        let t = &self.peers[target.0 as usize];
+        if target == from || t.removed || t.via.is_some() || t.endpoint.is_none() {
+            return refused(self, "target not reachable directly from here");
+        }
+        if !self.charge_relay_budget(from, inner.len(), now) {
+            return refused(self, "over the relay budget");
+        }
+        let mut out = Vec::with_capacity(RELAY_HEADER_LEN + inner.len());
+        out.push(CONTROL_RELAYED);
+        out.extend_from_slice(self.peers[from.0 as usize].public_key.as_bytes());
+        out.extend_from_slice(inner);
+        self.outgoing.push_back(Outgoing::Deliver(target, out));
+        let stats = &mut self.stats.relay;
+        stats.forwarded_packets += 1;
+        stats.forwarded_bytes += inner.len() as u64;
+        if stats.forwarded_packets.is_power_of_two() {
+            debug!(
+                packets = stats.forwarded_packets,
+                bytes = stats.forwarded_bytes,
+                "relayed for other members so far"
+            );
+        }
+        trace!(from = %self.peers[from.0 as usize].name, to = %self.peers[target.0 as usize].name,
+            len = inner.len(), "relaying");
+        Ok(Decapsulated::Consumed)
+    }
+
+    /// Takes `len` bytes from `from`'s relay budget; false if it is spent.
+    fn charge_relay_budget(&mut self, from: PeerId, len: usize, now: Instant) -> bool {
+        let rate = self.relay_bytes_per_second;
+        let peer = &mut self.peers[from.0 as usize];
+        let (at, tokens) = peer.relay_budget.unwrap_or((now, rate));
+        let refill = u128::from(rate) * now.saturating_duration_since(at).as_micros() / 1_000_000;
+        let tokens = (u128::from(tokens) + refill).min(u128::from(rate)) as u64;
+        let len = len as u64;
+        if tokens < len {
+            peer.relay_budget = Some((now, tokens));
+            return false;
+        }
+        peer.relay_budget = Some((now, tokens - len));
+        true
+    }
+
+    /// As a target: opens the datagram `relay` carried for another member
+    /// and processes it as coming from that member through `relay`.
+    fn take_relayed(
+        &mut self,
+        relay: PeerId,
+        hop: Hop,
+        buf: &mut [u8],
+        plain: usize,
+        now: Instant,
+    ) -> Result<Decapsulated, DropReason> {
+        if !matches!(hop, Hop::Direct(_)) {
+            return Err(DropReason::RelayRefused);
+        }
+        let start = TRANSPORT_HEADER_LEN;
+        if plain <= RELAY_HEADER_LEN {
+            return Err(DropReason::MalformedInner);
+        }
+        let key: [u8; 32] = buf[start + 1..start + RELAY_HEADER_LEN]
+            .try_into()
+            .map_err(|_| DropReason::MalformedInner)?;
+        let key = PublicKey(key);
+        match self.by_key.get(&key) {
+            Some(&source) if source != relay => {}
+            Some(_) => return Err(DropReason::RelayRefused),
+            None => return Err(DropReason::UnknownPeer),
+        }
+        let inner_start = start + RELAY_HEADER_LEN;
+        // A relay that passes on something that is not a message is the
+        // relay's fault, counted as such, not as a malformed datagram.
+        if Message::parse(&buf[inner_start..start + plain]).is_err() {
+            return Err(DropReason::MalformedInner);
+        }
+        self.stats.relay.received_via_relay += 1;
+        let hop = Hop::Relayed { relay, peer: key };
+        // The inner datagram is opened in place: its plaintext stays in
+        // the caller's buffer, further in.
+        Ok(
+            match self.decapsulate_hop(now, hop, &mut buf[inner_start..start + plain]) {
+                Decapsulated::Tun { peer, offset, len } => Decapsulated::Tun {
+                    peer,
+                    offset: inner_start + offset,
+                    len,
+                },
+                other => other,
+            },
+        )
+    }
+
+    /// Sends the datagram `buf[..n]` for `id` through `relay`: moves it
+    /// behind a relay header and seals that in the relay's session.
+    pub(super) fn wrap_for_relay(
+        &mut self,
+        id: PeerId,
+        relay: PeerId,
+        buf: &mut [u8],
+        n: usize,
+        now: Instant,
+    ) -> Option<Transmit> {
+        let inner_start = TRANSPORT_HEADER_LEN + RELAY_HEADER_LEN;
+        if buf.len() < inner_start + n + TAG_LEN {
+            self.stats.drops[DropReason::TooBig as usize] += 1;
+            return None;
+        }
+        buf.copy_within(..n, inner_start);
+        let key = self.peers[id.0 as usize].public_key;
+        self.seal_relay_request(relay, key, n, now, buf)
+    }
+
+    /// Seals the relay request whose inner datagram of `n` bytes already
+    /// lies at `buf[TRANSPORT_HEADER_LEN + RELAY_HEADER_LEN..]`, for
+    /// `target`, in the session with `relay`.
+    fn seal_relay_request(
+        &mut self,
+        relay: PeerId,
+        target: PublicKey,
+        n: usize,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        let start = TRANSPORT_HEADER_LEN;
+        buf[start] = CONTROL_RELAY;
+        buf[start + 1..start + RELAY_HEADER_LEN].copy_from_slice(target.as_bytes());
+        let r = &mut self.peers[relay.0 as usize];
+        let usable = !r.removed && r.via.is_none() && r.endpoint.is_some();
+        if r.wants_rekey_on_send(now) || (usable && r.sending_session(now).is_none()) {
+            self.start_handshake(relay, now, false);
+        }
+        let r = &mut self.peers[relay.0 as usize];
+        let sealed = match (usable, r.endpoint, r.sending_session(now)) {
+            (true, Some(destination), Some(session)) => session
+                .seal(buf, RELAY_HEADER_LEN + n, RELAY_HEADER_LEN + n)
+                .ok()
+                .map(|len| Transmit { destination, len }),
+            _ => None,
+        };
+        let Some(t) = sealed else {
+            self.stats.drops[DropReason::RelayUnavailable as usize] += 1;
+            return None;
+        };
+        Self::on_authenticated_sent(r, now);
+        if let Some(edge) = r.edge.as_mut() {
+            edge.pmtud.on_active(now);
+        }
+        self.stats.relay.sent_via_relay += 1;
+        Some(t)
+    }
+
+    /// The peer whose missing session holds `out` back: the relay of a
+    /// relayed handshake message, or the target of a delivery, when it is
+    /// reachable directly but has no session yet.
+    pub(super) fn waits_for_session(&self, out: &Outgoing, now: Instant) -> Option<PeerId> {
+        let carrier = match out {
+            Outgoing::Initiation(Hop::Relayed { relay, .. }, _)
+            | Outgoing::Response(Hop::Relayed { relay, .. }, _)
+            | Outgoing::CookieReply(Hop::Relayed { relay, .. }, _) => *relay,
+            Outgoing::Deliver(target, _) => *target,
+            _ => return None,
+        };
+        let p = &self.peers[carrier.0 as usize];
+        let waits = !p.removed && p.via.is_none() && p.endpoint.is_some() && !p.can_send(now);
+        waits.then_some(carrier)
+    }
+
+    /// Keeps `out` until a session with `carrier` is up, and starts one.
+    pub(super) fn park(&mut self, carrier: PeerId, out: Outgoing, now: Instant) {
+        if self.parked.len() == PARKED_MAX {
+            self.parked.pop_front();
+            self.stats.drops[DropReason::RelayUnavailable as usize] += 1;
+        }
+        self.parked.push_back((carrier, now, out));
+        self.start_handshake(carrier, now, false);
+    }
+
+    /// A session with `carrier` is up: what waited for it goes out, unless
+    /// it is older than a retransmission would be.
+    pub(super) fn unpark(&mut self, carrier: PeerId, now: Instant) {
+        let mut i = 0;
+        while i < self.parked.len() {
+            if self.parked[i].0 != carrier {
+                i += 1;
+                continue;
+            }
+            let Some((_, since, out)) = self.parked.remove(i) else {
+                break;
+            };
+            if now.saturating_duration_since(since) < crate::timers::REKEY_TIMEOUT {
+                self.outgoing.push_back(out);
+            } else {
+                self.stats.drops[DropReason::RelayUnavailable as usize] += 1;
+            }
+        }
+    }
+
+    /// Sends the handshake message `bytes` by `hop`.
+    pub(super) fn send_handshake(
+        &mut self,
+        hop: Hop,
+        bytes: &[u8],
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        match hop {
+            Hop::Direct(destination) => {
+                buf.get_mut(..bytes.len())?.copy_from_slice(bytes);
+                Some(Transmit {
+                    destination,
+                    len: bytes.len(),
+                })
+            }
+            Hop::Relayed { relay, peer } => {
+                let inner_start = TRANSPORT_HEADER_LEN + RELAY_HEADER_LEN;
+                buf.get_mut(inner_start..inner_start + bytes.len() + TAG_LEN)?;
+                buf[inner_start..inner_start + bytes.len()].copy_from_slice(bytes);
+                self.seal_relay_request(relay, peer, bytes.len(), now, buf)
+            }
+        }
+    }
+
+    /// Sends the sealed datagram `buf[..n]` for `id` on its path.
+    pub(super) fn dispatch(
+        &mut self,
+        id: PeerId,
+        buf: &mut [u8],
+        n: usize,
+        now: Instant,
+    ) -> Option<Transmit> {
+        let peer = &self.peers[id.0 as usize];
+        match peer.via {
+            Some(relay) => self.wrap_for_relay(id, relay, buf, n, now),
+            None => Some(Transmit {
+                destination: peer.endpoint?,
+                len: n,
+            }),
+        }
+    }
+
+    /// Whether anything can be sent to `id`: it has an endpoint or a relay
+    /// in use.
+    pub(super) fn reachable(&self, id: PeerId) -> bool {
+        let peer = &self.peers[id.0 as usize];
+        peer.endpoint.is_some() || peer.via.is_some()
+    }
+
+    /// Seals `plain` for `id` and sends it straight to `destination`,
+    /// whatever the peer's path (punches, datagrams relayed to it).
+    pub(super) fn seal_direct(
+        &mut self,
+        id: PeerId,
+        plain: &[u8],
+        destination: SocketAddr,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        let peer = &mut self.peers[id.0 as usize];
+        let body = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain.len())?;
+        body.copy_from_slice(plain);
+        let n = peer
+            .sending_session(now)?
+            .seal(buf, plain.len(), plain.len())
+            .ok()?;
+        Self::on_authenticated_sent(peer, now);
+        Some(Transmit {
+            destination,
+            len: n,
+        })
+    }
+
+    /// Seals a datagram the relay queued for `target`; starts a handshake
+    /// toward it if there is no session to carry it.
+    pub(super) fn seal_delivery(
+        &mut self,
+        target: PeerId,
+        plain: &[u8],
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        let peer = &mut self.peers[target.0 as usize];
+        let destination = peer.endpoint?;
+        if peer.sending_session(now).is_none() || peer.wants_rekey_on_send(now) {
+            self.start_handshake(target, now, false);
+        }
+        let t = self.seal_direct(target, plain, destination, now, buf);
+        if t.is_none() {
+            self.stats.drops[DropReason::RelayUnavailable as usize] += 1;
+        }
+        t
+    }
+
+    /// Takes `id`'s candidates: answers an offer with ours, and punches.
+    fn take_offer(&mut self, id: PeerId, answer: bool, candidates: Vec<SocketAddr>, now: Instant) {
+        let peer = &mut self.peers[id.0 as usize];
+        let recent = peer
+            .punch
+            .last_offer_taken
+            .is_some_and(|t| now.saturating_duration_since(t) < PUNCH_MIN_INTERVAL);
+        if recent {
+            return;
+        }
+        peer.punch.last_offer_taken = Some(now);
+        let mut targets = candidates;
+        if let Some(e) = peer.endpoint.filter(|e| !targets.contains(e)) {
+            targets.push(e);
+        }
+        debug!(peer = %peer.name, answer, ?targets, "punch candidates received; punching");
+        if !answer {
+            // The other side coordinates this round: no offer of our own
+            // until the backoff passes.
+            if let Some(t) = peer.punch.next_offer.as_mut() {
+                *t = (*t).max(now + PUNCH_RETRY_FIRST);
+            }
+            let reply = encode_offer(true, &self.own_candidates);
+            self.outgoing.push_back(Outgoing::Control(id, reply));
+        }
+        self.peers[id.0 as usize].punch.start_burst(targets, now);
+    }
+
+    /// The earliest punch or offer deadline.
+    pub(super) fn relay_timeout(&self) -> Option<Instant> {
+        self.peers
+            .iter()
+            .filter(|p| !p.removed)
+            .filter_map(|p| p.punch.deadline(p.via.is_some() && p.current.is_some()))
+            .min()
+    }
+
+    /// Sends due punches and offers.
+    pub(super) fn handle_relay_timeouts(&mut self, now: Instant) {
+        for i in 0..self.peers.len() {
+            let id = PeerId(i as u32);
+            let peer = &mut self.peers[i];
+            if peer.removed {
+                continue;
+            }
+            let punch = &mut peer.punch;
+            if punch.left > 0 && punch.next_send.is_some_and(|t| t <= now) {
+                punch.left -= 1;
+                punch.next_send = (punch.left > 0).then_some(now + PUNCH_SPACING);
+                for &target in &punch.targets {
+                    self.outgoing.push_back(Outgoing::Punch(id, target));
+                }
+                self.stats.relay.punches_sent += punch.targets.len() as u64;
+            }
+            let offering = peer.via.is_some() && peer.current.is_some();
+            if offering && peer.punch.next_offer.is_some_and(|t| t <= now) {
+                if peer.sending_session(now).is_some() {
+                    debug!(peer = %peer.name, candidates = ?self.own_candidates, "offering punch candidates");
+                    let offer = encode_offer(false, &self.own_candidates);
+                    self.outgoing.push_back(Outgoing::Control(id, offer));
+                }
+                let punch = &mut self.peers[i].punch;
+                punch.backoff = (punch.backoff * 2).clamp(PUNCH_RETRY_FIRST, PUNCH_RETRY_MAX);
+                punch.next_offer = Some(now + punch.backoff);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
