@@ -13,6 +13,7 @@ mod deploy;
 mod hostile;
 mod mesh;
 mod nat;
+mod operability;
 mod pmtu;
 mod relay;
 mod restart;
