@@ -324,17 +324,20 @@ impl Gossip {
                 measured_unix: now_unix(),
             }),
         );
-        let _ = m.store.paths().put(
-            m.identity.identity().as_bytes(),
-            to.as_bytes(),
-            &PathRecord {
-                endpoint,
-                pmtu,
-                rtt_us,
-                nat: None,
-                measured_unix: now_unix(),
-                own: true,
-            },
+        m.counters.store(
+            "paths",
+            m.store.paths().put(
+                m.identity.identity().as_bytes(),
+                to.as_bytes(),
+                &PathRecord {
+                    endpoint,
+                    pmtu,
+                    rtt_us,
+                    nat: None,
+                    measured_unix: now_unix(),
+                    own: true,
+                },
+            ),
         );
         if let Err(e) = self.publish(&record).await {
             debug!(error = %e, "path observation not published");
@@ -640,17 +643,20 @@ impl Gossip {
             // Our own measurement of that endpoint stays, for a warm start.
             return;
         }
-        let _ = m.store.paths().put(
-            m.identity.identity().as_bytes(),
-            cert.identity.as_bytes(),
-            &PathRecord {
-                endpoint,
-                pmtu: 0,
-                rtt_us: 0,
-                nat: None,
-                measured_unix: now_unix(),
-                own: false,
-            },
+        m.counters.store(
+            "paths",
+            m.store.paths().put(
+                m.identity.identity().as_bytes(),
+                cert.identity.as_bytes(),
+                &PathRecord {
+                    endpoint,
+                    pmtu: 0,
+                    rtt_us: 0,
+                    nat: None,
+                    measured_unix: now_unix(),
+                    own: false,
+                },
+            ),
         );
     }
 }

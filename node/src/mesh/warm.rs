@@ -127,17 +127,13 @@ pub fn save(m: &Membership, device: &Device) {
                 own: false,
             },
         };
-        if m.store
-            .paths()
-            .put(&me.0, &cert.identity.0, &record)
-            .is_ok()
-        {
+        let put = m.store.paths().put(&me.0, &cert.identity.0, &record);
+        if m.counters.store("paths", put).is_some() {
             saved += 1;
         }
     }
-    match m.store.flush() {
-        Ok(()) => info!(paths = saved, "store flushed"),
-        Err(e) => debug!(error = %e, "store not flushed"),
+    if m.counters.store("flush", m.store.flush()).is_some() {
+        info!(paths = saved, "store flushed");
     }
 }
 
