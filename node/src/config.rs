@@ -58,6 +58,7 @@ struct RawMesh {
     admin_socket: Option<PathBuf>,
     #[serde(default)]
     advertise: Vec<String>,
+    relay_bytes_per_second: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -343,6 +344,9 @@ fn parse_mesh(m: RawMesh, base: &Path) -> anyhow::Result<crate::mesh::MeshConfig
         join_port: m.join_port.unwrap_or(crate::mesh::DEFAULT_JOIN_PORT),
         admin_socket: base.join(m.admin_socket.unwrap_or_else(|| PathBuf::from("weft.sock"))),
         advertise,
+        relay_bytes_per_second: m
+            .relay_bytes_per_second
+            .unwrap_or(weft_protocol::device::DEFAULT_RELAY_BYTES_PER_SECOND),
     })
 }
 

@@ -72,6 +72,9 @@ fn build_device(config: &Config, secret: StaticSecret) -> anyhow::Result<Device>
     let mut dc = DeviceConfig::new(secret);
     dc.mtu = usize::from(config.interface.mtu);
     dc.pmtu_discovery = config.interface.pmtu_discovery;
+    if let Some(m) = &config.mesh {
+        dc.relay_bytes_per_second = m.relay_bytes_per_second;
+    }
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .context("the system clock is before 1970")?;

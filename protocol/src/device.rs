@@ -27,7 +27,7 @@ pub(crate) mod relay;
 
 pub use membership::GOSSIP_ENDPOINT_GRACE;
 pub use path::{overhead, PathHint, BASE_INNER_MTU, FLOOR_V4, FLOOR_V6};
-pub use relay::{PeerPath, RelayStats, RELAY_OVERHEAD};
+pub use relay::{PeerPath, RelayStats, DEFAULT_RELAY_BYTES_PER_SECOND, RELAY_OVERHEAD};
 
 use relay::Hop;
 

@@ -73,6 +73,9 @@ pub struct MeshConfig {
     /// Addresses to put in invite tokens and announcements instead of the
     /// host's own (e.g. a public address in front of a NAT).
     pub advertise: Vec<IpAddr>,
+    /// Bytes per second this member relays for each other member (0: it
+    /// relays for nobody).
+    pub relay_bytes_per_second: u64,
 }
 
 impl MeshConfig {
