@@ -7,10 +7,7 @@
 //! here); and a node runs as an unprivileged user holding only CAP_NET_ADMIN, as the unit runs
 //! it. A test skips, saying why, only when the tool it drives is not installed.
 
-use crate::harness::{
-    overlay, ping, wait_reachable, weft_bin, Keypair, Lab, Node, NodeConfig, OneLink, PeerConfig,
-    DEFAULT_PORT,
-};
+use crate::harness::{overlay, ping, wait_reachable, weft_bin, Lab, Node, OneLink};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -639,11 +636,7 @@ fn a_node_running_as_an_unprivileged_user_with_only_cap_net_admin_tunnels_and_st
     }
     let lab = Lab::new("unprivileged");
     let net = OneLink::new(&lab);
-    let (key_a, key_b) = (Keypair::generate(&lab, "a"), Keypair::generate(&lab, "b"));
-    let config_a = NodeConfig::new("a", &key_a, 1)
-        .peer(PeerConfig::new("b", &key_b, 2).endpoint(format!("{}:{DEFAULT_PORT}", OneLink::B)));
-    let config_b = NodeConfig::new("b", &key_b, 2)
-        .peer(PeerConfig::new("a", &key_a, 1).endpoint(format!("{}:{DEFAULT_PORT}", OneLink::A)));
+    let (config_a, config_b) = OneLink::configs(&lab);
 
     // Node a as the unit runs it: another user than root (nobody, 65534), CAP_NET_ADMIN as its
     // only capability (ambient, bounding set of one), no_new_privs. It owns its key file.
@@ -667,7 +660,7 @@ fn a_node_running_as_an_unprivileged_user_with_only_cap_net_admin_tunnels_and_st
     );
     std::fs::write(&config_file, toml).expect("write config");
     nix::unistd::chown(
-        &key_a.private_key_file,
+        &config_a.private_key_file,
         Some(nix::unistd::Uid::from_raw(65534)),
         None,
     )

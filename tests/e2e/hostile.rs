@@ -7,8 +7,8 @@
 //! arrive intact and the node must still be running and answering.
 
 use crate::harness::{
-    overlay, ping, tcp_transfer_while, wait_reachable, Keypair, Lab, Node, NodeConfig, OneLink,
-    PeerConfig, Progress, XorShift64, DEFAULT_PORT, MIB,
+    overlay, ping, tcp_transfer_while, wait_reachable, Lab, Node, OneLink, Progress, XorShift64,
+    DEFAULT_PORT, MIB,
 };
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -99,11 +99,7 @@ fn throw_garbage(socket: &UdpSocket, target: SocketAddr, seed: u64, transfer: &P
 fn transfer_arrives_intact_and_node_survives_10000_malformed_datagrams_on_its_port() {
     let lab = Lab::new("hostile");
     let net = OneLink::new(&lab);
-    let (key_a, key_b) = (Keypair::generate(&lab, "a"), Keypair::generate(&lab, "b"));
-    let config_a = NodeConfig::new("a", &key_a, 1)
-        .peer(PeerConfig::new("b", &key_b, 2).endpoint(format!("{}:{DEFAULT_PORT}", OneLink::B)));
-    let config_b = NodeConfig::new("b", &key_b, 2)
-        .peer(PeerConfig::new("a", &key_a, 1).endpoint(format!("{}:{DEFAULT_PORT}", OneLink::A)));
+    let (config_a, config_b) = OneLink::configs(&lab);
     let mut node_a = Node::start(&lab, &net.a, &config_a);
     let mut node_b = Node::start(&lab, &net.b, &config_b);
     let (b4, b6) = overlay(2);

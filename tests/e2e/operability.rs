@@ -187,11 +187,7 @@ fn weft_status(args: &[&str]) -> std::process::Output {
 fn weft_status_shows_each_peer_as_a_table_and_as_json_and_says_when_the_daemon_is_not_running() {
     let lab = Lab::new("status");
     let net = OneLink::new(&lab);
-    let (key_a, key_b) = (Keypair::generate(&lab, "a"), Keypair::generate(&lab, "b"));
-    let config_a = NodeConfig::new("a", &key_a, 1)
-        .peer(PeerConfig::new("b", &key_b, 2).endpoint(format!("{}:{DEFAULT_PORT}", OneLink::B)));
-    let config_b = NodeConfig::new("b", &key_b, 2)
-        .peer(PeerConfig::new("a", &key_a, 1).endpoint(format!("{}:{DEFAULT_PORT}", OneLink::A)));
+    let (config_a, config_b) = OneLink::configs(&lab);
     let mut node_a = Node::start(&lab, &net.a, &config_a);
     let _node_b = Node::start(&lab, &net.b, &config_b);
     let (b4, _) = overlay(2);

@@ -2,10 +2,7 @@
 //! The peer learns the new endpoint from authenticated traffic alone; neither node restarts and
 //! neither config mentions the new address.
 
-use crate::harness::{
-    overlay, ping_in_background, poll, wait_reachable, Keypair, Lab, Node, NodeConfig, OneLink,
-    PeerConfig, DEFAULT_PORT,
-};
+use crate::harness::{overlay, ping_in_background, poll, wait_reachable, Lab, Node, OneLink};
 use std::time::Duration;
 
 /// Pings sent in total, 100 ms apart.
@@ -19,12 +16,8 @@ const MAX_LOST: u32 = 10;
 fn pings_resume_within_a_second_after_the_underlay_address_changes_mid_stream() {
     let lab = Lab::new("roaming");
     let net = OneLink::new(&lab);
-    let (key_a, key_b) = (Keypair::generate(&lab, "a"), Keypair::generate(&lab, "b"));
-    let config_a = NodeConfig::new("a", &key_a, 1)
-        .peer(PeerConfig::new("b", &key_b, 2).endpoint(format!("{}:{DEFAULT_PORT}", OneLink::B)));
     // B knows only A's old address.
-    let config_b = NodeConfig::new("b", &key_b, 2)
-        .peer(PeerConfig::new("a", &key_a, 1).endpoint(format!("{}:{DEFAULT_PORT}", OneLink::A)));
+    let (config_a, config_b) = OneLink::configs(&lab);
     let _node_a = Node::start(&lab, &net.a, &config_a);
     let _node_b = Node::start(&lab, &net.b, &config_b);
     let (b4, _) = overlay(2);

@@ -2,10 +2,7 @@
 //! both directions, a 64 MiB TCP stream arrives bit for bit, and SIGTERM ends a node cleanly
 //! (exit status 0, its TUN interface removed).
 
-use crate::harness::{
-    overlay, ping, tcp_transfer, wait_reachable, Keypair, Lab, Node, NodeConfig, OneLink,
-    PeerConfig, DEFAULT_PORT, MIB,
-};
+use crate::harness::{overlay, ping, tcp_transfer, wait_reachable, Lab, Node, OneLink, MIB};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -13,11 +10,7 @@ use std::time::Duration;
 fn ping_both_ways_over_ipv4_and_ipv6_and_64mib_transfer_arrives_intact_and_sigterm_removes_weft0() {
     let lab = Lab::new("tunnel");
     let net = OneLink::new(&lab);
-    let (key_a, key_b) = (Keypair::generate(&lab, "a"), Keypair::generate(&lab, "b"));
-    let config_a = NodeConfig::new("a", &key_a, 1)
-        .peer(PeerConfig::new("b", &key_b, 2).endpoint(format!("{}:{DEFAULT_PORT}", OneLink::B)));
-    let config_b = NodeConfig::new("b", &key_b, 2)
-        .peer(PeerConfig::new("a", &key_a, 1).endpoint(format!("{}:{DEFAULT_PORT}", OneLink::A)));
+    let (config_a, config_b) = OneLink::configs(&lab);
     let mut node_a = Node::start(&lab, &net.a, &config_a);
     let mut node_b = Node::start(&lab, &net.b, &config_b);
 

@@ -4,7 +4,7 @@
 //! fd00::/8. No namespace here gets a default route, so nothing can be routed anywhere else.
 
 use super::netns::veth;
-use super::{cmd, Lab, Netns};
+use super::{cmd, Keypair, Lab, Netns, NodeConfig, PeerConfig, DEFAULT_PORT};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Overlay addresses of host number `host`: 100.64.0.HOST and fd00:77::HOST.
@@ -33,6 +33,17 @@ impl OneLink {
         a.ip(&["addr", "add", &format!("{}/24", Self::A), "dev", "eth0"]);
         b.ip(&["addr", "add", &format!("{}/24", Self::B), "dev", "eth0"]);
         OneLink { a, b }
+    }
+
+    /// Key pairs and configs of nodes `a` (overlay host 1) and `b` (host 2), each with the
+    /// other as its one peer at its address on this link.
+    pub fn configs(lab: &Lab) -> (NodeConfig, NodeConfig) {
+        let (key_a, key_b) = (Keypair::generate(lab, "a"), Keypair::generate(lab, "b"));
+        let a = NodeConfig::new("a", &key_a, 1)
+            .peer(PeerConfig::new("b", &key_b, 2).endpoint(format!("{}:{DEFAULT_PORT}", Self::B)));
+        let b = NodeConfig::new("b", &key_b, 2)
+            .peer(PeerConfig::new("a", &key_a, 1).endpoint(format!("{}:{DEFAULT_PORT}", Self::A)));
+        (a, b)
     }
 }
 
