@@ -22,9 +22,11 @@
 pub(crate) mod fragment;
 mod handshake;
 mod membership;
+mod nat;
 pub(crate) mod path;
 
 pub use membership::GOSSIP_ENDPOINT_GRACE;
+pub use nat::{NatCounters, ProbeTransmit};
 pub use path::{overhead, BASE_INNER_MTU, FLOOR_V4, FLOOR_V6};
 
 use std::collections::{HashMap, VecDeque};
@@ -37,6 +39,7 @@ use rand_chacha::ChaCha20Rng;
 use tracing::{debug, info, trace};
 
 use crate::cookie::CookieChecker;
+use crate::nat::{Keepalive, NatMachine, NatStatus, ProbeSocket};
 use crate::noise::{PublicKey, StaticSecret, Tai64N};
 use crate::packet;
 use crate::peer::{Peer, PeerConfig, PeerId, PeerStats, Slot};
@@ -199,6 +202,9 @@ pub enum Event {
         /// The peer.
         peer: PeerId,
     },
+    /// What this node knows about its NAT changed (detection, measured
+    /// lifetime, keepalive interval).
+    NatChanged(NatStatus),
 }
 
 /// Device-wide counters.
@@ -245,6 +251,14 @@ enum Outgoing {
     ProbeAck(PeerId, u32, u16),
     /// A piece of an inner packet: the plaintext to seal.
     Piece(PeerId, Vec<u8>),
+    /// A NAT control plaintext, to `to` or else the peer's endpoint;
+    /// `keepalive` counts it as one.
+    Control {
+        peer: PeerId,
+        to: Option<SocketAddr>,
+        plain: Vec<u8>,
+        keepalive: bool,
+    },
 }
 
 /// The data-plane state machine. See the module documentation.
@@ -274,6 +288,14 @@ pub struct Device {
     next_fragment_id: u32,
     /// Inner packets reassembled from pieces, waiting for the caller.
     reassembled: VecDeque<(PeerId, Vec<u8>)>,
+    /// NAT detection, lifetime trials and the keepalive interval.
+    nat: NatMachine,
+    /// Binding opens to send from probe sockets.
+    probe_out: VecDeque<(ProbeSocket, PeerId, Vec<u8>)>,
+    /// Trials other nodes run with us.
+    bindings: Vec<nat::Binding>,
+    nat_counters: NatCounters,
+    last_nat_log: Option<NatStatus>,
 }
 
 impl core::fmt::Debug for Device {
@@ -314,6 +336,11 @@ impl Device {
             probing: false,
             next_fragment_id: 0,
             reassembled: VecDeque::new(),
+            nat: NatMachine::new(seed),
+            probe_out: VecDeque::new(),
+            bindings: Vec::new(),
+            nat_counters: NatCounters::default(),
+            last_nat_log: None,
         }
     }
 
@@ -345,7 +372,13 @@ impl Device {
         }
         self.by_key.insert(cfg.public_key, id);
         let mut peer = Peer::new(cfg);
-        if peer.persistent_keepalive.is_some() {
+        if peer.keepalive == Keepalive::Auto {
+            peer.persistent_keepalive = self.nat.keepalive_interval();
+        }
+        // With an endpoint, an Auto peer handshakes at once too: its pong
+        // tells whether this node is behind a NAT.
+        let auto_start = peer.keepalive == Keepalive::Auto && peer.endpoint.is_some();
+        if peer.persistent_keepalive.is_some() || auto_start {
             peer.timers.set(Timer::PersistentKeepalive, now);
         }
         self.peers.push(peer);
@@ -515,8 +548,14 @@ impl Device {
         if slot == Slot::Next {
             self.confirm_next_session(id, now);
         }
+        if plain > 0 && buf[start] == nat::CONTROL_BINDING_OPEN {
+            // From a probe socket: no roaming, no timers.
+            return Ok(self.handle_binding_open(id, now, from, &buf[start..start + plain]));
+        }
         self.update_endpoint(id, from);
         self.ensure_edge(id, now);
+        let previous = self.peers[id.0 as usize].last_received;
+        self.nat_on_received(id, now, previous);
         let peer = &mut self.peers[id.0 as usize];
         Self::on_authenticated_received(peer, now);
         // An initiator about to hit REJECT_AFTER_TIME on a session that only
@@ -585,6 +624,7 @@ impl Device {
         if !peer.queue.is_empty() {
             self.flush.push_back(id);
         }
+        self.nat_after_handshake(id, now);
     }
 
     /// Follows a peer to the source address of an authenticated packet.
@@ -605,7 +645,12 @@ impl Device {
     fn on_authenticated_received(peer: &mut Peer, now: Instant) {
         peer.last_received = Some(now);
         peer.timers.stop(Timer::NewHandshake);
-        if let Some(every) = peer.persistent_keepalive {
+        // Many NATs refresh a mapping only on outbound packets, so an Auto
+        // keepalive counts from the last send alone.
+        if let Some(every) = peer
+            .persistent_keepalive
+            .filter(|_| peer.keepalive != Keepalive::Auto)
+        {
             peer.timers.set(Timer::PersistentKeepalive, now + every);
         }
     }
@@ -676,6 +721,17 @@ impl Device {
                 }
                 Outgoing::Piece(id, plain) => {
                     if let Some(t) = self.seal_plain(*id, plain, now, buf) {
+                        return Some(t);
+                    }
+                    continue;
+                }
+                Outgoing::Control {
+                    peer,
+                    to,
+                    plain,
+                    keepalive,
+                } => {
+                    if let Some(t) = self.seal_nat(*peer, *to, plain, *keepalive, now, buf) {
                         return Some(t);
                     }
                     continue;
@@ -755,6 +811,7 @@ impl Device {
             .peers
             .iter()
             .filter_map(|p| p.timers.next_timeout())
+            .chain(self.nat.poll_timeout())
             .min();
         match (timers, self.path_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -771,6 +828,7 @@ impl Device {
             }
         }
         self.handle_path_timeouts(now);
+        self.handle_nat_timeout(now);
     }
 
     fn fire(&mut self, id: PeerId, timer: Timer, now: Instant) {
@@ -804,7 +862,7 @@ impl Device {
             }
             Timer::PersistentKeepalive => {
                 if peer.sending_session(now).is_some() {
-                    self.outgoing.push_back(Outgoing::Keepalive(id));
+                    self.keepalive_due(id, now);
                 } else {
                     self.start_handshake(id, now, false);
                 }
@@ -814,6 +872,8 @@ impl Device {
                         .set_if_unarmed(Timer::PersistentKeepalive, now + every);
                 }
             }
+            Timer::PongTimeout => self.pong_missed(id, now),
+            Timer::Silence => self.silence(id, now),
             Timer::ZeroKeys => {
                 debug!(peer = %peer.name, "erasing key material after a long silence");
                 let indices: Vec<u32> = peer.local_indices().collect();

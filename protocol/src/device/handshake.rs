@@ -205,6 +205,7 @@ impl Device {
         } else {
             self.flush.push_back(id);
         }
+        self.nat_after_handshake(id, now);
         Ok(Decapsulated::Consumed)
     }
 
