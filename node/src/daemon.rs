@@ -89,7 +89,7 @@ fn build_device(config: &Config, secret: StaticSecret) -> anyhow::Result<Device>
                     preshared_key,
                     endpoint: p.endpoint,
                     allowed_ips: p.allowed_ips.clone(),
-                    persistent_keepalive: p.persistent_keepalive,
+                    keepalive: p.keepalive,
                 },
                 now,
             )
@@ -104,6 +104,9 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     let secret = keys::read_private_key(&config.interface.private_key_file)?;
     let mut device = build_device(&config, secret.clone())?;
     let udp = UdpIo::bind(config.interface.listen_port)?;
+    let mut probes = crate::nat::ProbeSockets::default();
+    let own = crate::mesh::local_addresses(&[]);
+    device.set_local_addresses(own, config.interface.listen_port);
     let (mut mesh, inbox) = match &config.mesh {
         Some(mc) => {
             let (node, inbox) =
@@ -137,6 +140,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
             device.handle_timeout(now);
         }
         path.drain_protocol(&mut device, &udp).await;
+        probes.drain(&mut device).await;
         if let Some(m) = mesh.as_mut() {
             for (peer, endpoint, pmtu) in std::mem::take(&mut path.observations) {
                 m.observe(&device, peer, endpoint, pmtu).await;
@@ -160,6 +164,9 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
                 path.pump_udp(&mut device, &tun, &udp).await;
             }
             _ = tokio::time::sleep_until(deadline) => {}
+            Some((socket, datagram)) = probes.recv() => {
+                crate::nat::ProbeSockets::deliver(&mut device, socket, datagram);
+            }
             Some((request, reply)) = recv(admin_rx.as_mut()) => {
                 if let Some(m) = mesh.as_mut() {
                     let _ = reply.send(m.handle_admin(request, &mut device).await);

@@ -10,6 +10,7 @@ mod edges;
 mod inner;
 mod keys;
 mod mesh;
+mod nat;
 mod routes;
 mod tun;
 mod udp;

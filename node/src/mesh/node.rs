@@ -65,7 +65,7 @@ pub(crate) fn peer_config(cert: &Certificate, endpoint: Option<SocketAddr>) -> P
         preshared_key: None,
         endpoint,
         allowed_ips: member_prefixes(cert),
-        persistent_keepalive: None,
+        keepalive: weft_protocol::Keepalive::Auto,
     }
 }
 

@@ -663,12 +663,13 @@ fn log_nat(now: &NatStatus, before: Option<&NatStatus>) {
             || b.keepalive_interval != now.keepalive_interval
     });
     if now.behind == Some(true) && changed {
-        let secs =
-            |d: Option<Duration>| d.map_or("?".to_string(), |d| format!("{:.1}", d.as_secs_f64()));
+        let secs = |d: Option<Duration>| {
+            d.map_or_else(|| "?".to_string(), |d| format!("{:.1}", d.as_secs_f64()))
+        };
         info!(
-            lifetime_at_least = ?now.lifetime_at_least,
-            lifetime_below = ?now.lifetime_below,
-            keepalive = ?now.keepalive_interval,
+            lifetime_at_least_s = %secs(now.lifetime_at_least),
+            lifetime_below_s = %secs(now.lifetime_below),
+            keepalive_s = %secs(now.keepalive_interval),
             trials = now.trials,
             "NAT mapping lifetime >= {} s (< {} s): keepalive every {} s",
             secs(now.lifetime_at_least),

@@ -104,6 +104,11 @@ impl NatSetup {
         NatSetup { a, router, b }
     }
 
+    /// Makes the router forget every tracked flow (`conntrack -F`): every NAT mapping is lost.
+    pub fn flush_conntrack(&self) {
+        self.router.exec(&["conntrack", "-F"]);
+    }
+
     /// How many UDP flows the router's connection tracking currently holds.
     pub fn udp_mappings(&self) -> usize {
         let out = self.router.exec_output(&["conntrack", "-L", "-p", "udp"]);
