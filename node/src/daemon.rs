@@ -69,6 +69,8 @@ fn build_device(config: &Config, secret: StaticSecret) -> anyhow::Result<Device>
     let mut dc = DeviceConfig::new(secret);
     dc.mtu = usize::from(config.interface.mtu);
     dc.pmtu_discovery = config.interface.pmtu_discovery;
+    // Mesh members handshake on demand, not all with all at start.
+    dc.auto_handshake_at_start = config.mesh.is_none();
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .context("the system clock is before 1970")?;

@@ -68,6 +68,12 @@ pub struct DeviceConfig {
     /// The largest path MTU any edge may use, until the caller reports the
     /// local interface MTU toward an endpoint ([`Device::set_local_mtu`]).
     pub max_pmtu: u16,
+    /// Whether peers with [`Keepalive::Auto`] and an endpoint handshake as
+    /// soon as they are added (as fixed keepalives do), which opens a NAT
+    /// mapping and tells whether this node is behind a NAT. Off, they
+    /// handshake on demand (a mesh, whose members would otherwise all
+    /// handshake with all at start).
+    pub auto_handshake_at_start: bool,
 }
 
 impl DeviceConfig {
@@ -80,6 +86,7 @@ impl DeviceConfig {
             queue_limit: 1024,
             pmtu_discovery: true,
             max_pmtu: 1500,
+            auto_handshake_at_start: true,
         }
     }
 }
@@ -296,6 +303,7 @@ pub struct Device {
     bindings: Vec<nat::Binding>,
     nat_counters: NatCounters,
     last_nat_log: Option<NatStatus>,
+    auto_handshake_at_start: bool,
 }
 
 impl core::fmt::Debug for Device {
@@ -341,6 +349,7 @@ impl Device {
             bindings: Vec::new(),
             nat_counters: NatCounters::default(),
             last_nat_log: None,
+            auto_handshake_at_start: config.auto_handshake_at_start,
         }
     }
 
@@ -377,7 +386,9 @@ impl Device {
         }
         // With an endpoint, an Auto peer handshakes at once too: its pong
         // tells whether this node is behind a NAT.
-        let auto_start = peer.keepalive == Keepalive::Auto && peer.endpoint.is_some();
+        let auto_start = self.auto_handshake_at_start
+            && peer.keepalive == Keepalive::Auto
+            && peer.endpoint.is_some();
         if peer.persistent_keepalive.is_some() || auto_start {
             peer.timers.set(Timer::PersistentKeepalive, now);
         }
