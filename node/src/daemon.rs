@@ -144,6 +144,7 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         path.drain_protocol(&mut device, &udp).await;
         probes.drain(&mut device).await;
         if let Some(m) = mesh.as_mut() {
+            m.nat_changed(&mut device).await;
             for (peer, endpoint, pmtu) in std::mem::take(&mut path.observations) {
                 m.observe(&device, peer, endpoint, pmtu).await;
             }

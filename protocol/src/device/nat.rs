@@ -180,6 +180,18 @@ impl Device {
         self.apply_nat_changes(now);
     }
 
+    /// A reflexive address of this node that a peer reported elsewhere
+    /// (gossip): until a pong or binding acknowledgement says better, it
+    /// tells whether this node is behind a NAT. Ignored once they have,
+    /// since a gossiped address may be stale.
+    pub fn note_reflexive(&mut self, observed: SocketAddr, now: Instant) {
+        if self.nat.status().behind.is_some() {
+            return;
+        }
+        self.nat.on_reflexive(now, observed);
+        self.apply_nat_changes(now);
+    }
+
     /// The probe sockets running trials need; any other may be closed.
     pub fn probe_sockets(&self) -> impl Iterator<Item = ProbeSocket> + '_ {
         self.nat.probe_sockets()

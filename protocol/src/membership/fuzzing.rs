@@ -178,6 +178,10 @@ fn record(flags: u8, payload: &[u8]) -> &'static str {
             assert_eq!(rev.verify(&k.network), Ok(()));
             assert!(v.is_revoked(&rev.identity, rev.serial));
         }
+        RecordBody::NatLifetime(n) => {
+            assert!(k.is_member(&r.origin));
+            assert!((1_000..=3_600_000).contains(&n.lifetime_ms));
+        }
     }
     assert!(matches!(
         v.validate(&bytes, &k.network, &members, NOW),
