@@ -690,3 +690,6 @@ fn log_nat(now: &NatStatus, before: Option<&NatStatus>) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests;
