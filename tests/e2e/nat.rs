@@ -11,10 +11,12 @@
 //!   interval chosen (from the node's log) is below 5 s for the first and above 10 s for the last.
 //! - The router's whole table is flushed while the public peer pings every 100 ms: the time
 //!   until pings pass again is printed and bounded.
+//! - Two mesh members behind one NAT (20 s): the lifetime the first measured reaches the
+//!   second by gossip, whose keepalive starts from it before any trial of its own.
 
 use crate::harness::{
     overlay, ping, ping_in_background, poll, wait_reachable, Keypair, Lab, NatSetup, Node,
-    NodeConfig, PeerConfig, DEFAULT_PORT,
+    NodeConfig, PeerConfig, RoutedHosts, DEFAULT_PORT,
 };
 use std::time::{Duration, Instant};
 
@@ -270,5 +272,57 @@ fn after_the_nat_table_is_flushed_pings_pass_again_within_2s() {
     assert!(
         stats.replied.contains(&count) || stats.replied.contains(&(count - 1)),
         "pings stopped passing again: {stats:?}"
+    );
+}
+
+/// The value of `key=value` on `line`.
+fn line_field<'l>(line: &'l str, key: &str) -> Option<&'l str> {
+    line.split_whitespace()
+        .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
+}
+
+#[test]
+fn a_mesh_member_behind_the_same_nat_starts_from_the_lifetime_another_measured() {
+    let lab = Lab::new("natmesh");
+    let hosts = RoutedHosts::new(&lab, "", 3);
+    let (nodes, addrs) = crate::mesh::build_mesh(&lab, &hosts, 3);
+    // m1 and m2 behind one NAT (one public address) toward m0.
+    hosts.masquerade(&[1, 2], 0, 20);
+    let m0 = addrs[0].0;
+    // m1 talks to m0, learns it is behind a NAT and measures it.
+    assert!(ping(&hosts.hosts[1], m0, 3).received > 0);
+    let published = poll(Duration::from_secs(150), Duration::from_millis(500), || {
+        nodes[2]
+            .log()
+            .text()
+            .lines()
+            .find(|l| l.contains("NAT lifetime") && l.contains("lifetime_ms="))
+            .map(str::to_owned)
+    })
+    .expect("m2 never received m1's NAT lifetime");
+    let lifetime_ms: f64 = line_field(&published, "lifetime_ms")
+        .and_then(|v| v.parse().ok())
+        .expect("a lifetime");
+    // m2 talks to m0 for the first time: its keepalive starts from m1's lifetime, before any
+    // trial of its own concluded.
+    assert!(ping(&hosts.hosts[2], m0, 3).received > 0);
+    let from_hint = poll(Duration::from_secs(5), Duration::from_millis(100), || {
+        nodes[2]
+            .log()
+            .text()
+            .lines()
+            .filter(|l| l.contains(NAT_LINE) && line_field(l, "trials") == Some("0"))
+            .filter_map(|l| line_field(l, "keepalive_s")?.parse::<f64>().ok())
+            .find(|k| *k > 2.0)
+    });
+    println!(
+        "nat mesh: m1 measured {:.1} s behind the shared NAT; m2 started with keepalive every \
+         {from_hint:?} s before its own first trial",
+        lifetime_ms / 1000.0
+    );
+    let every = from_hint.expect("m2 did not start from the shared lifetime");
+    assert!(
+        (every - lifetime_ms / 2000.0).abs() < 0.2,
+        "{every} vs {lifetime_ms} ms"
     );
 }

@@ -382,6 +382,38 @@ impl RoutedHosts {
         ]);
     }
 
+    /// Puts `hosts` behind one masquerading NAT toward host `toward`: what they send there
+    /// leaves from the router's address on `toward`'s subnet, and the router forgets a silent
+    /// UDP flow after `udp_timeout_secs`.
+    pub fn masquerade(&self, hosts: &[usize], toward: usize, udp_timeout_secs: u32) {
+        let public = Self::gateway(toward).to_string();
+        let out_if = format!("eth{toward}");
+        for &i in hosts {
+            let subnet = format!("{}/28", Self::gateway(i));
+            self._router.exec(&[
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-s",
+                &subnet,
+                "-o",
+                &out_if,
+                "-j",
+                "SNAT",
+                "--to-source",
+                &public,
+            ]);
+        }
+        ensure_conntrack(&self._router);
+        let timeout = udp_timeout_secs.to_string();
+        self._router.sysctl(&[
+            &format!("net.netfilter.nf_conntrack_udp_timeout={timeout}"),
+            &format!("net.netfilter.nf_conntrack_udp_timeout_stream={timeout}"),
+        ]);
+    }
+
     /// Moves host `i` to its other address (the old one is removed).
     pub fn move_host(&self, i: usize) {
         let host = &self.hosts[i];
