@@ -244,7 +244,12 @@ impl NatMachine {
         if self.behind != Some(true) {
             return None;
         }
-        let basis = self.proven.or(self.hint);
+        // A hint stands until a trial contradicts it (`fail` drops it), so a
+        // remeasurement's first short passes do not lower the interval.
+        let basis = match (self.proven, self.hint) {
+            (Some(p), Some(h)) => Some(p.max(h)),
+            (p, h) => p.or(h),
+        };
         let interval = match (basis, self.failed) {
             (Some(l), _) => l / SAFETY_DIVISOR,
             (None, Some(f)) => START_INTERVAL.min(f / SAFETY_DIVISOR),
