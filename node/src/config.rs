@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use ip_network::IpNetwork;
 use serde::Deserialize;
-use weft_protocol::PublicKey;
+use weft_protocol::{Keepalive, PublicKey};
 
 use crate::keys;
 
@@ -84,7 +84,15 @@ struct RawPeer {
     endpoint: Option<String>,
     #[serde(default)]
     allowed_ips: Vec<String>,
-    persistent_keepalive: Option<u32>,
+    persistent_keepalive: Option<RawKeepalive>,
+}
+
+/// `persistent_keepalive`: a number of seconds or a word.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawKeepalive {
+    Seconds(i64),
+    Word(String),
 }
 
 /// The `[interface]` table.
@@ -128,8 +136,9 @@ pub struct Peer {
     pub endpoint: Option<SocketAddr>,
     /// Routed and accepted inner prefixes.
     pub allowed_ips: Vec<IpNetwork>,
-    /// Keepalive interval.
-    pub persistent_keepalive: Option<Duration>,
+    /// Persistent keepalive: `"auto"` (the default) chooses it from the
+    /// measured NAT mapping lifetime; a number of seconds fixes it; 0 is off.
+    pub keepalive: Keepalive,
 }
 
 /// A validated configuration.
@@ -252,13 +261,21 @@ impl Config {
                     .with_context(|| field(&format!("allowed_ips[{k}]")))?;
                 allowed_ips.push(net);
             }
-            let persistent_keepalive = match p.persistent_keepalive {
-                None | Some(0) => None,
-                Some(s) if s > 3600 => {
-                    return Err(anyhow!("{s} seconds is more than an hour"))
+            let keepalive = match p.persistent_keepalive {
+                None => Keepalive::Auto,
+                Some(RawKeepalive::Word(w)) if w == "auto" => Keepalive::Auto,
+                Some(RawKeepalive::Word(w)) => {
+                    return Err(anyhow!("{w:?} is neither \"auto\" nor a number of seconds"))
                         .context(field("persistent_keepalive"));
                 }
-                Some(s) => Some(Duration::from_secs(u64::from(s))),
+                Some(RawKeepalive::Seconds(0)) => Keepalive::Off,
+                Some(RawKeepalive::Seconds(s)) if !(1..=3600).contains(&s) => {
+                    return Err(anyhow!("{s} seconds is not between 0 and an hour"))
+                        .context(field("persistent_keepalive"));
+                }
+                Some(RawKeepalive::Seconds(s)) => {
+                    Keepalive::Fixed(Duration::from_secs(s.unsigned_abs()))
+                }
             };
             peers.push(Peer {
                 name: p.name.unwrap_or_else(|| format!("peer{n}")),
@@ -266,7 +283,7 @@ impl Config {
                 preshared_key_file: p.preshared_key_file.map(|f| base.join(f)),
                 endpoint,
                 allowed_ips,
-                persistent_keepalive,
+                keepalive,
             });
         }
         let mesh_socket = raw.mesh.as_ref().and_then(|m| m.admin_socket.clone());
@@ -404,8 +421,8 @@ mod tests {
             Path::new("/etc/weft/private.key")
         );
         assert_eq!(
-            c.peers[0].persistent_keepalive,
-            Some(Duration::from_secs(10))
+            c.peers[0].keepalive,
+            Keepalive::Fixed(Duration::from_secs(10))
         );
         assert_eq!(c.peers[0].allowed_ips.len(), 2);
     }
@@ -426,5 +443,23 @@ mod tests {
         );
         assert!(err(&format!("{base}colour = 1\n")).contains("colour"));
         assert!(err("[interface]\n").contains("private_key_file"));
+        let bad = err(&format!("{peer}persistent_keepalive = \"often\"\n"));
+        assert!(bad.contains("peer[0].persistent_keepalive") && bad.contains("auto"));
+        assert!(err(&format!("{peer}persistent_keepalive = 7200\n"))
+            .contains("peer[0].persistent_keepalive"));
+    }
+
+    #[test]
+    fn persistent_keepalive_is_auto_by_default_a_number_fixes_it_and_zero_is_off() {
+        let base =
+            format!("[interface]\nprivate_key_file = \"k\"\n[[peer]]\npublic_key = \"{KEY}\"\n");
+        let k = |extra: &str| parse(&format!("{base}{extra}")).unwrap().peers[0].keepalive;
+        assert_eq!(k(""), Keepalive::Auto);
+        assert_eq!(k("persistent_keepalive = \"auto\"\n"), Keepalive::Auto);
+        assert_eq!(
+            k("persistent_keepalive = 25\n"),
+            Keepalive::Fixed(Duration::from_secs(25))
+        );
+        assert_eq!(k("persistent_keepalive = 0\n"), Keepalive::Off);
     }
 }

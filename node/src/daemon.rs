@@ -75,6 +75,8 @@ fn build_device(config: &Config, secret: StaticSecret) -> anyhow::Result<Device>
     if let Some(m) = &config.mesh {
         dc.relay_bytes_per_second = m.relay_bytes_per_second;
     }
+    // Mesh members handshake on demand, not all with all at start.
+    dc.auto_handshake_at_start = config.mesh.is_none();
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .context("the system clock is before 1970")?;
@@ -95,7 +97,7 @@ fn build_device(config: &Config, secret: StaticSecret) -> anyhow::Result<Device>
                     preshared_key,
                     endpoint: p.endpoint,
                     allowed_ips: p.allowed_ips.clone(),
-                    persistent_keepalive: p.persistent_keepalive,
+                    keepalive: p.keepalive,
                 },
                 now,
             )
@@ -110,6 +112,9 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     let secret = keys::read_private_key(&config.interface.private_key_file)?;
     let mut device = build_device(&config, secret.clone())?;
     let udp = UdpIo::bind(config.interface.listen_port)?;
+    let mut probes = crate::nat::ProbeSockets::default();
+    let own = crate::mesh::local_addresses(&[]);
+    device.set_local_addresses(own, config.interface.listen_port);
     let (mut mesh, inbox) = match &config.mesh {
         Some(mc) => {
             let (node, inbox) =
@@ -153,7 +158,9 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
             device.handle_timeout(now);
         }
         path.drain_protocol(&mut device, &udp).await;
+        probes.drain(&mut device).await;
         if let Some(m) = mesh.as_mut() {
+            m.nat_changed(&mut device).await;
             for (peer, endpoint, pmtu) in std::mem::take(&mut path.observations) {
                 m.observe(&device, peer, endpoint, pmtu).await;
             }
@@ -176,6 +183,9 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
                 path.pump_udp(&mut device, &tun, &udp).await;
             }
             _ = tokio::time::sleep_until(deadline) => {}
+            Some((socket, datagram)) = probes.recv() => {
+                crate::nat::ProbeSockets::deliver(&mut device, socket, datagram);
+            }
             Some((request, reply)) = admin_rx.recv() => {
                 let response = match (request, mesh.as_mut()) {
                     (Request::Status, m) => Response::Status(Box::new(

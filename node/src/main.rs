@@ -11,6 +11,7 @@ mod inner;
 mod keys;
 mod mesh;
 mod metrics;
+mod nat;
 mod routes;
 mod status;
 mod tun;

@@ -345,6 +345,14 @@ pub fn render(snapshot: &Snapshot, per_peer_labels: bool) -> prometheus::Result<
     }
     counter(
         &r,
+        "weft_nat_mapping_losses_total",
+        "Lost NAT mappings detected (a keepalive ping and its retry unanswered) and repaired by a new handshake",
+        &[],
+    )?
+    .with_label_values::<&str>(&[])
+    .inc_by(snapshot.nat.mapping_losses);
+    counter(
+        &r,
         "weft_relay_forwarded_packets_total",
         "Datagrams relayed between other members",
         &[],

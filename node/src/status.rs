@@ -143,6 +143,16 @@ pub struct NatInfo {
     pub reflexive: Option<String>,
     /// Longest idle time a mapping was seen to survive, seconds.
     pub lifetime_secs: Option<f64>,
+    /// Shortest idle time a mapping was seen not to survive, seconds.
+    pub lifetime_below_secs: Option<f64>,
+    /// Keepalive interval for peers in `auto` mode, seconds (none: off).
+    pub keepalive_secs: Option<f64>,
+    /// Lifetime trials concluded.
+    pub trials: u64,
+    /// Whether a lifetime search is running.
+    pub searching: bool,
+    /// Times a lost mapping was detected and repaired by a new handshake.
+    pub mapping_losses: u64,
 }
 
 /// Relay service counters.
@@ -210,7 +220,19 @@ impl Snapshot {
                 .collect(),
             cookie_replies_sent: stats.cookie_replies_sent,
             mesh: None,
-            nat: NatInfo::default(),
+            nat: {
+                let n = device.nat_status();
+                NatInfo {
+                    behind: n.behind,
+                    reflexive: n.reflexive.map(|r| r.to_string()),
+                    lifetime_secs: n.lifetime_at_least.map(|d| d.as_secs_f64()),
+                    lifetime_below_secs: n.lifetime_below.map(|d| d.as_secs_f64()),
+                    keepalive_secs: n.keepalive_interval.map(|d| d.as_secs_f64()),
+                    trials: n.trials,
+                    searching: n.searching,
+                    mapping_losses: device.nat_counters().mapping_losses,
+                }
+            },
             relay: RelayStats {
                 forwarded_packets: stats.relay.forwarded_packets,
                 forwarded_bytes: stats.relay.forwarded_bytes,
@@ -238,11 +260,24 @@ impl Snapshot {
             (Some(false), _) => "no NAT".to_string(),
             (None, _) => "not measured yet".to_string(),
         };
-        let lifetime = self
-            .nat
-            .lifetime_secs
-            .map(|s| format!(", idle mapping lasts >= {s:.0}s"))
-            .unwrap_or_default();
+        let mut lifetime = String::new();
+        if let Some(s) = self.nat.lifetime_secs {
+            let _ = write!(lifetime, ", idle mapping lasts >= {s:.1}s");
+            if let Some(b) = self.nat.lifetime_below_secs {
+                let _ = write!(lifetime, " (< {b:.1}s)");
+            }
+        }
+        if self.nat.searching {
+            lifetime.push_str(", measuring");
+        }
+        if self.nat.behind == Some(true) {
+            match self.nat.keepalive_secs {
+                Some(k) => {
+                    let _ = write!(lifetime, "; keepalive every {k:.1}s");
+                }
+                None => lifetime.push_str("; keepalive off"),
+            }
+        }
         let _ = writeln!(out, "  NAT: {nat}{lifetime}");
         if let Some(m) = &self.mesh {
             let rejected: u64 = m.gossip_rejected.iter().map(|(_, v)| v).sum();

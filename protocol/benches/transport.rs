@@ -110,7 +110,7 @@ fn device_pair(now: Instant) -> (Device, Device) {
         preshared_key: None,
         endpoint: Some(endpoint),
         allowed_ips: vec![ip.parse().unwrap()],
-        persistent_keepalive: None,
+        keepalive: weft_protocol::Keepalive::Off,
     };
     let mut a = Device::new(
         DeviceConfig::new(StaticSecret::from_bytes(ka)),

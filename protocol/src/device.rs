@@ -22,10 +22,12 @@
 pub(crate) mod fragment;
 mod handshake;
 mod membership;
+mod nat;
 pub(crate) mod path;
 pub(crate) mod relay;
 
 pub use membership::GOSSIP_ENDPOINT_GRACE;
+pub use nat::{NatCounters, ProbeTransmit};
 pub use path::{overhead, PathHint, BASE_INNER_MTU, FLOOR_V4, FLOOR_V6};
 pub use relay::{PeerPath, RelayStats, DEFAULT_RELAY_BYTES_PER_SECOND, RELAY_OVERHEAD};
 
@@ -41,6 +43,7 @@ use rand_chacha::ChaCha20Rng;
 use tracing::{debug, info, trace};
 
 use crate::cookie::CookieChecker;
+use crate::nat::{Keepalive, NatMachine, NatStatus, ProbeSocket};
 use crate::noise::{PublicKey, StaticSecret, Tai64N};
 use crate::packet;
 use crate::peer::{Peer, PeerConfig, PeerId, PeerStats, Slot};
@@ -72,6 +75,12 @@ pub struct DeviceConfig {
     /// Bytes per second this node relays for each sending member (also
     /// its burst allowance); 0 relays nothing.
     pub relay_bytes_per_second: u64,
+    /// Whether peers with [`Keepalive::Auto`] and an endpoint handshake as
+    /// soon as they are added (as fixed keepalives do), which opens a NAT
+    /// mapping and tells whether this node is behind a NAT. Off, they
+    /// handshake on demand (a mesh, whose members would otherwise all
+    /// handshake with all at start).
+    pub auto_handshake_at_start: bool,
 }
 
 impl DeviceConfig {
@@ -85,6 +94,7 @@ impl DeviceConfig {
             pmtu_discovery: true,
             max_pmtu: 1500,
             relay_bytes_per_second: relay::DEFAULT_RELAY_BYTES_PER_SECOND,
+            auto_handshake_at_start: true,
         }
     }
 }
@@ -216,6 +226,9 @@ pub enum Event {
         /// Whether a punch burst opened the direct path.
         punched: bool,
     },
+    /// What this node knows about its NAT changed (detection, measured
+    /// lifetime, keepalive interval).
+    NatChanged(NatStatus),
 }
 
 /// Device-wide counters.
@@ -274,6 +287,14 @@ enum Outgoing {
     Deliver(PeerId, Vec<u8>),
     /// A punch toward a candidate endpoint of the peer.
     Punch(PeerId, SocketAddr),
+    /// A NAT control plaintext, to `to` or else the peer's endpoint;
+    /// `keepalive` counts it as one.
+    Nat {
+        peer: PeerId,
+        to: Option<SocketAddr>,
+        plain: Vec<u8>,
+        keepalive: bool,
+    },
 }
 
 /// The data-plane state machine. See the module documentation.
@@ -309,6 +330,15 @@ pub struct Device {
     /// Relay messages waiting for a session with the peer that carries
     /// them (the relay, or the target of a delivery), and since when.
     parked: VecDeque<(PeerId, Instant, Outgoing)>,
+    /// NAT detection, lifetime trials and the keepalive interval.
+    nat: NatMachine,
+    /// Binding opens to send from probe sockets.
+    probe_out: VecDeque<(ProbeSocket, PeerId, Vec<u8>)>,
+    /// Trials other nodes run with us.
+    bindings: Vec<nat::Binding>,
+    nat_counters: NatCounters,
+    last_nat_log: Option<NatStatus>,
+    auto_handshake_at_start: bool,
 }
 
 impl core::fmt::Debug for Device {
@@ -352,6 +382,12 @@ impl Device {
             relay_bytes_per_second: config.relay_bytes_per_second,
             own_candidates: Vec::new(),
             parked: VecDeque::new(),
+            nat: NatMachine::new(seed),
+            probe_out: VecDeque::new(),
+            bindings: Vec::new(),
+            nat_counters: NatCounters::default(),
+            last_nat_log: None,
+            auto_handshake_at_start: config.auto_handshake_at_start,
         }
     }
 
@@ -383,7 +419,15 @@ impl Device {
         }
         self.by_key.insert(cfg.public_key, id);
         let mut peer = Peer::new(cfg);
-        if peer.persistent_keepalive.is_some() {
+        if peer.keepalive == Keepalive::Auto {
+            peer.persistent_keepalive = self.nat.keepalive_interval();
+        }
+        // With an endpoint, an Auto peer handshakes at once too: its pong
+        // tells whether this node is behind a NAT.
+        let auto_start = self.auto_handshake_at_start
+            && peer.keepalive == Keepalive::Auto
+            && peer.endpoint.is_some();
+        if peer.persistent_keepalive.is_some() || auto_start {
             peer.timers.set(Timer::PersistentKeepalive, now);
         }
         self.peers.push(peer);
@@ -576,7 +620,17 @@ impl Device {
         if slot == Slot::Next {
             self.confirm_next_session(id, now);
         }
+        if plain > 0 && buf[start] == nat::CONTROL_BINDING_OPEN {
+            // From a probe socket: no roaming, no timers. Binding opens are
+            // about a direct path; one that came through a relay is refused.
+            let Hop::Direct(from) = hop else {
+                return Err(DropReason::RelayRefused);
+            };
+            return Ok(self.handle_binding_open(id, now, from, &buf[start..start + plain]));
+        }
         self.arrived(id, hop, now);
+        let previous = self.peers[id.0 as usize].last_received;
+        self.nat_on_received(id, now, previous);
         let peer = &mut self.peers[id.0 as usize];
         Self::on_authenticated_received(peer, now);
         // An initiator about to hit REJECT_AFTER_TIME on a session that only
@@ -649,6 +703,7 @@ impl Device {
             self.flush.push_back(id);
         }
         self.unpark(id, now);
+        self.nat_after_handshake(id, now);
     }
 
     /// Follows a peer to the source address of an authenticated packet
@@ -670,7 +725,12 @@ impl Device {
     fn on_authenticated_received(peer: &mut Peer, now: Instant) {
         peer.last_received = Some(now);
         peer.timers.stop(Timer::NewHandshake);
-        if let Some(every) = peer.persistent_keepalive {
+        // Many NATs refresh a mapping only on outbound packets, so an Auto
+        // keepalive counts from the last send alone.
+        if let Some(every) = peer
+            .persistent_keepalive
+            .filter(|_| peer.keepalive != Keepalive::Auto)
+        {
             peer.timers.set(Timer::PersistentKeepalive, now + every);
         }
     }
@@ -768,6 +828,17 @@ impl Device {
                     }
                     continue;
                 }
+                Outgoing::Nat {
+                    peer,
+                    to,
+                    plain,
+                    keepalive,
+                } => {
+                    if let Some(t) = self.seal_nat(*peer, *to, plain, *keepalive, now, buf) {
+                        return Some(t);
+                    }
+                    continue;
+                }
             };
             if let Some(t) = self.send_handshake(hop, bytes, now, buf) {
                 return Some(t);
@@ -842,6 +913,7 @@ impl Device {
             .peers
             .iter()
             .filter_map(|p| p.timers.next_timeout())
+            .chain(self.nat.poll_timeout())
             .min();
         [timers, self.path_timeout(), self.relay_timeout()]
             .into_iter()
@@ -859,6 +931,7 @@ impl Device {
         }
         self.handle_path_timeouts(now);
         self.handle_relay_timeouts(now);
+        self.handle_nat_timeout(now);
     }
 
     fn fire(&mut self, id: PeerId, timer: Timer, now: Instant) {
@@ -895,7 +968,7 @@ impl Device {
             }
             Timer::PersistentKeepalive => {
                 if peer.sending_session(now).is_some() {
-                    self.outgoing.push_back(Outgoing::Keepalive(id));
+                    self.keepalive_due(id, now);
                 } else {
                     self.start_handshake(id, now, false);
                 }
@@ -905,6 +978,8 @@ impl Device {
                         .set_if_unarmed(Timer::PersistentKeepalive, now + every);
                 }
             }
+            Timer::PongTimeout => self.pong_missed(id, now),
+            Timer::Silence => self.silence(id, now),
             Timer::ZeroKeys => {
                 debug!(peer = %peer.name, "erasing key material after a long silence");
                 let indices: Vec<u32> = peer.local_indices().collect();

@@ -76,7 +76,7 @@ fn peer_config(name: &str, key: [u8; 32], endpoint: SocketAddr, ip: Ipv4Addr) ->
         preshared_key: None,
         endpoint: Some(endpoint),
         allowed_ips: vec![ip_network::IpNetwork::new(ip, 32).expect("a /32")],
-        persistent_keepalive: None,
+        keepalive: crate::Keepalive::Off,
     }
 }
 

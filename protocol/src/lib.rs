@@ -15,6 +15,7 @@
 //! - [`timers`]: the timer table and the protocol's time constants;
 //! - [`peer`], [`device`]: the state machine that ties them together;
 //! - [`pmtu`]: per-edge path-MTU discovery;
+//! - [`nat`]: NAT detection, mapping-lifetime trials, keepalive intervals;
 //! - [`packet`]: the inner IP header fields routing needs;
 //! - [`membership`]: identities, certificates, invite tokens, gossip records;
 //! - [`join`]: the exchange that turns an invite token into a certificate.
@@ -26,6 +27,7 @@ pub mod cookie;
 pub mod device;
 pub mod join;
 pub mod membership;
+pub mod nat;
 pub mod noise;
 pub mod packet;
 pub mod peer;
@@ -43,9 +45,10 @@ mod sim;
 pub mod fuzzing;
 
 pub use device::{
-    Decapsulated, Device, DeviceConfig, DeviceStats, Encapsulated, Event, PathHint,
-    PeerConfigError, PeerPath, PeerStatus, RelayStats, Transmit,
+    Decapsulated, Device, DeviceConfig, DeviceStats, Encapsulated, Event, NatCounters, PathHint,
+    PeerConfigError, PeerPath, PeerStatus, ProbeTransmit, RelayStats, Transmit,
 };
+pub use nat::{Keepalive, NatStatus, ProbeSocket};
 pub use noise::{PresharedKey, PublicKey, StaticSecret};
 pub use peer::{PeerConfig, PeerId, PeerStats};
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use ip_network::IpNetwork;
 
 use crate::cookie::CookieGenerator;
+use crate::nat::Keepalive;
 use crate::noise::{PendingInitiation, PresharedKey, PublicKey, Tai64N};
 use crate::session::Session;
 use crate::timers::{TimerTable, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME};
@@ -36,8 +37,9 @@ pub struct PeerConfig {
     pub endpoint: Option<SocketAddr>,
     /// Inner addresses routed to, and accepted from, this peer.
     pub allowed_ips: Vec<IpNetwork>,
-    /// Send a keepalive after this much silence, to keep NAT mappings open.
-    pub persistent_keepalive: Option<Duration>,
+    /// Persistent keepalives, to keep NAT mappings open: off, a fixed
+    /// interval, or chosen from the measured NAT mapping lifetime.
+    pub keepalive: Keepalive,
 }
 
 /// Counters of one peer, for status and metrics.
@@ -78,7 +80,21 @@ pub(crate) struct Peer {
     pub psk: PresharedKey,
     pub endpoint: Option<SocketAddr>,
     pub allowed_ips: Vec<IpNetwork>,
+    /// How the persistent keepalive is chosen.
+    pub keepalive: Keepalive,
+    /// The persistent keepalive interval in use.
     pub persistent_keepalive: Option<Duration>,
+    /// A ping waiting for its pong: id, when sent, tries so far.
+    pub ping: Option<(u32, Instant, u8)>,
+    /// Smoothed round-trip time measured by pings.
+    pub nat_rtt: Option<Duration>,
+    /// Whether the address this peer last reported for our main socket was
+    /// not one of ours (a NAT between us), from its pongs.
+    pub sees_nat: Option<bool>,
+    /// Authenticated packets received in a row at short gaps.
+    pub stream: u8,
+    /// Discovery pings unanswered since the last pong.
+    pub discovery_misses: u8,
     pub cookie: CookieGenerator,
     pub handshake: Option<Initiated>,
     /// When the current run of handshake attempts began.
@@ -137,7 +153,19 @@ impl Peer {
             allowed_ips: cfg.allowed_ips,
             // Zero means off, as in WireGuard; armed, it would re-fire at
             // the same instant forever.
-            persistent_keepalive: cfg.persistent_keepalive.filter(|d| !d.is_zero()),
+            persistent_keepalive: match cfg.keepalive {
+                Keepalive::Fixed(d) if !d.is_zero() => Some(d),
+                _ => None,
+            },
+            keepalive: match cfg.keepalive {
+                Keepalive::Fixed(d) if d.is_zero() => Keepalive::Off,
+                k => k,
+            },
+            ping: None,
+            nat_rtt: None,
+            sees_nat: None,
+            stream: 0,
+            discovery_misses: 0,
             handshake: None,
             attempt_started: None,
             last_initiation_sent: None,

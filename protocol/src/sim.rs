@@ -15,6 +15,7 @@
 //! (once, for the origin), and it panics freely on broken invariants.
 
 pub(crate) mod inner;
+mod nat;
 mod pmtu_scenarios;
 mod scenarios;
 
@@ -368,7 +369,9 @@ impl Sim {
                 IpNetwork::new(o.v4, 32).expect("a /32"),
                 IpNetwork::new(o.v6, 128).expect("a /128"),
             ],
-            persistent_keepalive: opts.persistent_keepalive,
+            keepalive: opts
+                .persistent_keepalive
+                .map_or(crate::Keepalive::Off, crate::Keepalive::Fixed),
         };
         let now = self.now;
         let id = self.nodes[node]

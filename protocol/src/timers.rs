@@ -41,23 +41,29 @@ pub enum Timer {
     PersistentKeepalive = 3,
     /// No new session for a long time: erase all key material.
     ZeroKeys = 4,
+    /// A ping went unanswered: retry it, or declare the NAT mapping lost.
+    PongTimeout = 5,
+    /// A steady stream from the peer stopped: check the mapping with a ping.
+    Silence = 6,
 }
 
 impl Timer {
     /// Every timer, in firing priority order.
-    pub const ALL: [Timer; 5] = [
+    pub const ALL: [Timer; 7] = [
         Timer::RetransmitHandshake,
         Timer::PassiveKeepalive,
         Timer::NewHandshake,
         Timer::PersistentKeepalive,
         Timer::ZeroKeys,
+        Timer::PongTimeout,
+        Timer::Silence,
     ];
 }
 
 /// Deadlines of a peer's timers.
 #[derive(Debug, Clone, Default)]
 pub struct TimerTable {
-    deadlines: [Option<Instant>; 5],
+    deadlines: [Option<Instant>; Timer::ALL.len()],
 }
 
 impl TimerTable {
@@ -86,7 +92,7 @@ impl TimerTable {
 
     /// Disarms everything.
     pub fn stop_all(&mut self) {
-        self.deadlines = [None; 5];
+        self.deadlines = [None; Timer::ALL.len()];
     }
 
     /// The earliest deadline.

@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::info;
 
 /// The schema version this build writes: the last migration's number.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The tree holding the schema version and the migration history.
 pub(crate) const META_TREE: &str = "meta";
@@ -28,11 +28,18 @@ struct Migration {
     apply: fn(&sled::Db) -> sled::Result<()>,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "create the entity trees",
-    apply: v1_create_trees,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "create the entity trees",
+        apply: v1_create_trees,
+    },
+    Migration {
+        version: 2,
+        description: "create the NAT lifetimes tree",
+        apply: v2_create_nat_tree,
+    },
+];
 
 fn v1_create_trees(db: &sled::Db) -> sled::Result<()> {
     for name in [
@@ -46,6 +53,10 @@ fn v1_create_trees(db: &sled::Db) -> sled::Result<()> {
         db.open_tree(name)?;
     }
     Ok(())
+}
+
+fn v2_create_nat_tree(db: &sled::Db) -> sled::Result<()> {
+    db.open_tree("nat").map(drop)
 }
 
 /// Reads the recorded schema version: `None` for a store never migrated.

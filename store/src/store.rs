@@ -18,8 +18,8 @@ use crate::manifest::{self, State};
 use crate::migrations::{self, META_TREE, SCHEMA_VERSION};
 use crate::record::{self, Record};
 use crate::{
-    allocations, invites, members, paths, revocations, Allocations, DecodeError, Invites, Members,
-    Paths, Revocations, StoreError,
+    allocations, invites, members, nat, paths, revocations, Allocations, DecodeError, Invites,
+    Members, NatLifetimes, Paths, Revocations, StoreError,
 };
 
 /// One entity tree and how to check its entries.
@@ -31,13 +31,14 @@ pub(crate) struct TreeSpec {
 }
 
 /// Every entity tree, in the order the open-time scan visits them.
-pub(crate) const ENTITY_TREES: [TreeSpec; 6] = [
+pub(crate) const ENTITY_TREES: [TreeSpec; 7] = [
     members::SPEC,
     revocations::SPEC,
     invites::SPEC,
     allocations::BY_ADDRESS_SPEC,
     allocations::BY_IDENTITY_SPEC,
     paths::SPEC,
+    nat::SPEC,
 ];
 
 /// weft's persistent state: one sled database in one directory.
@@ -65,6 +66,7 @@ pub(crate) struct Trees {
     pub(crate) alloc_by_address: sled::Tree,
     pub(crate) alloc_by_identity: sled::Tree,
     pub(crate) paths: sled::Tree,
+    pub(crate) nat: sled::Tree,
 }
 
 impl Store {
@@ -287,6 +289,11 @@ impl Store {
         Paths::new(self)
     }
 
+    /// The NAT mapping lifetimes.
+    pub fn nat(&self) -> NatLifetimes<'_> {
+        NatLifetimes::new(self)
+    }
+
     /// Decodes a value of `tree`, reporting it if it does not decode.
     pub(crate) fn decode<R: Record>(
         &self,
@@ -390,6 +397,7 @@ impl Trees {
             alloc_by_address: tree(allocations::BY_ADDRESS)?,
             alloc_by_identity: tree(allocations::BY_IDENTITY)?,
             paths: tree(paths::TREE)?,
+            nat: tree(nat::TREE)?,
         })
     }
 }
@@ -533,7 +541,8 @@ mod tests {
         assert_eq!(schema, SCHEMA_VERSION);
         assert_eq!(counts.get("members"), Some(&1));
         assert_eq!(counts.get("paths"), Some(&0));
-        assert_eq!(counts.get(META_TREE), Some(&2));
+        // The schema version and one entry per migration.
+        assert_eq!(counts.get(META_TREE), Some(&3));
     }
 
     #[test]

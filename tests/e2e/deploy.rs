@@ -52,6 +52,7 @@ const METRICS: &[&str] = &[
     "weft_store_corrupt_records",
     "weft_nat_behind",
     "weft_nat_mapping_lifetime_seconds",
+    "weft_nat_mapping_losses_total",
     "weft_relay_forwarded_packets_total",
     "weft_relay_forwarded_bytes_total",
 ];

@@ -28,7 +28,7 @@ use weft_protocol::membership::{
     Certificate, IdentityKey, NetworkInfo, RecordBody, RecordError, SignedCertificate, Validator,
 };
 use weft_protocol::Device;
-use weft_store::{MemberRecord, PathRecord, RevocationRecord};
+use weft_store::{MemberRecord, NatRecord, PathRecord, RevocationRecord};
 
 use super::node::peer_config;
 use super::{now_unix, EndpointSource, Membership};
@@ -123,6 +123,7 @@ fn kind_label(kind: weft_protocol::membership::RecordKind) -> &'static str {
         RecordKind::Announcement => "announcement",
         RecordKind::PathObservation => "observation",
         RecordKind::Revocation => "revocation",
+        RecordKind::NatLifetime => "nat",
         #[allow(unreachable_patterns)]
         _ => "other",
     }
@@ -372,6 +373,43 @@ impl Gossip {
         }
     }
 
+    /// Publishes this node's measured NAT mapping lifetime behind its
+    /// public address, and stores it, so members behind the same address
+    /// (and this node after a restart) start from it.
+    pub async fn publish_nat_lifetime(
+        &mut self,
+        m: &Membership,
+        public: SocketAddr,
+        lifetime: Duration,
+    ) {
+        let lifetime_ms = u32::try_from(lifetime.as_millis()).unwrap_or(u32::MAX);
+        let measured_unix = now_unix();
+        m.counters.store(
+            "nat",
+            m.store.nat().put(
+                public.ip(),
+                &NatRecord {
+                    lifetime_ms,
+                    measured_unix,
+                    own: true,
+                },
+            ),
+        );
+        self.seq += 1;
+        let record = weft_protocol::membership::SignedRecord::sign(
+            &m.identity,
+            self.seq,
+            RecordBody::NatLifetime(weft_protocol::membership::NatLifetime {
+                public,
+                lifetime_ms,
+                measured_unix,
+            }),
+        );
+        if let Err(e) = self.publish(&record).await {
+            debug!(error = %e, "NAT lifetime not published");
+        }
+    }
+
     /// Passes on every stored revocation, so a member that was away when
     /// one was made learns it as soon as it reconnects.
     async fn republish_revocations(&mut self, m: &Membership) {
@@ -553,6 +591,9 @@ impl Gossip {
                     self.reflexive.push(p.endpoint);
                     self.next_announce = self.next_announce.min(Instant::now() + FOLLOW_UP);
                 }
+                if p.to == m.identity.identity() {
+                    device.note_reflexive(p.endpoint, Instant::now());
+                }
                 // What another member confirmed toward `to` is where our own
                 // search toward it starts (confirmed again before use).
                 if p.to != m.identity.identity() {
@@ -560,6 +601,27 @@ impl Gossip {
                     if let Some(peer) = key.and_then(|k| device.find_peer(&k)) {
                         device.set_pmtu_prior(peer, p.pmtu);
                     }
+                }
+                Vec::new()
+            }
+            RecordBody::NatLifetime(n) => {
+                debug!(public = %n.public, lifetime_ms = n.lifetime_ms, "NAT lifetime");
+                m.counters.store(
+                    "nat",
+                    m.store.nat().put(
+                        n.public.ip(),
+                        &NatRecord {
+                            lifetime_ms: n.lifetime_ms,
+                            measured_unix: n.measured_unix,
+                            own: false,
+                        },
+                    ),
+                );
+                // Behind the same public address, the same NAT: start there.
+                let ours = device.nat_status().reflexive.map(|r| r.ip());
+                if ours == Some(n.public.ip()) {
+                    let lifetime = Duration::from_millis(u64::from(n.lifetime_ms));
+                    device.set_nat_hint(lifetime, Instant::now());
                 }
                 Vec::new()
             }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use weft_protocol::membership::validator::MAX_ANNOUNCED_ENDPOINTS;
 use weft_protocol::membership::{Certificate, IdentityKey, Revocation};
-use weft_protocol::{Device, PeerConfig, PeerId, StaticSecret};
+use weft_protocol::{Device, NatStatus, PeerConfig, PeerId, StaticSecret};
 
 use super::admin::{Request, Response};
 use super::gossip::{control_address, Gossip};
@@ -28,6 +28,8 @@ pub struct MeshNode {
     /// The gossip side.
     pub gossip: Gossip,
     _listener: tokio::task::JoinHandle<()>,
+    /// The device's NAT status last seen, and the lifetime last published.
+    nat: (NatStatus, Option<Duration>),
 }
 
 /// What the mesh services hand to the main task.
@@ -64,7 +66,7 @@ pub(crate) fn peer_config(cert: &Certificate, endpoint: Option<SocketAddr>) -> P
         preshared_key: None,
         endpoint,
         allowed_ips: member_prefixes(cert),
-        persistent_keepalive: None,
+        keepalive: weft_protocol::Keepalive::Auto,
     }
 }
 
@@ -113,6 +115,12 @@ impl MeshNode {
                 Err(e) => warn!(name = %cert.name, error = %e, "cannot add member"),
             }
         }
+        // This node's last own NAT measurement: keepalives start from it
+        // (and verify it) if it turns out to be behind a NAT again.
+        if let Ok(Some((_, own))) = membership.store.nat().latest_own() {
+            let lifetime = Duration::from_millis(u64::from(own.lifetime_ms));
+            device.set_nat_hint(lifetime, Instant::now());
+        }
         let source = membership.endpoint_source(listen_port);
         let data_endpoints = source.current(MAX_ANNOUNCED_ENDPOINTS);
         let (gossip, control) = Gossip::start(&membership, config.join_port, source, bootstrap)?;
@@ -137,6 +145,7 @@ impl MeshNode {
                 membership,
                 gossip,
                 _listener: listener,
+                nat: (NatStatus::default(), None),
             },
             MeshInbox { admitted, control },
         ))
@@ -233,6 +242,37 @@ impl MeshNode {
             .publish_revocation(&self.membership, revocation, device)
             .await;
         Ok(format!("revoked {name}; the mesh drops it within seconds"))
+    }
+
+    /// Follows the device's NAT status: a lifetime stored for the public
+    /// address just learned becomes the keepalive's hint, and a finished
+    /// measurement is published and stored.
+    pub async fn nat_changed(&mut self, device: &mut Device) {
+        let status = device.nat_status();
+        if status == self.nat.0 {
+            return;
+        }
+        let learned = status
+            .reflexive
+            .filter(|r| self.nat.0.reflexive != Some(*r));
+        self.nat.0 = status;
+        if let (Some(public), Some(true)) = (learned, status.behind) {
+            if let Ok(Some(r)) = self.membership.store.nat().get(public.ip()) {
+                let lifetime = Duration::from_millis(u64::from(r.lifetime_ms));
+                device.set_nat_hint(lifetime, Instant::now());
+            }
+        }
+        let done = status.behind == Some(true) && !status.searching;
+        if let (true, Some(public), Some(lifetime)) =
+            (done, status.reflexive, status.lifetime_at_least)
+        {
+            if self.nat.1 != Some(lifetime) {
+                self.nat.1 = Some(lifetime);
+                self.gossip
+                    .publish_nat_lifetime(&self.membership, public, lifetime)
+                    .await;
+            }
+        }
     }
 
     /// Publishes this member's announcement when due or when it moved.

@@ -221,6 +221,7 @@ impl Device {
             self.flush.push_back(id);
         }
         self.unpark(id, now);
+        self.nat_after_handshake(id, now);
         Ok(Decapsulated::Consumed)
     }
 

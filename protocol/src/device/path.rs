@@ -164,6 +164,9 @@ impl Device {
                 self.outgoing.push_back(Outgoing::ProbeAck(id, probe, len));
                 true
             }
+            Some(&(super::nat::CONTROL_PING..=super::nat::CONTROL_NAT_LAST)) => {
+                self.handle_nat_control(id, now, plain)
+            }
             Some(&super::fragment::CONTROL_FRAGMENT) => {
                 if let Err(reason) = self.receive_piece(id, plain, now) {
                     self.stats.drops[reason as usize] += 1;

@@ -40,7 +40,7 @@ fn peer(name: &str, n: u8, endpoint: Option<&str>, allowed: &[&str]) -> PeerConf
         preshared_key: None,
         endpoint: endpoint.map(addr),
         allowed_ips: allowed.iter().map(|p| p.parse().unwrap()).collect(),
-        persistent_keepalive: None,
+        keepalive: crate::Keepalive::Off,
     }
 }
 
@@ -283,7 +283,7 @@ fn a_zero_persistent_keepalive_is_off() {
     let now = Instant::now();
     let mut a = device(1, now);
     let mut cfg = peer("b", 2, Some(B_ADDR), &["100.64.0.2/32"]);
-    cfg.persistent_keepalive = Some(Duration::ZERO);
+    cfg.keepalive = crate::Keepalive::Fixed(Duration::ZERO);
     let id = a.add_peer(cfg, now).unwrap();
     // A zero interval would re-arm at `now` forever inside handle_timeout.
     assert_eq!(a.poll_timeout(), None);

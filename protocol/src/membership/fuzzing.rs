@@ -32,7 +32,7 @@ use super::identity::{IdentityKey, IdentitySecret, SigningContext};
 use super::invite::{self, InviteToken};
 use super::network::{is_valid_name, NetworkInfo};
 use super::records::{
-    Announcement, PathObservation, RecordBody, RecordError, Revocation, SignedRecord,
+    Announcement, NatLifetime, PathObservation, RecordBody, RecordError, Revocation, SignedRecord,
 };
 use super::validator::Validator;
 
@@ -178,6 +178,10 @@ fn record(flags: u8, payload: &[u8]) -> &'static str {
             assert_eq!(rev.verify(&k.network), Ok(()));
             assert!(v.is_revoked(&rev.identity, rev.serial));
         }
+        RecordBody::NatLifetime(n) => {
+            assert!(k.is_member(&r.origin));
+            assert!((1_000..=3_600_000).contains(&n.lifetime_ms));
+        }
     }
     assert!(matches!(
         v.validate(&bytes, &k.network, &members, NOW),
@@ -230,6 +234,11 @@ pub fn seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
         NOW,
         &k.authority,
     ));
+    let nat_lifetime = RecordBody::NatLifetime(NatLifetime {
+        public: "203.0.113.1:40001".parse().expect("an address"),
+        lifetime_ms: 25_000,
+        measured_unix: NOW - 5,
+    });
     vec![
         (
             "certificate",
@@ -247,6 +256,7 @@ pub fn seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("observation", with(RESIGN, &record(1, observation))),
         ("revocation", with(RESIGN, &record(2, revocation))),
+        ("nat-lifetime", with(RESIGN, &record(3, nat_lifetime))),
     ]
 }
 

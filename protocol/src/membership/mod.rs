@@ -43,7 +43,8 @@ pub use identity::{IdentityKey, IdentitySecret, ParseKeyError, SignatureError, S
 pub use invite::{InviteError, InviteToken};
 pub use network::{derive_ula, is_valid_name, NetworkError, NetworkId, NetworkInfo};
 pub use records::{
-    Announcement, PathObservation, RecordBody, RecordError, RecordKind, Revocation, SignedRecord,
+    Announcement, NatLifetime, PathObservation, RecordBody, RecordError, RecordKind, Revocation,
+    SignedRecord,
 };
 pub use validator::Validator;
 

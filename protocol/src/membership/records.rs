@@ -123,6 +123,8 @@ pub enum RecordBody {
     PathObservation(PathObservation),
     /// "The authority revoked this member": relayed by any member.
     Revocation(Revocation),
+    /// "Behind this public address, idle NAT mappings live this long."
+    NatLifetime(NatLifetime),
 }
 
 impl RecordBody {
@@ -132,6 +134,7 @@ impl RecordBody {
             RecordBody::Announcement(_) => RecordKind::Announcement,
             RecordBody::PathObservation(_) => RecordKind::PathObservation,
             RecordBody::Revocation(_) => RecordKind::Revocation,
+            RecordBody::NatLifetime(_) => RecordKind::NatLifetime,
         }
     }
 }
@@ -147,14 +150,17 @@ pub enum RecordKind {
     PathObservation,
     /// [`RecordBody::Revocation`].
     Revocation,
+    /// [`RecordBody::NatLifetime`].
+    NatLifetime,
 }
 
 impl RecordKind {
     /// Every kind, in discriminant order.
-    pub const ALL: [RecordKind; 3] = [
+    pub const ALL: [RecordKind; 4] = [
         RecordKind::Announcement,
         RecordKind::PathObservation,
         RecordKind::Revocation,
+        RecordKind::NatLifetime,
     ];
 
     /// A stable snake_case name, for logs and metric labels.
@@ -163,6 +169,7 @@ impl RecordKind {
             RecordKind::Announcement => "announcement",
             RecordKind::PathObservation => "path_observation",
             RecordKind::Revocation => "revocation",
+            RecordKind::NatLifetime => "nat",
         }
     }
 }
@@ -188,6 +195,18 @@ pub struct PathObservation {
     pub pmtu: u16,
     /// The smoothed round-trip time, in microseconds.
     pub rtt_us: u32,
+    /// When it was measured (unix time).
+    pub measured_unix: u64,
+}
+
+/// A NAT mapping lifetime the origin measured behind a public address, so
+/// members behind the same address start their keepalives from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatLifetime {
+    /// The origin's reflexive endpoint (members compare its address).
+    pub public: SocketAddr,
+    /// The longest idle time a mapping was proven to survive, in ms.
+    pub lifetime_ms: u32,
     /// When it was measured (unix time).
     pub measured_unix: u64,
 }
@@ -557,6 +576,9 @@ mod tests {
         let names: Vec<_> = all.iter().map(|e| e.as_str()).collect();
         assert_eq!(names, RecordError::REASONS);
         let kinds: Vec<_> = RecordKind::ALL.iter().map(|k| k.as_str()).collect();
-        assert_eq!(kinds, ["announcement", "path_observation", "revocation"]);
+        assert_eq!(
+            kinds,
+            ["announcement", "path_observation", "revocation", "nat"]
+        );
     }
 }

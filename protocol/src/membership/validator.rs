@@ -29,6 +29,10 @@ pub const MAX_RTT_US: u32 = 60_000_000;
 pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
 /// How old a path measurement may be and still be worth relaying.
 pub const MAX_OBSERVATION_AGE_SECS: u64 = 86_400;
+/// Shortest plausible NAT mapping lifetime in a record, in ms.
+pub const MIN_NAT_LIFETIME_MS: u32 = 1_000;
+/// Longest plausible NAT mapping lifetime in a record, in ms.
+pub const MAX_NAT_LIFETIME_MS: u32 = 3_600_000;
 /// Default bound on the number of origins whose sequence numbers are kept.
 pub const DEFAULT_MAX_ORIGINS: usize = 65_536;
 
@@ -46,6 +50,7 @@ fn slot(kind: RecordKind) -> usize {
         RecordKind::Announcement => 0,
         RecordKind::PathObservation => 1,
         RecordKind::Revocation => 2,
+        RecordKind::NatLifetime => 3,
     }
 }
 
@@ -169,7 +174,7 @@ impl Validator {
                     });
                 }
             }
-            RecordBody::PathObservation(_) => {
+            RecordBody::PathObservation(_) | RecordBody::NatLifetime(_) => {
                 if !members(&record.origin) {
                     return Err(RecordError::NotAMember);
                 }
@@ -211,6 +216,18 @@ impl Validator {
                     return Err(RecordError::Implausible("measured in the future"));
                 }
                 if p.measured_unix.saturating_add(MAX_OBSERVATION_AGE_SECS) < now_unix {
+                    return Err(RecordError::Implausible("measured more than a day ago"));
+                }
+            }
+            RecordBody::NatLifetime(n) => {
+                endpoint_ok(&n.public)?;
+                if !(MIN_NAT_LIFETIME_MS..=MAX_NAT_LIFETIME_MS).contains(&n.lifetime_ms) {
+                    return Err(RecordError::Implausible("NAT lifetime outside 1 s..=1 h"));
+                }
+                if n.measured_unix > now_unix.saturating_add(MAX_CLOCK_SKEW_SECS) {
+                    return Err(RecordError::Implausible("measured in the future"));
+                }
+                if n.measured_unix.saturating_add(MAX_OBSERVATION_AGE_SECS) < now_unix {
                     return Err(RecordError::Implausible("measured more than a day ago"));
                 }
             }
@@ -473,6 +490,41 @@ mod tests {
         assert!(check(&mut v, &observed(1, 9, bad)).is_err());
         assert_eq!(v.origins(), 0);
         assert!(check(&mut v, &observed(1, 8, observation(2))).is_ok());
+    }
+
+    fn nat_lifetime(from: u8, seq: u64, lifetime_ms: u32, measured_unix: u64) -> Vec<u8> {
+        let n = super::super::records::NatLifetime {
+            public: "203.0.113.1:40001".parse().unwrap(),
+            lifetime_ms,
+            measured_unix,
+        };
+        SignedRecord::sign(&fixtures::member(from), seq, RecordBody::NatLifetime(n)).to_bytes()
+    }
+
+    #[test]
+    fn a_members_nat_lifetime_is_accepted_within_bounds_and_refused_outside() {
+        let mut v = Validator::new();
+        assert!(check(&mut v, &nat_lifetime(1, 1, 25_000, NOW - 5)).is_ok());
+        assert_eq!(
+            v.last_seq(&fixtures::member(1).identity(), RecordKind::NatLifetime),
+            Some(1)
+        );
+        for (ms, at, reason) in [
+            (999, NOW, "NAT lifetime outside 1 s..=1 h"),
+            (3_600_001, NOW, "NAT lifetime outside 1 s..=1 h"),
+            (25_000, NOW + 301, "measured in the future"),
+            (25_000, NOW - 86_401, "measured more than a day ago"),
+        ] {
+            assert_eq!(
+                check(&mut Validator::new(), &nat_lifetime(1, 1, ms, at)),
+                Err(RecordError::Implausible(reason))
+            );
+        }
+        let stranger = nat_lifetime(9, 1, 25_000, NOW);
+        assert_eq!(
+            Validator::new().validate(&stranger, &fixtures::network(), &members, NOW),
+            Err(RecordError::NotAMember)
+        );
     }
 
     #[test]

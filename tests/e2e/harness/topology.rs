@@ -115,6 +115,11 @@ impl NatSetup {
         NatSetup { a, router, b }
     }
 
+    /// Makes the router forget every tracked flow (`conntrack -F`): every NAT mapping is lost.
+    pub fn flush_conntrack(&self) {
+        self.router.exec(&["conntrack", "-F"]);
+    }
+
     /// How many UDP flows the router's connection tracking currently holds.
     pub fn udp_mappings(&self) -> usize {
         let out = self.router.exec_output(&["conntrack", "-L", "-p", "udp"]);
@@ -385,6 +390,56 @@ impl RoutedHosts {
             "fragmentation-needed",
             "-j",
             "DROP",
+        ]);
+    }
+
+    /// Puts `hosts` behind one masquerading NAT toward host `toward`: what they send there
+    /// leaves from the router's address on `toward`'s subnet, nothing from there reaches them
+    /// unless they opened the flow, and the router forgets a silent UDP flow after
+    /// `udp_timeout_secs`.
+    pub fn masquerade(&self, hosts: &[usize], toward: usize, udp_timeout_secs: u32) {
+        let public = Self::gateway(toward).to_string();
+        let out_if = format!("eth{toward}");
+        for &i in hosts {
+            let subnet = format!("{}/28", Self::gateway(i));
+            self._router.exec(&[
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-s",
+                &subnet,
+                "-o",
+                &out_if,
+                "-j",
+                "SNAT",
+                "--to-source",
+                &public,
+            ]);
+            // As a real NAT: nothing from `toward` reaches the hosts behind it unless
+            // their own traffic opened the flow.
+            self._router.exec(&[
+                "iptables",
+                "-A",
+                "FORWARD",
+                "-i",
+                &out_if,
+                "-o",
+                &format!("eth{i}"),
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "NEW",
+                "-j",
+                "DROP",
+            ]);
+        }
+        ensure_conntrack(&self._router);
+        let timeout = udp_timeout_secs.to_string();
+        self._router.sysctl(&[
+            &format!("net.netfilter.nf_conntrack_udp_timeout={timeout}"),
+            &format!("net.netfilter.nf_conntrack_udp_timeout_stream={timeout}"),
         ]);
     }
 

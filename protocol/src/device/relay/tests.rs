@@ -42,7 +42,7 @@ fn peer(i: usize) -> PeerConfig {
         preshared_key: None,
         endpoint: Some(addr(i)),
         allowed_ips: vec![format!("{}/32", overlay(i)).parse().unwrap()],
-        persistent_keepalive: None,
+        keepalive: crate::nat::Keepalive::Off,
     }
 }
 
@@ -301,7 +301,7 @@ fn a_relay_request_for_a_member_the_relay_does_not_know_is_refused_and_counted()
                 preshared_key: None,
                 endpoint: None,
                 allowed_ips: vec!["100.64.0.9/32".parse().unwrap()],
-                persistent_keepalive: None,
+                keepalive: crate::nat::Keepalive::Off,
             },
             now,
         )

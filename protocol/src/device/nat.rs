@@ -1,0 +1,710 @@
+//! The device's side of NAT awareness: pings and pongs that prove a peer's
+//! path (and report the reflexive address), binding-lifetime trials between
+//! probe sockets and a cooperating peer, the per-peer keepalive interval,
+//! and recovery when a NAT forgets the mapping.
+//!
+//! All messages are control plaintexts sealed in the peer's session, so
+//! they are authenticated like data (`docs/protocol.md`, "NAT keepalives"):
+//!
+//! - `0x04` ping `[id u32]` and `0x05` pong `[id u32][observed address]`:
+//!   the pong names the address the ping came from;
+//! - `0x06` binding open `[trial u32][nonce u64]`, sent from a probe socket;
+//! - `0x07` binding ack `[trial][nonce][probe address][main address]`, sent
+//!   to the probe socket's reflexive address;
+//! - `0x08` binding check `[trial]`, over the main path;
+//! - `0x09` binding ping `[trial][nonce]`, to the probe socket's reflexive
+//!   address.
+//!
+//! A binding open never moves the sender's endpoint or touches its timers;
+//! the helper answers only to addresses seen in authenticated opens, once
+//! per open and once per check, from a small table with expiry.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand_chacha::rand_core::RngCore;
+use tracing::{debug, info, trace};
+
+use super::{Decapsulated, Device, Event, Outgoing, Transmit};
+use crate::nat::{Keepalive, NatAction, NatStatus, ProbeSocket, SEARCH_CEILING};
+use crate::peer::PeerId;
+use crate::timers::Timer;
+use crate::wire::{Message, TRANSPORT_HEADER_LEN};
+use crate::DropReason;
+
+/// Control byte of a ping.
+pub const CONTROL_PING: u8 = 0x04;
+/// Control byte of a pong.
+pub const CONTROL_PONG: u8 = 0x05;
+/// Control byte of a binding open.
+pub const CONTROL_BINDING_OPEN: u8 = 0x06;
+/// Control byte of a binding acknowledgement.
+pub const CONTROL_BINDING_ACK: u8 = 0x07;
+/// Control byte of a binding check.
+pub const CONTROL_BINDING_CHECK: u8 = 0x08;
+/// Control byte of a binding ping.
+pub const CONTROL_BINDING_PING: u8 = 0x09;
+/// The last control byte reserved for NAT messages (0x0A and 0x0B are
+/// unassigned).
+pub const CONTROL_NAT_LAST: u8 = 0x0B;
+
+/// Least time to wait for a pong; three smoothed RTTs when longer.
+pub const PONG_TIMEOUT_MIN: Duration = Duration::from_millis(300);
+/// Least silence after a steady stream before a ping checks the mapping;
+/// four smoothed RTTs when longer.
+pub const SILENCE_MIN: Duration = Duration::from_millis(500);
+/// Packets received at gaps shorter than this count as a steady stream.
+pub const STREAM_GAP: Duration = Duration::from_millis(250);
+/// Packets in a row that make a steady stream.
+pub const STREAM_PACKETS: u8 = 4;
+/// Discovery pings (each with its retry) sent while no peer has told
+/// whether this node is behind a NAT, before giving up until the next
+/// handshake.
+pub const DISCOVERY_TRIES: u8 = 10;
+/// Binding table entries a helper keeps, in all and per peer.
+pub const BINDING_TABLE_LIMIT: usize = 64;
+/// Binding table entries per peer.
+pub const BINDING_TABLE_PER_PEER: usize = 4;
+
+/// A datagram to send from a probe socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeTransmit {
+    /// The probe socket to send from (open it if new).
+    pub socket: ProbeSocket,
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// Its length at the start of the caller's buffer.
+    pub len: usize,
+}
+
+/// Counters of NAT keepalives and recovery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NatCounters {
+    /// Pings sent (keepalives behind a NAT, checks, discovery).
+    pub pings_sent: u64,
+    /// Pings that got no pong in time.
+    pub pongs_missed: u64,
+    /// Lost mappings detected (a ping and its retry unanswered).
+    pub mapping_losses: u64,
+    /// Binding messages this node answered as a helper.
+    pub bindings_helped: u64,
+}
+
+/// A trial another node runs with us: where its probe socket is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Binding {
+    peer: PeerId,
+    trial: u32,
+    nonce: u64,
+    probe: SocketAddr,
+    expires: Instant,
+}
+
+/// An address as `[4][ip 4][port u16 LE]` or `[6][ip 16][port u16 LE]`.
+fn put_addr(out: &mut Vec<u8>, a: SocketAddr) {
+    match a.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&a.port().to_le_bytes());
+}
+
+/// Parses an address written by `put_addr`; returns it and the rest.
+fn get_addr(b: &[u8]) -> Option<(SocketAddr, &[u8])> {
+    let (&family, rest) = b.split_first()?;
+    let n = match family {
+        4 => 4,
+        6 => 16,
+        _ => return None,
+    };
+    let ip_bytes = rest.get(..n)?;
+    let port = u16::from_le_bytes(rest.get(n..n + 2)?.try_into().ok()?);
+    let ip = if n == 4 {
+        IpAddr::from(<[u8; 4]>::try_from(ip_bytes).ok()?)
+    } else {
+        IpAddr::from(<[u8; 16]>::try_from(ip_bytes).ok()?)
+    };
+    Some((SocketAddr::new(ip, port), &rest[n + 2..]))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn trial_msg(kind: u8, trial: u32, nonce: Option<u64>) -> Vec<u8> {
+    let mut m = Vec::with_capacity(13);
+    m.push(kind);
+    m.extend_from_slice(&trial.to_le_bytes());
+    if let Some(n) = nonce {
+        m.extend_from_slice(&n.to_le_bytes());
+    }
+    m
+}
+
+impl Device {
+    /// What this node knows about its NAT.
+    pub fn nat_status(&self) -> NatStatus {
+        self.nat.status()
+    }
+
+    /// NAT keepalive counters.
+    pub fn nat_counters(&self) -> NatCounters {
+        self.nat_counters
+    }
+
+    /// The persistent keepalive interval in use toward `peer` (`None`: off).
+    pub fn keepalive_interval(&self, peer: PeerId) -> Option<Duration> {
+        self.peers.get(peer.0 as usize)?.persistent_keepalive
+    }
+
+    /// This node's own addresses and the main socket's port, to tell a
+    /// reflexive address behind a NAT from a local one.
+    pub fn set_local_addresses(&mut self, ips: Vec<IpAddr>, port: u16) {
+        self.nat.set_local_addresses(ips, port);
+    }
+
+    /// A NAT mapping lifetime learned from gossip or the store: keepalives
+    /// start from it, and the first trial verifies it.
+    pub fn set_nat_hint(&mut self, lifetime: Duration, now: Instant) {
+        self.nat.set_hint(lifetime);
+        self.apply_nat_changes(now);
+    }
+
+    /// A reflexive address of this node that a peer reported elsewhere
+    /// (gossip): until a pong or binding acknowledgement says better, it
+    /// tells whether this node is behind a NAT. Ignored once they have,
+    /// since a gossiped address may be stale.
+    pub fn note_reflexive(&mut self, observed: SocketAddr, now: Instant) {
+        if self.nat.status().behind.is_some() {
+            return;
+        }
+        self.nat.on_reflexive(now, observed);
+        self.apply_nat_changes(now);
+    }
+
+    /// The probe sockets running trials need; any other may be closed.
+    pub fn probe_sockets(&self) -> impl Iterator<Item = ProbeSocket> + '_ {
+        self.nat.probe_sockets()
+    }
+
+    /// The next datagram to send from a probe socket, written into `buf`.
+    pub fn poll_probe_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<ProbeTransmit> {
+        while let Some((socket, id, plain)) = self.probe_out.pop_front() {
+            let peer = &mut self.peers[id.0 as usize];
+            let Some(destination) = peer.endpoint else {
+                continue;
+            };
+            let Some(body) = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain.len())
+            else {
+                continue;
+            };
+            body.copy_from_slice(&plain);
+            let mtu = self.mtu;
+            let Some(session) = peer.sending_session(now) else {
+                continue;
+            };
+            if let Ok(len) = session.seal(buf, plain.len(), mtu) {
+                return Some(ProbeTransmit {
+                    socket,
+                    destination,
+                    len,
+                });
+            }
+        }
+        None
+    }
+
+    /// Handles a datagram received on probe socket `socket`: only binding
+    /// acknowledgements and pings from that trial's helper are taken.
+    pub fn handle_probe_datagram(
+        &mut self,
+        now: Instant,
+        socket: ProbeSocket,
+        buf: &mut [u8],
+    ) -> Decapsulated {
+        match self.probe_datagram(now, socket, buf) {
+            Ok(()) => {
+                self.apply_nat_changes(now);
+                Decapsulated::Consumed
+            }
+            Err(reason) => Decapsulated::Dropped(self.drop_packet(reason)),
+        }
+    }
+
+    fn probe_datagram(
+        &mut self,
+        now: Instant,
+        socket: ProbeSocket,
+        buf: &mut [u8],
+    ) -> Result<(), DropReason> {
+        let Ok(Message::Transport(t)) = Message::parse(buf) else {
+            return Err(DropReason::Malformed);
+        };
+        let (receiver, counter) = (t.receiver(), t.counter());
+        let (trial, helper, nonce) = self.nat.trial_on(socket).ok_or(DropReason::UnknownIndex)?;
+        let id = *self
+            .by_index
+            .get(&receiver)
+            .ok_or(DropReason::UnknownIndex)?;
+        if id != helper {
+            return Err(DropReason::UnknownPeer);
+        }
+        let peer = &mut self.peers[id.0 as usize];
+        let (_, session) = peer.session_mut(receiver).ok_or(DropReason::UnknownIndex)?;
+        let plain = session
+            .open(counter, &mut buf[TRANSPORT_HEADER_LEN..])
+            .map_err(|e| match e {
+                crate::session::SessionError::Replay => DropReason::Replay,
+                _ => DropReason::Decrypt,
+            })?;
+        // Authenticated; nothing about the peer changes.
+        let m = &buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain];
+        let (kind, got_trial, got_nonce) = (
+            m.first().copied(),
+            u32_at(m, 1).ok_or(DropReason::MalformedInner)?,
+            u64_at(m, 5).ok_or(DropReason::MalformedInner)?,
+        );
+        if got_trial != trial || got_nonce != nonce {
+            return Err(DropReason::Replay);
+        }
+        match kind {
+            Some(CONTROL_BINDING_ACK) => {
+                let (_, rest) = get_addr(&m[13..]).ok_or(DropReason::MalformedInner)?;
+                let (main, _) = get_addr(rest).ok_or(DropReason::MalformedInner)?;
+                trace!(trial, %main, "binding acknowledged");
+                self.nat.on_ack(now, trial, nonce);
+                self.nat.on_reflexive(now, main);
+                Ok(())
+            }
+            Some(CONTROL_BINDING_PING) => {
+                self.nat.on_binding_ping(now, trial, nonce);
+                Ok(())
+            }
+            _ => Err(DropReason::MalformedInner),
+        }
+    }
+
+    /// A binding open arrived from `from` (a peer's probe socket): answer
+    /// it there, remember where, and change nothing else.
+    pub(super) fn handle_binding_open(
+        &mut self,
+        id: PeerId,
+        now: Instant,
+        from: SocketAddr,
+        plain: &[u8],
+    ) -> Decapsulated {
+        let (Some(trial), Some(nonce)) = (u32_at(plain, 1), u64_at(plain, 5)) else {
+            return Decapsulated::Dropped(self.drop_packet(DropReason::MalformedInner));
+        };
+        self.bindings
+            .retain(|b| b.expires > now && !(b.peer == id && b.trial == trial));
+        if self.bindings.iter().filter(|b| b.peer == id).count() >= BINDING_TABLE_PER_PEER
+            || self.bindings.len() >= BINDING_TABLE_LIMIT
+        {
+            // Full: the oldest entry of this peer (or of anyone) goes.
+            let oldest = self.bindings.iter().position(|b| b.peer == id).unwrap_or(0);
+            self.bindings.remove(oldest);
+        }
+        self.bindings.push(Binding {
+            peer: id,
+            trial,
+            nonce,
+            probe: from,
+            // The longest trial plus time for its check.
+            expires: now + SEARCH_CEILING + Duration::from_secs(60),
+        });
+        let mut ack = trial_msg(CONTROL_BINDING_ACK, trial, Some(nonce));
+        put_addr(&mut ack, from);
+        let main = self.peers[id.0 as usize].endpoint.unwrap_or(from);
+        put_addr(&mut ack, main);
+        self.nat_counters.bindings_helped += 1;
+        self.outgoing.push_back(Outgoing::Nat {
+            peer: id,
+            to: Some(from),
+            plain: ack,
+            keepalive: false,
+        });
+        Decapsulated::Consumed
+    }
+
+    /// Handles a NAT control message on the main path.
+    pub(super) fn handle_nat_control(&mut self, id: PeerId, now: Instant, plain: &[u8]) -> bool {
+        match plain.first().copied() {
+            Some(CONTROL_PING) => {
+                let Some(ping) = u32_at(plain, 1) else {
+                    return false;
+                };
+                let peer = &self.peers[id.0 as usize];
+                let Some(seen) = peer.endpoint else {
+                    return true;
+                };
+                let mut pong = vec![CONTROL_PONG];
+                pong.extend_from_slice(&ping.to_le_bytes());
+                put_addr(&mut pong, seen);
+                self.outgoing.push_back(Outgoing::Nat {
+                    peer: id,
+                    to: None,
+                    plain: pong,
+                    keepalive: false,
+                });
+                true
+            }
+            Some(CONTROL_PONG) => {
+                let (Some(ping), Some((seen, _))) = (u32_at(plain, 1), get_addr(&plain[5..]))
+                else {
+                    return false;
+                };
+                let peer = &mut self.peers[id.0 as usize];
+                if let Some((want, sent, _)) = peer.ping {
+                    if want == ping {
+                        let rtt = now.saturating_duration_since(sent);
+                        peer.nat_rtt = Some(match peer.nat_rtt {
+                            Some(s) => (s * 7 + rtt) / 8,
+                            None => rtt,
+                        });
+                        peer.ping = None;
+                        peer.timers.stop(Timer::PongTimeout);
+                    }
+                }
+                peer.discovery_misses = 0;
+                let nat_between = !self.nat.is_local(seen);
+                peer.sees_nat = Some(nat_between);
+                // Behind a NAT toward some peers and not toward others (a LAN
+                // beside the NAT): the NAT decides, as long as any peer still
+                // sees it; a local report alone does not undo it.
+                let nat_elsewhere = self.peers.iter().any(|p| p.sees_nat == Some(true));
+                if nat_between || !nat_elsewhere {
+                    self.nat.on_reflexive(now, seen);
+                }
+                self.apply_nat_changes(now);
+                true
+            }
+            Some(CONTROL_BINDING_CHECK) => {
+                let Some(trial) = u32_at(plain, 1) else {
+                    return false;
+                };
+                self.bindings.retain(|b| b.expires > now);
+                if let Some(i) = self
+                    .bindings
+                    .iter()
+                    .position(|b| b.peer == id && b.trial == trial)
+                {
+                    // One binding ping per open: nothing here can be turned
+                    // into a stream toward an address.
+                    let b = self.bindings.remove(i);
+                    self.nat_counters.bindings_helped += 1;
+                    self.outgoing.push_back(Outgoing::Nat {
+                        peer: id,
+                        to: Some(b.probe),
+                        plain: trial_msg(CONTROL_BINDING_PING, trial, Some(b.nonce)),
+                        keepalive: false,
+                    });
+                }
+                true
+            }
+            // Acks and binding pings belong on probe sockets; a copy on the
+            // main path is authenticated but means nothing.
+            Some(CONTROL_BINDING_ACK | CONTROL_BINDING_PING) => true,
+            _ => false,
+        }
+    }
+
+    /// Queues a ping to `id` unless one is outstanding.
+    pub(super) fn send_ping(&mut self, id: PeerId, now: Instant, keepalive: bool) {
+        let ping_id = self.rng.next_u32();
+        let peer = &mut self.peers[id.0 as usize];
+        if peer.ping.is_some() {
+            return;
+        }
+        peer.ping = Some((ping_id, now, 1));
+        let wait = pong_timeout(peer.nat_rtt.or(peer.handshake_rtt));
+        peer.timers.set(Timer::PongTimeout, now + wait);
+        self.nat_counters.pings_sent += 1;
+        let mut m = vec![CONTROL_PING];
+        m.extend_from_slice(&ping_id.to_le_bytes());
+        self.outgoing.push_back(Outgoing::Nat {
+            peer: id,
+            to: None,
+            plain: m,
+            keepalive,
+        });
+    }
+
+    /// The pong timer fired: retry once, then take the mapping as lost.
+    pub(super) fn pong_missed(&mut self, id: PeerId, now: Instant) {
+        self.nat_counters.pongs_missed += 1;
+        let behind = self.nat.status().behind == Some(true);
+        let unknown = self.nat.status().behind.is_none();
+        let peer = &mut self.peers[id.0 as usize];
+        let Some((ping_id, _, tries)) = peer.ping else {
+            return;
+        };
+        if tries < 2 {
+            peer.ping = Some((ping_id, now, tries + 1));
+            let wait = pong_timeout(peer.nat_rtt.or(peer.handshake_rtt));
+            peer.timers.set(Timer::PongTimeout, now + wait);
+            self.nat_counters.pings_sent += 1;
+            let mut m = vec![CONTROL_PING];
+            m.extend_from_slice(&ping_id.to_le_bytes());
+            self.outgoing.push_back(Outgoing::Nat {
+                peer: id,
+                to: None,
+                plain: m,
+                keepalive: true,
+            });
+            return;
+        }
+        peer.ping = None;
+        if unknown && peer.keepalive == Keepalive::Auto && peer.discovery_misses < DISCOVERY_TRIES {
+            // Still unknown whether we are behind a NAT: ask again soon, at
+            // the interval a NAT would need.
+            peer.discovery_misses += 1;
+            peer.timers
+                .set(Timer::PersistentKeepalive, now + crate::nat::START_INTERVAL);
+            return;
+        }
+        if !behind || peer.keepalive != Keepalive::Auto || peer.handshake.is_some() {
+            return;
+        }
+        info!(peer = %peer.name, "mapping lost: re-handshake");
+        self.nat_counters.mapping_losses += 1;
+        // From the same socket, at once: the new mapping reaches the peer,
+        // which follows it by roaming.
+        self.start_handshake(id, now, true);
+        self.nat.on_mapping_lost(now);
+        self.apply_nat_changes(now);
+    }
+
+    /// An authenticated packet arrived from `id` on the main path: behind a
+    /// NAT any packet answers an outstanding ping, and a steady stream arms
+    /// the silence check.
+    pub(super) fn nat_on_received(&mut self, id: PeerId, now: Instant, previous: Option<Instant>) {
+        let behind = self.nat.status().behind == Some(true);
+        let peer = &mut self.peers[id.0 as usize];
+        // Behind a NAT any packet proves the mapping; a discovery ping
+        // still waits for its pong, which carries the reflexive address.
+        if peer.ping.is_some() && behind {
+            peer.ping = None;
+            peer.timers.stop(Timer::PongTimeout);
+        }
+        if !behind || peer.keepalive != Keepalive::Auto {
+            return;
+        }
+        let steady = previous.is_some_and(|t| now.saturating_duration_since(t) < STREAM_GAP);
+        peer.stream = if steady {
+            peer.stream.saturating_add(1)
+        } else {
+            1
+        };
+        if peer.stream >= STREAM_PACKETS {
+            let rtt = peer.nat_rtt.or(peer.handshake_rtt).unwrap_or_default();
+            peer.timers
+                .set(Timer::Silence, now + (rtt * 4).max(SILENCE_MIN));
+        } else {
+            peer.timers.stop(Timer::Silence);
+        }
+    }
+
+    /// A steady stream from `id` stopped: a NAT may have dropped the
+    /// mapping, and a ping (from the same socket) recreates it.
+    pub(super) fn silence(&mut self, id: PeerId, now: Instant) {
+        let peer = &mut self.peers[id.0 as usize];
+        peer.stream = 0;
+        if peer.sending_session(now).is_some() {
+            debug!(peer = %peer.name, "stream stopped; checking the mapping");
+            self.send_ping(id, now, true);
+        }
+    }
+
+    /// A handshake with `id` completed: a ping learns the reflexive address
+    /// (and so whether this node is behind a NAT).
+    pub(super) fn nat_after_handshake(&mut self, id: PeerId, now: Instant) {
+        if self.peers[id.0 as usize].keepalive != Keepalive::Off {
+            self.send_ping(id, now, false);
+        }
+    }
+
+    /// The persistent keepalive of `id` is due.
+    pub(super) fn keepalive_due(&mut self, id: PeerId, now: Instant) {
+        let behind = self.nat.status().behind != Some(false);
+        if self.peers[id.0 as usize].keepalive == Keepalive::Auto && behind {
+            self.send_ping(id, now, true);
+        } else {
+            self.outgoing.push_back(Outgoing::Keepalive(id));
+        }
+    }
+
+    /// Runs the NAT machine's timers and queues its messages.
+    pub(super) fn handle_nat_timeout(&mut self, now: Instant) {
+        if self.nat.poll_timeout().is_some_and(|t| t <= now) {
+            let helper = self.helper(now);
+            self.nat.handle_timeout(now, helper);
+        }
+        while let Some(action) = self.nat.poll_action() {
+            match action {
+                NatAction::Open {
+                    helper,
+                    socket,
+                    trial,
+                    nonce,
+                } => {
+                    let m = trial_msg(CONTROL_BINDING_OPEN, trial, Some(nonce));
+                    self.probe_out.push_back((socket, helper, m));
+                }
+                NatAction::Check { helper, trial } => {
+                    self.outgoing.push_back(Outgoing::Nat {
+                        peer: helper,
+                        to: None,
+                        plain: trial_msg(CONTROL_BINDING_CHECK, trial, None),
+                        keepalive: false,
+                    });
+                }
+            }
+        }
+        self.apply_nat_changes(now);
+    }
+
+    /// The peer to run trials with: a usable session across the NAT, lowest
+    /// RTT first.
+    fn helper(&mut self, now: Instant) -> Option<(PeerId, Duration)> {
+        let behind = self.nat.status().behind == Some(true);
+        let mut best: Option<(PeerId, Duration)> = None;
+        for i in 0..self.peers.len() {
+            let p = &mut self.peers[i];
+            if p.removed || p.endpoint.is_none() || p.sending_session(now).is_none() {
+                continue;
+            }
+            // A peer on our side of the NAT would prove every lifetime: its
+            // packets never cross the NAT.
+            if behind && p.sees_nat == Some(false) {
+                continue;
+            }
+            let rtt = p
+                .nat_rtt
+                .or(p.handshake_rtt)
+                .unwrap_or(Duration::from_millis(500));
+            if best.is_none_or(|(_, b)| rtt < b) {
+                best = Some((PeerId(i as u32), rtt));
+            }
+        }
+        best
+    }
+
+    /// Applies a changed keepalive interval to every `Auto` peer and
+    /// reports the change.
+    pub(super) fn apply_nat_changes(&mut self, now: Instant) {
+        if !self.nat.poll_change() {
+            return;
+        }
+        let status = self.nat.status();
+        let every = status.keepalive_interval;
+        for p in self
+            .peers
+            .iter_mut()
+            .filter(|p| p.keepalive == Keepalive::Auto)
+        {
+            if p.persistent_keepalive == every {
+                continue;
+            }
+            p.persistent_keepalive = every;
+            match every {
+                Some(e) if p.current.is_some() => {
+                    let due = now + e;
+                    if p.timers
+                        .get(Timer::PersistentKeepalive)
+                        .is_none_or(|t| t > due)
+                    {
+                        p.timers.set(Timer::PersistentKeepalive, due);
+                    }
+                }
+                Some(_) => {}
+                None => p.timers.stop(Timer::PersistentKeepalive),
+            }
+        }
+        if self.last_nat_log.as_ref() != Some(&status) {
+            log_nat(&status, self.last_nat_log.as_ref());
+            self.last_nat_log = Some(status);
+            self.events.push_back(Event::NatChanged(status));
+        }
+    }
+
+    /// Seals a NAT control plaintext for `id`, to `to` or the endpoint.
+    pub(super) fn seal_nat(
+        &mut self,
+        id: PeerId,
+        to: Option<SocketAddr>,
+        plain: &[u8],
+        keepalive: bool,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<Transmit> {
+        let mtu = self.mtu;
+        let peer = &mut self.peers[id.0 as usize];
+        let destination = to.or(peer.endpoint)?;
+        let body = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain.len())?;
+        body.copy_from_slice(plain);
+        let len = peer
+            .sending_session(now)?
+            .seal(buf, plain.len(), mtu)
+            .ok()?;
+        if to.is_none() {
+            Self::on_authenticated_sent(peer, now);
+        }
+        if keepalive {
+            peer.stats.keepalives_sent += 1;
+            trace!(peer = %peer.name, "keepalive ping sent");
+        }
+        Some(Transmit { destination, len })
+    }
+}
+
+fn pong_timeout(rtt: Option<Duration>) -> Duration {
+    rtt.map_or(PONG_TIMEOUT_MIN, |r| (r * 3).max(PONG_TIMEOUT_MIN))
+}
+
+fn log_nat(now: &NatStatus, before: Option<&NatStatus>) {
+    if now.behind == Some(true)
+        && (before.and_then(|b| b.behind) != Some(true)
+            || before.and_then(|b| b.reflexive) != now.reflexive)
+    {
+        if let Some(r) = now.reflexive {
+            info!(reflexive = %r, "NAT detected reflexive={r}");
+        }
+    }
+    if now.behind == Some(false) && before.and_then(|b| b.behind) != Some(false) {
+        info!("no NAT: reflexive address is local");
+    }
+    let changed = before.is_none_or(|b| {
+        b.lifetime_at_least != now.lifetime_at_least
+            || b.lifetime_below != now.lifetime_below
+            || b.keepalive_interval != now.keepalive_interval
+    });
+    if now.behind == Some(true) && changed {
+        let secs = |d: Option<Duration>| {
+            d.map_or_else(|| "?".to_string(), |d| format!("{:.1}", d.as_secs_f64()))
+        };
+        info!(
+            lifetime_at_least_s = %secs(now.lifetime_at_least),
+            lifetime_below_s = %secs(now.lifetime_below),
+            keepalive_s = %secs(now.keepalive_interval),
+            trials = now.trials,
+            "NAT mapping lifetime >= {} s (< {} s): keepalive every {} s",
+            secs(now.lifetime_at_least),
+            secs(now.lifetime_below),
+            secs(now.keepalive_interval),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;
