@@ -270,6 +270,9 @@ impl Snapshot {
         if self.nat.searching {
             lifetime.push_str(", measuring");
         }
+        if self.nat.mapping_losses > 0 {
+            let _ = write!(lifetime, ", {} mappings lost", self.nat.mapping_losses);
+        }
         if self.nat.behind == Some(true) {
             match self.nat.keepalive_secs {
                 Some(k) => {
