@@ -426,7 +426,14 @@ impl Device {
         if peer.ping.is_some() {
             return;
         }
-        peer.ping = Some((ping_id, now, 1));
+        self.queue_ping(id, ping_id, 1, now, keepalive);
+    }
+
+    /// Sends try number `tries` of ping `ping_id` to `id` and arms its pong
+    /// timer.
+    fn queue_ping(&mut self, id: PeerId, ping_id: u32, tries: u8, now: Instant, keepalive: bool) {
+        let peer = &mut self.peers[id.0 as usize];
+        peer.ping = Some((ping_id, now, tries));
         let wait = pong_timeout(peer.nat_rtt.or(peer.handshake_rtt));
         peer.timers.set(Timer::PongTimeout, now + wait);
         self.nat_counters.pings_sent += 1;
@@ -450,18 +457,7 @@ impl Device {
             return;
         };
         if tries < 2 {
-            peer.ping = Some((ping_id, now, tries + 1));
-            let wait = pong_timeout(peer.nat_rtt.or(peer.handshake_rtt));
-            peer.timers.set(Timer::PongTimeout, now + wait);
-            self.nat_counters.pings_sent += 1;
-            let mut m = vec![CONTROL_PING];
-            m.extend_from_slice(&ping_id.to_le_bytes());
-            self.outgoing.push_back(Outgoing::Nat {
-                peer: id,
-                to: None,
-                plain: m,
-                keepalive: true,
-            });
+            self.queue_ping(id, ping_id, tries + 1, now, true);
             return;
         }
         peer.ping = None;
