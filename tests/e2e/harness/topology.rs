@@ -106,12 +106,7 @@ impl NatSetup {
             "-j",
             "MASQUERADE",
         ]);
-        ensure_conntrack(&router);
-        let timeout = udp_timeout_secs.to_string();
-        router.sysctl(&[
-            &format!("net.netfilter.nf_conntrack_udp_timeout={timeout}"),
-            &format!("net.netfilter.nf_conntrack_udp_timeout_stream={timeout}"),
-        ]);
+        forget_udp_after(&router, udp_timeout_secs);
         NatSetup { a, router, b }
     }
 
@@ -134,6 +129,16 @@ impl NatSetup {
 
 /// The MASQUERADE rule pulls in connection tracking; where it is a module that did not load,
 /// load it, and fail clearly if the router still has no conntrack sysctls.
+/// Makes `router` track connections and forget a UDP flow, answered or not, after `secs` of
+/// silence.
+fn forget_udp_after(router: &Netns, secs: u32) {
+    ensure_conntrack(router);
+    router.sysctl(&[
+        &format!("net.netfilter.nf_conntrack_udp_timeout={secs}"),
+        &format!("net.netfilter.nf_conntrack_udp_timeout_stream={secs}"),
+    ]);
+}
+
 pub(super) fn ensure_conntrack(router: &Netns) {
     let present = |ns: &Netns| {
         ns.exec_output(&[
@@ -435,12 +440,7 @@ impl RoutedHosts {
                 "DROP",
             ]);
         }
-        ensure_conntrack(&self._router);
-        let timeout = udp_timeout_secs.to_string();
-        self._router.sysctl(&[
-            &format!("net.netfilter.nf_conntrack_udp_timeout={timeout}"),
-            &format!("net.netfilter.nf_conntrack_udp_timeout_stream={timeout}"),
-        ]);
+        forget_udp_after(&self._router, udp_timeout_secs);
     }
 
     /// Moves host `i` to its other address (the old one is removed).
