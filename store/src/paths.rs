@@ -39,6 +39,20 @@ pub struct PathRecord {
     pub own: bool,
 }
 
+impl PathRecord {
+    /// An endpoint `to` was reached at, with nothing measured on it yet.
+    pub fn unmeasured(endpoint: SocketAddr, measured_unix: u64) -> Self {
+        Self {
+            endpoint,
+            pmtu: 0,
+            rtt_us: 0,
+            nat: None,
+            measured_unix,
+            own: false,
+        }
+    }
+}
+
 impl Record for PathRecord {
     const VERSION: u8 = 1;
 }

@@ -116,19 +116,6 @@ pub struct Gossip {
     observations_due: bool,
 }
 
-/// A record kind's label in metrics.
-fn kind_label(kind: weft_protocol::membership::RecordKind) -> &'static str {
-    use weft_protocol::membership::RecordKind;
-    match kind {
-        RecordKind::Announcement => "announcement",
-        RecordKind::PathObservation => "observation",
-        RecordKind::Revocation => "revocation",
-        RecordKind::NatLifetime => "nat",
-        #[allow(unreachable_patterns)]
-        _ => "other",
-    }
-}
-
 impl std::fmt::Debug for Gossip {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gossip")
@@ -440,7 +427,7 @@ impl Gossip {
         self.handle.publish(record.to_bytes()).await?;
         *self
             .published
-            .entry(kind_label(record.body.kind()))
+            .entry(record.body.kind().as_str())
             .or_default() += 1;
         Ok(())
     }
@@ -519,7 +506,7 @@ impl Gossip {
                     Ok(record) => {
                         *self
                             .received
-                            .entry(kind_label(record.body.kind()))
+                            .entry(record.body.kind().as_str())
                             .or_default() += 1;
                         (Verdict::Accept, self.apply(m, record.body, device))
                     }
@@ -710,14 +697,7 @@ impl Gossip {
             m.store.paths().put(
                 m.identity.identity().as_bytes(),
                 cert.identity.as_bytes(),
-                &PathRecord {
-                    endpoint,
-                    pmtu: 0,
-                    rtt_us: 0,
-                    nat: None,
-                    measured_unix: now_unix(),
-                    own: false,
-                },
+                &PathRecord::unmeasured(endpoint, now_unix()),
             ),
         );
     }

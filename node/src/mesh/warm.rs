@@ -118,14 +118,7 @@ pub fn save(m: &Membership, device: &Device) {
                 own: true,
             },
             _ if previous.is_some_and(|p| p.endpoint == endpoint) => continue,
-            _ => PathRecord {
-                endpoint,
-                pmtu: 0,
-                rtt_us: 0,
-                nat: None,
-                measured_unix: now_unix(),
-                own: false,
-            },
+            _ => PathRecord::unmeasured(endpoint, now_unix()),
         };
         let put = m.store.paths().put(&me.0, &cert.identity.0, &record);
         if m.counters.store("paths", put).is_some() {
