@@ -154,9 +154,6 @@ pub struct Config {
     pub admin_socket: PathBuf,
     /// The Prometheus endpoint.
     pub metrics: Metrics,
-    /// No admin socket was configured: [`Config::load`] names it after the
-    /// file (`weft.toml` -> `weft.sock`, next to it).
-    admin_socket_is_default: bool,
 }
 
 /// Default address of the Prometheus endpoint.
@@ -178,22 +175,16 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut config =
-            Self::parse(&text, base).with_context(|| format!("config {}", path.display()))?;
-        if config.admin_socket_is_default {
-            // Named after the config file, so nodes whose configs share a
-            // directory get sockets of their own.
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("weft");
-            config.admin_socket = base.join(format!("{stem}.sock"));
-            if let Some(m) = config.mesh.as_mut() {
-                m.admin_socket = config.admin_socket.clone();
-            }
-        }
-        Ok(config)
+        // The default admin socket is named after the file, so nodes whose
+        // configs share a directory get sockets of their own.
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("weft");
+        Self::parse(&text, base, stem).with_context(|| format!("config {}", path.display()))
     }
 
-    /// Parses `text`; relative paths are taken relative to `base`.
-    pub fn parse(text: &str, base: &Path) -> anyhow::Result<Self> {
+    /// Parses `text` of a file named `stem` (without extension) in `base`:
+    /// relative paths are taken relative to `base`, and the admin socket
+    /// defaults to `stem.sock` there.
+    pub fn parse(text: &str, base: &Path, stem: &str) -> anyhow::Result<Self> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             // toml's message spans several lines with a source excerpt;
             // the first line names the key and the problem.
@@ -207,10 +198,10 @@ impl Config {
                 },
             )
         })?;
-        Self::from_raw(raw, base)
+        Self::from_raw(raw, base, stem)
     }
 
-    fn from_raw(raw: RawConfig, base: &Path) -> anyhow::Result<Self> {
+    fn from_raw(raw: RawConfig, base: &Path, stem: &str) -> anyhow::Result<Self> {
         let i = raw.interface;
         let name = i.name.unwrap_or_else(|| "weft0".to_string());
         if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
@@ -287,13 +278,12 @@ impl Config {
             });
         }
         let mesh_socket = raw.mesh.as_ref().and_then(|m| m.admin_socket.clone());
-        let configured = i.admin_socket.or(mesh_socket);
-        let admin_socket_is_default = configured.is_none();
-        let admin_socket = base.join(configured.unwrap_or_else(|| PathBuf::from("weft.sock")));
-        let mut mesh = raw.mesh.map(|m| parse_mesh(m, base)).transpose()?;
-        if let Some(m) = mesh.as_mut() {
-            m.admin_socket = admin_socket.clone();
-        }
+        let admin_socket = base.join(
+            i.admin_socket
+                .or(mesh_socket)
+                .unwrap_or_else(|| PathBuf::from(format!("{stem}.sock"))),
+        );
+        let mesh = raw.mesh.map(|m| parse_mesh(m, base)).transpose()?;
         let metrics = parse_metrics(raw.metrics)?;
         Ok(Self {
             interface,
@@ -301,7 +291,6 @@ impl Config {
             mesh,
             admin_socket,
             metrics,
-            admin_socket_is_default,
         })
     }
 }
@@ -359,7 +348,6 @@ fn parse_mesh(m: RawMesh, base: &Path) -> anyhow::Result<crate::mesh::MeshConfig
         certificate_file: base.join(m.certificate_file),
         state: base.join(m.state),
         join_port: m.join_port.unwrap_or(crate::mesh::DEFAULT_JOIN_PORT),
-        admin_socket: base.join(m.admin_socket.unwrap_or_else(|| PathBuf::from("weft.sock"))),
         advertise,
         relay_bytes_per_second: m
             .relay_bytes_per_second
@@ -391,7 +379,7 @@ mod tests {
     const KEY: &str = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=";
 
     fn parse(text: &str) -> anyhow::Result<Config> {
-        Config::parse(text, Path::new("/etc/weft"))
+        Config::parse(text, Path::new("/etc/weft"), "weft")
     }
 
     fn err(text: &str) -> String {

@@ -71,7 +71,6 @@ async fn scrape(
 
 /// Per-peer series, labelled by peer name or folded into one series.
 struct PeerMetrics {
-    labels: &'static [&'static str],
     up: IntGaugeVec,
     relayed: IntGaugeVec,
     rx_bytes: IntCounterVec,
@@ -133,7 +132,6 @@ pub fn render(snapshot: &Snapshot, per_peer_labels: bool) -> prometheus::Result<
     .inc_by(snapshot.cookie_replies_sent);
 
     let m = PeerMetrics {
-        labels,
         up: gauge_int(
             &r,
             "weft_peer_up",
@@ -433,7 +431,6 @@ impl PeerMetrics {
     /// peer: counters summed, `up` and `relayed` counted, MTUs and the
     /// keepalive interval the minimum, RTT and handshake age the maximum.
     fn folded(&self, peers: &[PeerRow]) {
-        debug_assert!(self.labels.is_empty());
         let none: &[&str] = &[];
         let sum = |f: fn(&PeerRow) -> u64| peers.iter().map(f).sum::<u64>();
         self.up

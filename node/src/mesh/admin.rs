@@ -1,7 +1,7 @@
 //! The local admin socket: how `weft status`, `weft invite` and `weft revoke` talk
 //! to a running daemon, which alone holds the store.
 //!
-//! A Unix stream socket at `mesh.admin_socket`, mode 0600, so only the user
+//! A Unix stream socket at `Config::admin_socket`, mode 0600, so only the user
 //! running the daemon (root) can use it. One request per connection: a
 //! 4-byte big-endian length and a postcard-encoded [`Request`]; the answer
 //! is framed the same way. Requests are handed to the daemon's main task,

@@ -103,7 +103,7 @@ pub fn run(config_path: &Path, name: Option<String>, expires: &str) -> anyhow::R
         name: name.clone(),
         ttl_secs: ttl,
     };
-    let token = match super::admin::call(&mesh.admin_socket, &request, Duration::from_secs(10)) {
+    let token = match super::admin::call(&config.admin_socket, &request, Duration::from_secs(10)) {
         Ok(super::admin::Response::Token(t)) => t,
         Ok(super::admin::Response::Error(e)) => bail!("{e}"),
         Ok(super::admin::Response::Done(text)) => {
@@ -128,14 +128,14 @@ pub fn run(config_path: &Path, name: Option<String>, expires: &str) -> anyhow::R
 /// revocation with the authority key, stores it and gossips it.
 pub fn run_revoke(config_path: &Path, name: String) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
-    let mesh = config.mesh.as_ref().ok_or_else(|| {
+    config.mesh.as_ref().ok_or_else(|| {
         anyhow!(
             "{} has no [mesh] table: this node is not a mesh member",
             config_path.display()
         )
     })?;
     match super::admin::call(
-        &mesh.admin_socket,
+        &config.admin_socket,
         &super::admin::Request::Revoke { name },
         Duration::from_secs(10),
     ) {

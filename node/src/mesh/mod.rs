@@ -68,8 +68,6 @@ pub struct MeshConfig {
     pub state: PathBuf,
     /// TCP port of the join listener.
     pub join_port: u16,
-    /// The admin socket.
-    pub admin_socket: PathBuf,
     /// Addresses to put in invite tokens and announcements instead of the
     /// host's own (e.g. a public address in front of a NAT).
     pub advertise: Vec<IpAddr>,
