@@ -11,7 +11,7 @@
 //!
 //! One module, one sled tree and one record type per stored entity:
 //! [`members`], [`revocations`], [`invites`], [`allocations`] (two trees, one
-//! per direction) and [`paths`]. A value is a one-byte record version
+//! per direction), [`paths`], [`nat`] and [`sequence`]. A value is a one-byte record version
 //! followed by the record in [postcard]; see [`record`] for how a record
 //! evolves. A `meta` tree holds the schema version, which the numbered
 //! [`migrations`] raise one step at a time when the store is opened.
@@ -43,6 +43,7 @@ pub mod nat;
 pub mod paths;
 pub mod record;
 pub mod revocations;
+pub mod sequence;
 mod store;
 
 #[cfg(any(test, feature = "fuzzing"))]
@@ -57,6 +58,7 @@ pub use members::{MemberRecord, Members};
 pub use nat::{NatLifetimes, NatRecord};
 pub use paths::{PathRecord, Paths};
 pub use revocations::{RevocationRecord, Revocations};
+pub use sequence::Sequence;
 pub use store::Store;
 
 /// A node's long-term identity: its 32-byte public key.

@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::info;
 
 /// The schema version this build writes: the last migration's number.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The tree holding the schema version and the migration history.
 pub(crate) const META_TREE: &str = "meta";
@@ -39,6 +39,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "create the NAT lifetimes tree",
         apply: v2_create_nat_tree,
     },
+    Migration {
+        version: 3,
+        description: "create the gossip sequence tree",
+        apply: v3_create_sequence_tree,
+    },
 ];
 
 fn v1_create_trees(db: &sled::Db) -> sled::Result<()> {
@@ -57,6 +62,10 @@ fn v1_create_trees(db: &sled::Db) -> sled::Result<()> {
 
 fn v2_create_nat_tree(db: &sled::Db) -> sled::Result<()> {
     db.open_tree("nat").map(drop)
+}
+
+fn v3_create_sequence_tree(db: &sled::Db) -> sled::Result<()> {
+    db.open_tree("sequence").map(drop)
 }
 
 /// Reads the recorded schema version: `None` for a store never migrated.

@@ -18,8 +18,8 @@ use crate::manifest::{self, State};
 use crate::migrations::{self, META_TREE, SCHEMA_VERSION};
 use crate::record::{self, Record};
 use crate::{
-    allocations, invites, members, nat, paths, revocations, Allocations, DecodeError, Invites,
-    Members, NatLifetimes, Paths, Revocations, StoreError,
+    allocations, invites, members, nat, paths, revocations, sequence, Allocations, DecodeError,
+    Invites, Members, NatLifetimes, Paths, Revocations, Sequence, StoreError,
 };
 
 /// One entity tree and how to check its entries.
@@ -31,7 +31,7 @@ pub(crate) struct TreeSpec {
 }
 
 /// Every entity tree, in the order the open-time scan visits them.
-pub(crate) const ENTITY_TREES: [TreeSpec; 7] = [
+pub(crate) const ENTITY_TREES: [TreeSpec; 8] = [
     members::SPEC,
     revocations::SPEC,
     invites::SPEC,
@@ -39,6 +39,7 @@ pub(crate) const ENTITY_TREES: [TreeSpec; 7] = [
     allocations::BY_IDENTITY_SPEC,
     paths::SPEC,
     nat::SPEC,
+    sequence::SPEC,
 ];
 
 /// weft's persistent state: one sled database in one directory.
@@ -67,6 +68,7 @@ pub(crate) struct Trees {
     pub(crate) alloc_by_identity: sled::Tree,
     pub(crate) paths: sled::Tree,
     pub(crate) nat: sled::Tree,
+    pub(crate) sequence: sled::Tree,
 }
 
 impl Store {
@@ -294,6 +296,11 @@ impl Store {
         NatLifetimes::new(self)
     }
 
+    /// The gossip sequence reservation.
+    pub fn sequence(&self) -> Sequence<'_> {
+        Sequence::new(self)
+    }
+
     /// Decodes a value of `tree`, reporting it if it does not decode.
     pub(crate) fn decode<R: Record>(
         &self,
@@ -398,6 +405,7 @@ impl Trees {
             alloc_by_identity: tree(allocations::BY_IDENTITY)?,
             paths: tree(paths::TREE)?,
             nat: tree(nat::TREE)?,
+            sequence: tree(sequence::TREE)?,
         })
     }
 }
@@ -542,7 +550,10 @@ mod tests {
         assert_eq!(counts.get("members"), Some(&1));
         assert_eq!(counts.get("paths"), Some(&0));
         // The schema version and one entry per migration.
-        assert_eq!(counts.get(META_TREE), Some(&3));
+        assert_eq!(
+            counts.get(META_TREE),
+            Some(&(1 + u64::from(SCHEMA_VERSION)))
+        );
     }
 
     #[test]
