@@ -19,12 +19,14 @@
 //! - [`cert`]: member certificates and how they are issued and checked;
 //! - [`invite`]: invite tokens and their text form;
 //! - [`records`]: the gossip records and their encoding;
-//! - [`validator`]: what a record must satisfy before it is believed.
+//! - [`validator`]: what a record must satisfy before it is believed;
+//! - [`overlay`]: which members keep control connections to which.
 
 pub mod cert;
 pub mod identity;
 pub mod invite;
 pub mod network;
+pub mod overlay;
 pub mod records;
 pub mod validator;
 
