@@ -4,6 +4,13 @@
 //! One task owns the [`Device`]; nothing else touches protocol state. Each
 //! turn of the loop fires due timers, sends what the device has queued,
 //! then waits for the TUN device, the socket, the next timer or a signal.
+//! The loop runs alone on the main thread's runtime and never waits for
+//! another task: the control plane, the join listener, the admin socket and
+//! the metrics server run on a second runtime (the *services* runtime) and
+//! store writes on a thread of their own; everything between them goes
+//! through bounded queues that drop and count when full
+//! (docs/ARCHITECTURE.md, "Tasks and queues"). A watchdog thread ends the
+//! process if the loop ever stops turning.
 //! Packets move in batches through buffers allocated once at start-up:
 //! TUN reads land at offset 16 of fixed-stride slots of one contiguous
 //! buffer, are sealed in place, and consecutive full-size datagrams to one
@@ -36,6 +43,7 @@ use crate::metrics;
 use crate::status::{NodeInfo, Snapshot};
 use crate::tun::{self, Tun};
 use crate::udp::UdpIo;
+use crate::watchdog::{self, Heartbeat};
 
 /// TUN packets handled per batch (tun-rs's IDEAL_BATCH_SIZE).
 const BATCH: usize = 128;
@@ -56,6 +64,13 @@ const MAX_FRAGMENTS: usize = 64;
 /// Room for an ICMP "too big" written back into the TUN device, and for an
 /// IPv6 packet reassembled from pieces (both at most 1280 bytes).
 const ICMP_ROOM: usize = 1280;
+/// Control-plane events handled per turn of the loop, at most: the data
+/// path gets a turn between batches however busy gossip is.
+const CONTROL_EVENTS_PER_TURN: usize = 64;
+/// A test hook: with this variable set to a number of seconds, the main
+/// loop stops turning that long after start, so the tests can prove that
+/// the watchdog ends the process.
+const TEST_STALL_VAR: &str = "WEFT_TEST_STALL_MAIN_LOOP_AFTER_SECS";
 
 /// Runs the node until SIGINT or SIGTERM.
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -63,7 +78,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run_async(config))
+    // Everything but the data plane: control plane, join listener, admin
+    // socket, metrics, blocking admin work.
+    let services = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(4)
+        .thread_name("weft-services")
+        .enable_all()
+        .build()
+        .context("cannot start the services runtime")?;
+    let result = runtime.block_on(run_async(config, services.handle().clone()));
+    services.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
 }
 
 fn build_device(config: &Config, secret: StaticSecret) -> anyhow::Result<Device> {
@@ -106,19 +132,25 @@ fn build_device(config: &Config, secret: StaticSecret) -> anyhow::Result<Device>
     Ok(device)
 }
 
-async fn run_async(config: Config) -> anyhow::Result<()> {
+async fn run_async(config: Config, services: tokio::runtime::Handle) -> anyhow::Result<()> {
     // Everything that can fail on bad input is checked before the
     // interface exists, so a failed start leaves nothing behind.
     let secret = keys::read_private_key(&config.interface.private_key_file)?;
     let mut device = build_device(&config, secret.clone())?;
     let udp = UdpIo::bind(config.interface.listen_port)?;
-    let mut probes = crate::nat::ProbeSockets::default();
+    let mut nat_probes = crate::nat::ProbeSockets::default();
     let own = crate::mesh::local_addresses(&[]);
     device.set_local_addresses(own, config.interface.listen_port);
     let (mut mesh, inbox) = match &config.mesh {
         Some(mc) => {
-            let (node, inbox) =
-                MeshNode::start(mc, &mut device, secret, config.interface.listen_port).await?;
+            let (node, inbox) = MeshNode::start(
+                mc,
+                &mut device,
+                secret,
+                config.interface.listen_port,
+                services.clone(),
+            )
+            .await?;
             (Some(node), Some(inbox))
         }
         None => (None, None),
@@ -128,12 +160,29 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         None => (None, None),
     };
     let (admin_tx, mut admin_rx) = tokio::sync::mpsc::channel(8);
-    let _admin = admin::bind(&config.admin_socket, admin_tx)?;
     let (snapshot_tx, mut snapshot_rx) = tokio::sync::mpsc::channel(4);
+    let mut probes = vec![
+        watchdog::channel_probe("admin", &admin_tx),
+        watchdog::channel_probe("metrics", &snapshot_tx),
+    ];
+    if let Some(m) = &mesh {
+        probes.extend(m.queue_probes());
+    }
+    let _admin = {
+        let _services = services.enter();
+        admin::bind(&config.admin_socket, admin_tx)?
+    };
     let _metrics = match config.metrics.listen {
-        Some(listen) => {
-            Some(metrics::serve(listen, config.metrics.per_peer_labels, snapshot_tx).await?)
-        }
+        Some(listen) => Some(
+            services
+                .spawn(metrics::serve(
+                    listen,
+                    config.metrics.per_peer_labels,
+                    snapshot_tx,
+                ))
+                .await
+                .context("metrics server")??,
+        ),
         None => None,
     };
     let started = Instant::now();
@@ -144,6 +193,15 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
     let mut path = DataPath::new(usize::from(config.interface.mtu), &udp, edges);
     path.mss_clamp = config.interface.mss_clamp;
     path.edges.start(&mut device, Instant::now()).await;
+    let heartbeat = Heartbeat::new();
+    watchdog::spawn(heartbeat.clone(), watchdog::STALL_LIMIT, probes, |_| {
+        std::process::exit(watchdog::STALL_EXIT_CODE)
+    })
+    .context("cannot start the watchdog thread")?;
+    let stall_at = std::env::var(TEST_STALL_VAR)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(|secs| Instant::now() + std::time::Duration::from_secs(secs));
     info!(
         public_key = %keys::encode(device.public_key().as_bytes()),
         listen = %udp.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -153,24 +211,41 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
         "weft node running"
     );
     loop {
+        heartbeat.beat();
         let now = Instant::now();
+        if stall_at.is_some_and(|t| now >= t) {
+            warn!("{TEST_STALL_VAR} is set: the main loop stops turning now");
+            loop {
+                std::thread::park();
+            }
+        }
         if device.poll_timeout().is_some_and(|t| t <= now) {
             device.handle_timeout(now);
         }
         path.drain_protocol(&mut device, &udp).await;
-        probes.drain(&mut device).await;
+        nat_probes.drain(&mut device).await;
         if let Some(m) = mesh.as_mut() {
-            m.nat_changed(&mut device).await;
+            m.nat_changed(&mut device);
             for (peer, endpoint, pmtu) in std::mem::take(&mut path.observations) {
-                m.observe(&device, peer, endpoint, pmtu).await;
+                m.observe(&device, peer, endpoint, pmtu);
+            }
+            for peer in std::mem::take(&mut path.gave_up) {
+                m.handshake_gave_up(peer);
+            }
+            if Instant::now() >= m.next_deadline() {
+                m.tick(&mut device);
             }
         } else {
             path.observations.clear();
+            path.gave_up.clear();
         }
+        // The loop turns at least once a second, idle or not: a turn is
+        // what the watchdog watches for.
+        let beat = tokio::time::Instant::now() + watchdog::BEAT_EVERY;
         let deadline = device
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
-            .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
+            .map_or(beat, |t| t.min(beat));
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = sigint.recv() => { info!("SIGINT: shutting down"); break; }
@@ -183,45 +258,52 @@ async fn run_async(config: Config) -> anyhow::Result<()> {
                 path.pump_udp(&mut device, &tun, &udp).await;
             }
             _ = tokio::time::sleep_until(deadline) => {}
-            Some((socket, datagram)) = probes.recv() => {
+            Some((socket, datagram)) = nat_probes.recv() => {
                 crate::nat::ProbeSockets::deliver(&mut device, socket, datagram);
             }
             Some((request, reply)) = admin_rx.recv() => {
-                let response = match (request, mesh.as_mut()) {
-                    (Request::Status, m) => Response::Status(Box::new(
-                        snapshot(&config, &device, m.as_deref(), &udp, started),
-                    )),
-                    (request, Some(m)) => m.handle_admin(request, &mut device).await,
-                    (_, None) => Response::Error(
-                        "this node is not a mesh member (its configuration has no [mesh] table)"
-                            .into(),
-                    ),
-                };
-                let _ = reply.send(response);
+                match (request, mesh.as_mut()) {
+                    (Request::Status, m) => {
+                        let status = snapshot(&config, &device, m.as_deref(), &udp, started);
+                        let _ = reply.send(Response::Status(Box::new(status)));
+                    }
+                    (request, Some(m)) => m.handle_admin(request, &mut device, reply),
+                    (_, None) => {
+                        let _ = reply.send(Response::Error(
+                            "this node is not a mesh member (its configuration has no [mesh] table)"
+                                .into(),
+                        ));
+                    }
+                }
             }
             Some(reply) = snapshot_rx.recv() => {
                 let _ = reply.send(snapshot(&config, &device, mesh.as_ref(), &udp, started));
             }
             Some(admitted) = recv(admitted_rx.as_mut()) => {
-                if let Some(peer) = mesh.as_ref().and_then(|m| m.admit(admitted, &mut device)) {
+                if let Some(peer) = mesh.as_mut().and_then(|m| m.admit(admitted, &mut device)) {
                     path.edges.peer_added(&mut device, peer, Instant::now()).await;
                 }
             }
             Some(event) = recv(control_rx.as_mut()) => {
-                if let Some(m) = mesh.as_mut() {
-                    for peer in m.on_control(event, &mut device).await {
-                        path.edges.peer_added(&mut device, peer, Instant::now()).await;
+                if let (Some(m), Some(rx)) = (mesh.as_mut(), control_rx.as_mut()) {
+                    // This one and what else is waiting, up to a batch.
+                    let mut next = Some(event);
+                    let mut handled = 0;
+                    while let Some(event) = next.take() {
+                        for peer in m.on_control(event, &mut device) {
+                            path.edges.peer_added(&mut device, peer, Instant::now()).await;
+                        }
+                        handled += 1;
+                        if handled < CONTROL_EVENTS_PER_TURN {
+                            next = rx.try_recv().ok();
+                        }
                     }
                 }
             }
-            _ = announce_due(mesh.as_ref().map(|m| m.gossip.next_announce())) => {
-                if let Some(m) = mesh.as_mut() {
-                    m.announce().await;
-                }
-            }
+            _ = mesh_due(mesh.as_ref().map(|m| m.next_deadline())) => {}
         }
     }
-    if let Some(m) = &mesh {
+    if let Some(m) = mesh.take() {
         m.shutdown(&device);
     }
     drop(tun);
@@ -260,7 +342,7 @@ fn snapshot(
 }
 
 /// Sleeps until `at`, or forever when there is none (no mesh).
-async fn announce_due(at: Option<Instant>) {
+async fn mesh_due(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
@@ -298,6 +380,8 @@ struct DataPath {
     edges: Edges,
     /// Confirmed path MTUs to tell the mesh about.
     observations: Vec<(PeerId, SocketAddr, u16)>,
+    /// Peers whose handshake gave up, to tell the mesh about.
+    gave_up: Vec<PeerId>,
 }
 
 impl DataPath {
@@ -327,6 +411,7 @@ impl DataPath {
             mss_clamp: true,
             edges,
             observations: Vec::new(),
+            gave_up: Vec::new(),
         }
     }
 
@@ -360,7 +445,8 @@ impl DataPath {
                     warn!(
                         peer = device.peer_name(peer),
                         "peer unreachable: handshake gave up"
-                    )
+                    );
+                    self.gave_up.push(peer);
                 }
                 Event::PathChanged {
                     peer,

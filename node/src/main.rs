@@ -16,6 +16,7 @@ mod routes;
 mod status;
 mod tun;
 mod udp;
+mod watchdog;
 
 use std::io::Read;
 use std::path::PathBuf;

@@ -290,6 +290,34 @@ pub fn render(snapshot: &Snapshot, per_peer_labels: bool) -> prometheus::Result<
             &mesh.gossip_rejected,
         )?;
         by(
+            "weft_gossip_publish_failed_total",
+            "Records the control plane could not publish, by reason",
+            "reason",
+            &mesh.gossip_publish_failed,
+        )?;
+        by(
+            "weft_queue_dropped_total",
+            "Items dropped because a queue between tasks was full, by queue",
+            "queue",
+            &mesh.queue_dropped,
+        )?;
+        gauge_int(
+            &r,
+            "weft_control_connections",
+            "Members connected on the control plane",
+            &[],
+        )?
+        .with_label_values::<&str>(&[])
+        .set(mesh.control_connections as i64);
+        gauge_int(
+            &r,
+            "weft_control_neighbours_wanted",
+            "Members this node wants as control-plane neighbours",
+            &[],
+        )?
+        .with_label_values::<&str>(&[])
+        .set(mesh.control_neighbours_wanted as i64);
+        by(
             "weft_invites_refused_total",
             "Join attempts refused, by reason",
             "reason",

@@ -122,6 +122,14 @@ pub struct MeshStats {
     pub gossip_received: Vec<(String, u64)>,
     /// Gossip records rejected, by reason.
     pub gossip_rejected: Vec<(String, u64)>,
+    /// Publishes the control plane could not carry out, by reason.
+    pub gossip_publish_failed: Vec<(String, u64)>,
+    /// Items dropped because a queue between tasks was full, by queue.
+    pub queue_dropped: Vec<(String, u64)>,
+    /// Members connected on the control plane now.
+    pub control_connections: u64,
+    /// Members this node wants as control-plane neighbours.
+    pub control_neighbours_wanted: u64,
     /// Invites issued here.
     pub invites_issued: u64,
     /// Invites redeemed here.

@@ -201,6 +201,14 @@ impl Admission {
             .is_some_and(|p| matches!(p.state, State::Member { .. }))
     }
 
+    /// Whether `peer` is connected and has not presented an accepted or
+    /// refused credential yet.
+    pub(super) fn is_pending(&self, peer: &PeerId) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| matches!(p.state, State::Pending { .. }))
+    }
+
     /// The connected members.
     pub(super) fn members(&self) -> impl Iterator<Item = PeerId> + '_ {
         self.peers

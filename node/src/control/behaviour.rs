@@ -1,5 +1,6 @@
 //! The control plane's libp2p behaviour and swarm: gossipsub for records,
-//! the credential exchange, and the block list for rejected peers, on QUIC.
+//! the credential exchange, the direct record push, and the block list for
+//! rejected peers, on QUIC.
 //!
 //! This file owns every tuning number of gossipsub (mesh sizes, heartbeat,
 //! peer-scoring weights and thresholds) and why each has its value. It
@@ -17,7 +18,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{allow_block_list, Swarm, SwarmBuilder};
 use sha2::{Digest, Sha256};
 
-use super::credential;
+use super::{credential, sync};
 
 /// The swarm's behaviours. Polled in field order: the block list first, so
 /// a blocked peer is closed before the others act on it.
@@ -25,6 +26,7 @@ use super::credential;
 pub(super) struct Behaviour {
     pub(super) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub(super) credential: credential::Behaviour,
+    pub(super) sync: sync::Behaviour,
     pub(super) gossipsub: gossipsub::Behaviour,
 }
 
@@ -83,6 +85,7 @@ pub(super) fn build_swarm(
     let behaviour = Behaviour {
         blocked: allow_block_list::Behaviour::default(),
         credential: credential::behaviour(),
+        sync: sync::behaviour(),
         gossipsub,
     };
     let Ok(builder) = SwarmBuilder::with_existing_identity(keypair)

@@ -2,32 +2,47 @@
 //! only code that touches either.
 //!
 //! Each turn waits for the first of: a swarm event, a command from a
-//! handle, or the admission table's next deadline; handles it to the end
-//! (sending events with back-pressure), then waits again. It ends when
-//! every handle or the event receiver is gone. It never judges a
-//! credential or a record itself: the gate and the caller's reports do.
+//! handle, or the admission table's next deadline; handles it to the end,
+//! then waits again. It never waits for its owner: events go out with
+//! `try_send`, and one that does not fit is dropped and counted (a record
+//! dropped that way is reported `Ignore` at once, so gossipsub neither
+//! forwards nor keeps it). It ends when every handle or the event receiver
+//! is gone. It never judges a credential or a record itself: the gate and
+//! the caller's reports do.
 
 use std::collections::HashMap;
 use std::future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
-use libp2p::request_response::{self, Message as CredentialMessage};
+use libp2p::request_response::{self, Message as CredentialMessage, Message as SyncMessage};
 use libp2p::swarm::{dial_opts::DialOpts, ConnectionId, SwarmEvent};
 use libp2p::{core::transport::ListenerId, Multiaddr, PeerId, Swarm};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
 use super::admission::{Admission, Presented};
 use super::behaviour::{Behaviour, BehaviourEvent, MEMBER_SCORE, PENDING_SCORE};
 use super::{
-    Command, ControlError, ControlEvent, Gate, PublishError, RejectReason, Verdict,
-    CREDENTIAL_TIMEOUT, REJECTED_PEER_BLOCK,
+    Command, ControlCounters, ControlError, ControlEvent, Gate, PublishError, RejectReason,
+    Verdict, CREDENTIAL_TIMEOUT, REJECTED_PEER_BLOCK,
 };
 
 /// The event receiver was dropped: time to stop.
 struct Closed;
+
+/// Where the task's outputs go.
+pub(super) struct Outputs {
+    /// Events for the owner (bounded; never waited on).
+    pub(super) events: mpsc::Sender<ControlEvent>,
+    /// The connected members, as a value the owner reads when it likes.
+    pub(super) members: watch::Sender<Vec<PeerId>>,
+    /// Drops and failures.
+    pub(super) counters: Arc<ControlCounters>,
+}
 
 pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -37,8 +52,14 @@ pub(super) struct EventLoop {
     admission: Admission,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<ControlEvent>,
+    members: watch::Sender<Vec<PeerId>>,
+    counters: Arc<ControlCounters>,
+    /// Records a peer pushed before it passed the gate: handed over once it
+    /// does (its push can overtake its credential). One push per pending
+    /// peer, so bounded by the connections.
+    held: HashMap<PeerId, Vec<Vec<u8>>>,
     /// Dials waiting for their connection.
-    dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, ControlError>>>,
+    dials: HashMap<ConnectionId, Option<oneshot::Sender<Result<PeerId, ControlError>>>>,
     /// The IPv4 listener, until it reports an address (or closes).
     quiet_listener: Option<ListenerId>,
     listen_addrs: Vec<Multiaddr>,
@@ -54,7 +75,7 @@ impl EventLoop {
         gate: Gate,
         ipv4_listener: ListenerId,
         commands: mpsc::Receiver<Command>,
-        events: mpsc::Sender<ControlEvent>,
+        outputs: Outputs,
     ) -> Self {
         Self {
             swarm,
@@ -63,7 +84,10 @@ impl EventLoop {
             gate,
             admission: Admission::new(CREDENTIAL_TIMEOUT, REJECTED_PEER_BLOCK),
             commands,
-            events,
+            events: outputs.events,
+            members: outputs.members,
+            counters: outputs.counters,
+            held: HashMap::new(),
             dials: HashMap::new(),
             quiet_listener: Some(ipv4_listener),
             listen_addrs: Vec::new(),
@@ -99,8 +123,39 @@ impl EventLoop {
         info!("control plane stopped");
     }
 
-    async fn emit(&mut self, event: ControlEvent) -> Result<(), Closed> {
-        self.events.send(event).await.map_err(|_| Closed)
+    /// Hands `event` to the owner without waiting; a full queue drops it
+    /// and counts it (a dropped record is reported `Ignore`).
+    fn emit(&mut self, event: ControlEvent) -> Result<(), Closed> {
+        match self.events.try_send(event) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Closed),
+            Err(mpsc::error::TrySendError::Full(event)) => {
+                self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+                if let ControlEvent::Message {
+                    message_id,
+                    propagation_source,
+                    ..
+                } = event
+                {
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            MessageAcceptance::Ignore,
+                        );
+                }
+                debug!("control plane: owner busy, event dropped");
+                Ok(())
+            }
+        }
+    }
+
+    /// Publishes the connected members for the owner to read.
+    fn members_changed(&mut self) {
+        let members: Vec<PeerId> = self.admission.members().collect();
+        self.members.send_replace(members);
     }
 
     async fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) -> Result<(), Closed> {
@@ -111,6 +166,7 @@ impl EventLoop {
             SwarmEvent::Behaviour(BehaviourEvent::Credential(event)) => {
                 return self.on_credential(event).await
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => return self.on_sync(event),
             SwarmEvent::Behaviour(BehaviourEvent::Blocked(never)) => match never {},
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -119,7 +175,7 @@ impl EventLoop {
                 endpoint,
                 ..
             } => {
-                if let Some(reply) = self.dials.remove(&connection_id) {
+                if let Some(Some(reply)) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
                 if num_established.get() == 1 {
@@ -144,11 +200,12 @@ impl EventLoop {
                 num_established: 0,
                 ..
             } => {
+                self.held.remove(&peer_id);
                 if self.admission.handle_closed(&peer_id) {
                     info!(peer = %peer_id, "control plane: member disconnected");
-                    self.emit(ControlEvent::Disconnected { peer: peer_id })
-                        .await?;
+                    self.emit(ControlEvent::Disconnected { peer: peer_id })?;
                 }
+                self.members_changed();
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
@@ -156,7 +213,7 @@ impl EventLoop {
                 error,
             } => {
                 debug!(peer = ?peer_id, %error, "control plane: dial failed");
-                if let Some(reply) = self.dials.remove(&connection_id) {
+                if let Some(Some(reply)) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Err(ControlError::Dial(error)));
                 }
             }
@@ -217,8 +274,7 @@ impl EventLoop {
                     source,
                     propagation_source,
                     data: message.data,
-                })
-                .await?;
+                })?;
             }
             gossipsub::Event::Subscribed { peer_id, topic } if topic == self.topic.hash() => {
                 if let Some(credential) = self.admission.handle_subscribed(peer_id) {
@@ -270,6 +326,10 @@ impl EventLoop {
                 if let Some(credential) = announce {
                     self.announce(peer, credential).await?;
                 }
+                if let Some(records) = self.held.remove(&peer) {
+                    self.emit(ControlEvent::Records { peer, records })?;
+                }
+                self.members_changed();
             }
             Presented::Rejected => {
                 self.reject(peer, RejectReason::CredentialRefused).await?;
@@ -282,13 +342,39 @@ impl EventLoop {
     async fn announce(&mut self, peer: PeerId, credential: Vec<u8>) -> Result<(), Closed> {
         info!(%peer, "control plane: member connected");
         self.emit(ControlEvent::MemberConnected { peer, credential })
-            .await
+    }
+
+    /// A push of records from a peer, or the answer to ours.
+    fn on_sync(&mut self, event: request_response::Event<Vec<Vec<u8>>, ()>) -> Result<(), Closed> {
+        let request_response::Event::Message { peer, message, .. } = event else {
+            trace!(event = ?event, "control plane: sync exchange event");
+            return Ok(());
+        };
+        let SyncMessage::Request {
+            request, channel, ..
+        } = message
+        else {
+            return Ok(());
+        };
+        // Fails only if the connection is already gone.
+        let _ = self.swarm.behaviour_mut().sync.send_response(channel, ());
+        if self.admission.is_member(&peer) {
+            debug!(%peer, records = request.len(), "control plane: records pushed");
+            self.emit(ControlEvent::Records {
+                peer,
+                records: request,
+            })?;
+        } else if self.admission.is_pending(&peer) {
+            self.held.insert(peer, request);
+        }
+        Ok(())
     }
 
     /// Blocks `peer` (closing its connections) and tells the caller. The
     /// admission table has already marked it rejected.
     async fn reject(&mut self, peer: PeerId, reason: RejectReason) -> Result<(), Closed> {
         warn!(%peer, %reason, "control plane: peer rejected");
+        self.held.remove(&peer);
         self.swarm.behaviour_mut().blocked.block_peer(peer);
         // Its score may have reached the member level through a renewed
         // credential; graylist it again for whatever it still sends.
@@ -296,7 +382,9 @@ impl EventLoop {
             .behaviour_mut()
             .gossipsub
             .set_application_score(&peer, PENDING_SCORE);
-        self.emit(ControlEvent::PeerRejected { peer, reason }).await
+        self.emit(ControlEvent::PeerRejected { peer, reason })?;
+        self.members_changed();
+        Ok(())
     }
 
     async fn on_timeout(&mut self) -> Result<(), Closed> {
@@ -318,10 +406,16 @@ impl EventLoop {
                 let connection_id = options.connection_id();
                 match self.swarm.dial(options) {
                     Ok(()) => {
-                        self.dials.insert(connection_id, reply);
+                        // Only dials with a waiting caller are remembered.
+                        if reply.is_some() {
+                            self.dials.insert(connection_id, reply);
+                        }
                     }
                     Err(error) => {
-                        let _ = reply.send(Err(ControlError::Dial(error)));
+                        debug!(%error, "control plane: cannot dial");
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(ControlError::Dial(error)));
+                        }
                     }
                 }
             }
@@ -341,7 +435,17 @@ impl EventLoop {
                         gossipsub::PublishError::Duplicate => PublishError::Duplicate,
                         other => PublishError::Gossipsub(other),
                     });
-                let _ = reply.send(result);
+                if let Err(e) = &result {
+                    self.counters.publish_failed(e);
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            Command::Push { peer, records } => {
+                if self.admission.is_member(&peer) {
+                    self.swarm.behaviour_mut().sync.send_request(&peer, records);
+                }
             }
             Command::Report {
                 message_id,

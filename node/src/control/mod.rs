@@ -13,32 +13,47 @@
 //! [reports](ControlHandle::report) a verdict; only accepted records are
 //! forwarded, and rejected ones cost their sender peer score.
 //!
+//! When two members connect, each also pushes the other the records a
+//! newcomer needs over `/weft/sync/1` (`sync.rs`); those arrive as
+//! [`ControlEvent::Records`].
+//!
 //! One task owns the swarm (`event_loop.rs`); the rest of the program talks
-//! to it through a cloneable [`ControlHandle`] whose calls are commands
-//! with oneshot replies, and hears from it on a channel of
-//! [`ControlEvent`]s. This module never judges credentials or records
-//! itself: that is weft's membership logic, passed in.
+//! to it through a cloneable [`ControlHandle`], and hears from it on a
+//! channel of [`ControlEvent`]s. Neither side ever waits for the other: the
+//! handle's `try_*` calls put a command in a bounded queue and return at
+//! once, and the task hands events over with `try_send`. A full queue drops
+//! what did not fit and counts it ([`ControlCounters`]); everything the
+//! control plane carries is sent again later (announcements are periodic,
+//! pushes repeat on the next connection), so a drop delays, never loses for
+//! good. The connected members are a value ([`ControlHandle::members`]),
+//! not a stream of events that could be lost. This module never judges
+//! credentials or records itself: that is weft's membership logic, passed
+//! in.
 
 mod admission;
 pub(crate) mod behaviour;
 mod credential;
 mod event_loop;
+mod sync;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use libp2p::gossipsub::IdentTopic;
 use libp2p::identity::Keypair;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use zeroize::Zeroize;
 
 pub use credential::MAX_CREDENTIAL_LEN;
 pub use libp2p::gossipsub::MessageId;
 pub use libp2p::{Multiaddr, PeerId};
+pub use sync::MAX_SYNC_RECORDS;
 
 /// How long a newly connected peer has to present a credential.
 pub const CREDENTIAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,10 +62,12 @@ pub const CREDENTIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// refused for an expired certificate can come back once renewed.
 pub const REJECTED_PEER_BLOCK: Duration = Duration::from_secs(600);
 
-/// Capacity of the command and event channels. Events are sent with
-/// back-pressure: a caller that stops reading stalls the swarm rather than
-/// losing membership changes.
-const CHANNEL_CAPACITY: usize = 256;
+/// Capacity of the command channel (handle to task). A full queue drops
+/// the command and counts it.
+pub const COMMAND_CAPACITY: usize = 1024;
+/// Capacity of the event channel (task to owner). A full queue drops the
+/// event and counts it: the swarm never waits for its owner.
+pub const EVENT_CAPACITY: usize = 1024;
 
 /// The membership gate: given a peer's libp2p identity and the credential
 /// it presented, whether it is a member. Called on the control task, so it
@@ -129,6 +146,35 @@ pub enum ControlEvent {
         /// The member.
         peer: PeerId,
     },
+    /// Records a member pushed directly (`/weft/sync/1`), to validate like
+    /// gossip records; they are not forwarded and need no report.
+    Records {
+        /// The member that pushed them.
+        peer: PeerId,
+        /// The records.
+        records: Vec<Vec<u8>>,
+    },
+}
+
+/// What the control plane dropped or failed at, for metrics. Shared by the
+/// handle (commands it could not queue) and the task (events it could not
+/// hand over, publishes gossipsub refused).
+#[derive(Debug, Default)]
+pub struct ControlCounters {
+    /// Commands dropped because the control task's queue was full.
+    pub commands_dropped: AtomicU64,
+    /// Events dropped because the owner's queue was full.
+    pub events_dropped: AtomicU64,
+    /// Publishes gossipsub refused, by reason.
+    pub publish_failed: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl ControlCounters {
+    fn publish_failed(&self, error: &PublishError) {
+        if let Ok(mut m) = self.publish_failed.lock() {
+            *m.entry(error.as_str()).or_default() += 1;
+        }
+    }
 }
 
 /// Why a peer was rejected.
@@ -197,9 +243,30 @@ pub enum PublishError {
     #[error("gossipsub refused the record: {0}")]
     Gossipsub(#[source] libp2p::gossipsub::PublishError),
     /// The control task has stopped.
+    #[cfg(test)]
     #[error("the control plane task has stopped")]
     Stopped,
 }
+
+impl PublishError {
+    /// A short name for metrics labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PublishError::NoMembers => "no_members",
+            PublishError::TooLarge => "too_large",
+            PublishError::Duplicate => "duplicate",
+            PublishError::Gossipsub(_) => "gossipsub",
+            #[cfg(test)]
+            PublishError::Stopped => "stopped",
+        }
+    }
+}
+
+/// A command could not be queued: the control task's queue is full (the
+/// command was dropped and counted) or the task has stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the control plane's command queue is full or closed")]
+pub struct NotQueued;
 
 /// Requests from the handle to the control task.
 #[derive(Debug)]
@@ -209,11 +276,15 @@ pub enum PublishError {
 enum Command {
     Dial {
         address: Multiaddr,
-        reply: oneshot::Sender<Result<PeerId, ControlError>>,
+        reply: Option<oneshot::Sender<Result<PeerId, ControlError>>>,
     },
     Publish {
         data: Vec<u8>,
-        reply: oneshot::Sender<Result<(), PublishError>>,
+        reply: Option<oneshot::Sender<Result<(), PublishError>>>,
+    },
+    Push {
+        peer: PeerId,
+        records: Vec<Vec<u8>>,
     },
     Report {
         message_id: MessageId,
@@ -278,8 +349,11 @@ impl Control {
             }
         }
 
-        let (command_tx, command_rx) = mpsc::channel(CHANNEL_CAPACITY);
-        let (event_tx, event_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
+        let events_weak = event_tx.downgrade();
+        let (members_tx, members_rx) = watch::channel(Vec::new());
+        let counters = Arc::new(ControlCounters::default());
         let event_loop = event_loop::EventLoop::new(
             swarm,
             topic,
@@ -287,7 +361,11 @@ impl Control {
             gate,
             ipv4_listener,
             command_rx,
-            event_tx,
+            event_loop::Outputs {
+                events: event_tx,
+                members: members_tx,
+                counters: counters.clone(),
+            },
         );
         tokio::spawn(event_loop.run());
         tracing::info!(%peer_id, "control plane started");
@@ -295,18 +373,27 @@ impl Control {
             ControlHandle {
                 peer_id,
                 commands: command_tx,
+                events: events_weak,
+                members: members_rx,
+                counters,
             },
             event_rx,
         ))
     }
 }
 
-/// Talks to the control task. Cheap to clone; every call is a command to
-/// the task, and those with results wait for its reply.
+/// Talks to the control task. Cheap to clone. The `try_*` calls queue a
+/// command and return at once (for the daemon's main task, which must
+/// never wait); the `async` ones wait for the task's answer (for tests and
+/// one-shot callers).
 #[derive(Debug, Clone)]
 pub struct ControlHandle {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
+    /// The event channel, held weakly: only to report its length.
+    events: mpsc::WeakSender<ControlEvent>,
+    members: watch::Receiver<Vec<PeerId>>,
+    counters: Arc<ControlCounters>,
 }
 
 impl ControlHandle {
@@ -315,25 +402,114 @@ impl ControlHandle {
         self.peer_id
     }
 
+    /// What the control plane dropped or failed at.
+    pub fn counters(&self) -> &ControlCounters {
+        &self.counters
+    }
+
+    /// The lengths of the command and event queues, for the watchdog.
+    pub fn queue_probes(&self) -> Vec<crate::watchdog::Probe> {
+        let events = self.events.clone();
+        vec![
+            crate::watchdog::channel_probe("control_commands", &self.commands),
+            (
+                "control_events",
+                Box::new(move || {
+                    events
+                        .upgrade()
+                        .map_or(0, |t| (t.max_capacity() - t.capacity()) as u64)
+                }),
+            ),
+        ]
+    }
+
+    /// The members connected now (passed the gate, joined the topic).
+    pub fn members(&self) -> Vec<PeerId> {
+        self.members.borrow().clone()
+    }
+
+    /// Queues `command` without waiting; a full queue drops and counts it.
+    fn try_command(&self, command: Command) -> Result<(), NotQueued> {
+        self.commands.try_send(command).map_err(|e| {
+            if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                self.counters
+                    .commands_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            NotQueued
+        })
+    }
+
+    /// Queues a dial of `address` (with or without a `/p2p/<peer-id>`
+    /// suffix). Whether it worked shows in [`ControlHandle::members`].
+    pub fn try_dial(&self, address: Multiaddr) -> Result<(), NotQueued> {
+        self.try_command(Command::Dial {
+            address,
+            reply: None,
+        })
+    }
+
+    /// Queues `data` for publishing to every connected member; gossipsub's
+    /// refusals are counted in [`ControlCounters::publish_failed`].
+    pub fn try_publish(&self, data: Vec<u8>) -> Result<(), NotQueued> {
+        self.try_command(Command::Publish { data, reply: None })
+    }
+
+    /// Queues a direct push of `records` to `peer` (`/weft/sync/1`).
+    pub fn try_push(&self, peer: PeerId, records: Vec<Vec<u8>>) -> Result<(), NotQueued> {
+        self.try_command(Command::Push { peer, records })
+    }
+
+    /// Queues the verdict on a [`ControlEvent::Message`]. Call it once per
+    /// message, soon: gossipsub keeps unvalidated records only a few
+    /// heartbeats.
+    pub fn try_report(
+        &self,
+        message_id: MessageId,
+        propagation_source: PeerId,
+        verdict: Verdict,
+    ) -> Result<(), NotQueued> {
+        self.try_command(Command::Report {
+            message_id,
+            propagation_source,
+            verdict,
+        })
+    }
+
+    /// Queues closing every connection to `peer`.
+    pub fn try_disconnect(&self, peer: PeerId) -> Result<(), NotQueued> {
+        self.try_command(Command::Disconnect { peer })
+    }
+
+    #[cfg(test)]
     /// Dials `address` (with or without a `/p2p/<peer-id>` suffix) and
     /// returns the peer once the connection is up. Membership is decided
     /// afterwards and reported as an event.
     pub async fn dial(&self, address: Multiaddr) -> Result<PeerId, ControlError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Dial { address, reply }).await?;
+        self.send(Command::Dial {
+            address,
+            reply: Some(reply),
+        })
+        .await?;
         answer.await.map_err(|_| ControlError::Stopped)?
     }
 
+    #[cfg(test)]
     /// Signs `data` and sends it to every connected member on the topic.
     pub async fn publish(&self, data: Vec<u8>) -> Result<(), PublishError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Publish { data, reply })
+            .send(Command::Publish {
+                data,
+                reply: Some(reply),
+            })
             .await
             .map_err(|_| PublishError::Stopped)?;
         answer.await.map_err(|_| PublishError::Stopped)?
     }
 
+    #[cfg(test)]
     /// Reports the verdict on a [`ControlEvent::Message`]. Call it once per
     /// message, soon: gossipsub keeps unvalidated records only a few
     /// heartbeats.
@@ -351,6 +527,7 @@ impl ControlHandle {
         .await
     }
 
+    #[cfg(test)]
     /// The peers connected now that passed the gate.
     pub async fn connected_members(&self) -> Result<Vec<PeerId>, ControlError> {
         let (reply, answer) = oneshot::channel();
@@ -358,6 +535,7 @@ impl ControlHandle {
         answer.await.map_err(|_| ControlError::Stopped)
     }
 
+    #[cfg(test)]
     /// Closes every connection to `peer` (it may come back and face the gate
     /// again; refuse it there, e.g. once its certificate is revoked).
     pub async fn disconnect(&self, peer: PeerId) -> Result<(), ControlError> {

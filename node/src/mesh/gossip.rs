@@ -8,38 +8,64 @@
 //! checked by the protocol's `Validator` before it is forwarded or used:
 //! - an announcement adds the member as a data-plane peer (or gives a known
 //!   one an endpoint it has not proved otherwise), and is stored;
-//! - a path observation is stored (a prior for later searches);
+//! - a path observation is a prior for later searches;
 //! - a revocation is stored (flushed), the member's peer is removed and its
 //!   control connection closed.
 //!
-//! A member announces itself when it starts, whenever another member
-//! connects (so newcomers learn it at once), and every 60 s with jitter.
+//! How the membership converges at any size:
+//! - a member that connects is pushed, directly, every announcement this
+//!   node holds, the revocations and this node's own path observations
+//!   (`/weft/sync/1`), and learns a member from the certificate it presents
+//!   on connection; so a new or restarted member learns everyone in one
+//!   round trip;
+//! - each member keeps control connections to a few neighbours chosen on a
+//!   ring (`neighbours.rs`), never to everyone;
+//! - a member announces itself shortly after its first connection, once more
+//!   a little later, then every [`announce_interval`] (which grows with the
+//!   network), and at once when its addresses change;
+//! - a record from a member not known yet is ignored, not held against the
+//!   member that forwarded it;
+//! - sequence numbers only grow across restarts, whatever the clock does
+//!   ([`Sequence`]).
+//!
+//! Nothing here waits for another task: publishes, reports, dials and
+//! pushes are queued on the control handle, store writes on the store
+//! writer; full queues drop and count.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use libp2p::{identity::PublicKey as P2pKey, Multiaddr, PeerId};
 use rand_core::{OsRng, RngCore};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
+use weft_protocol::membership::validator::MAX_ANNOUNCED_ENDPOINTS;
 use weft_protocol::membership::{
-    Certificate, IdentityKey, NetworkInfo, RecordBody, RecordError, SignedCertificate, Validator,
+    Certificate, IdentityKey, NatLifetime, NetworkInfo, PathObservation, RecordBody, RecordError,
+    Revocation, SignedCertificate, SignedRecord, Validator,
 };
 use weft_protocol::Device;
 use weft_store::{MemberRecord, NatRecord, PathRecord, RevocationRecord};
 
+use super::members::MemberTable;
+use super::neighbours::Neighbours;
 use super::node::peer_config;
+use super::writer::StoreWriter;
 use super::{now_unix, EndpointSource, Membership};
 use crate::control::{Control, ControlConfig, ControlEvent, ControlHandle, Gate, Verdict};
-use weft_protocol::membership::validator::MAX_ANNOUNCED_ENDPOINTS;
 
-/// Base interval of periodic announcements; each is jittered by up to 20%.
+/// Shortest interval of periodic announcements; each is jittered by ±10%.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(60);
-/// A second announcement this long after a member connects, in case the
-/// first crossed its admission of us.
-pub const FOLLOW_UP: Duration = Duration::from_secs(1);
+/// Longest interval of periodic announcements.
+pub const ANNOUNCE_AT_MOST_EVERY: Duration = Duration::from_secs(1800);
+/// Delay of the first announcement after the first connection (jittered
+/// up to twice this), so a fleet started at once does not announce at once.
+pub const FIRST_ANNOUNCE: Duration = Duration::from_millis(750);
+/// Delay of the second announcement after the first (jittered up to
+/// twice this): it reaches members that were still connecting.
+pub const SECOND_ANNOUNCE: Duration = Duration::from_secs(8);
 /// After a move, members are dialled again once their copies of the dead
 /// connections have timed out.
 pub const REDIAL_AFTER_MOVE: Duration =
@@ -49,6 +75,25 @@ pub const MAX_REFLEXIVE: usize = 2;
 /// How often the host's addresses are re-read; a change is announced at
 /// once, so the mesh follows a member that moved.
 pub const ADDRESS_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// Relays are chosen again at most this often.
+const RELAYS_EVERY: Duration = Duration::from_secs(1);
+/// Sequence numbers reserved (and stored) at a time.
+pub const SEQUENCE_BLOCK: u64 = 1 << 20;
+
+/// The periodic announcement interval in a network of `members`: half a
+/// second per member, from [`ANNOUNCE_EVERY`] to [`ANNOUNCE_AT_MOST_EVERY`],
+/// so that from 120 to 3,600 members each member receives about two
+/// announcements a second, and beyond that the rate grows slowly (see
+/// docs/scale.md).
+pub fn announce_interval(members: usize) -> Duration {
+    (Duration::from_millis(500) * u32::try_from(members).unwrap_or(u32::MAX))
+        .clamp(ANNOUNCE_EVERY, ANNOUNCE_AT_MOST_EVERY)
+}
+
+/// `base` plus a random extra of up to `base`.
+fn jittered(base: Duration) -> Duration {
+    base + Duration::from_millis(OsRng.next_u64() % (base.as_millis() as u64).max(1))
+}
 
 /// The control-plane address of a member reached at `endpoint`: members
 /// listen for the control plane on `port`, the same number everywhere.
@@ -73,30 +118,92 @@ fn admit(
     revoked: &RwLock<HashSet<[u8; 32]>>,
     peer: &PeerId,
     credential: &[u8],
-) -> bool {
-    let Ok(signed) = SignedCertificate::from_bytes(credential) else {
-        return false;
-    };
-    let Ok(cert) = signed.verify(info, now_unix()) else {
-        return false;
-    };
+) -> Option<Certificate> {
+    let signed = SignedCertificate::from_bytes(credential).ok()?;
+    let cert = signed.verify(info, now_unix()).ok()?;
     let not_revoked = revoked
         .read()
         .map(|r| !r.contains(cert.identity.as_bytes()))
         .unwrap_or(false);
-    not_revoked && peer_id_of(&cert.identity).as_ref() == Some(peer)
+    (not_revoked && peer_id_of(&cert.identity).as_ref() == Some(peer)).then_some(cert)
 }
+
+/// Sequence numbers for this member's records: above every number an
+/// earlier run used, whatever the clock did. Numbers are reserved in
+/// blocks of [`SEQUENCE_BLOCK`] stored before use (the first at start, the
+/// next through the store writer when half of the current one is used).
+#[derive(Debug)]
+pub struct Sequence {
+    next: u64,
+    reserved: u64,
+}
+
+impl Sequence {
+    /// Starts above the stored reservation and the clock in milliseconds,
+    /// and stores the first block (flushed).
+    fn start(m: &Membership) -> anyhow::Result<Self> {
+        let stored = m.store.sequence().reserved().unwrap_or_else(|e| {
+            warn!(error = %e, "stored sequence reservation unreadable; starting from the clock");
+            0
+        });
+        let next = first_sequence(stored, now_unix().saturating_mul(1000));
+        let reserved = next + SEQUENCE_BLOCK;
+        m.store
+            .sequence()
+            .reserve(reserved)
+            .map_err(|e| anyhow::anyhow!("cannot store the gossip sequence reservation: {e}"))?;
+        Ok(Sequence { next, reserved })
+    }
+
+    /// The next number; reserves the next block in the background when
+    /// half of this one is used.
+    fn take(&mut self, writer: &StoreWriter) -> u64 {
+        self.next += 1;
+        if self.next + SEQUENCE_BLOCK / 2 >= self.reserved {
+            let end = self.reserved + SEQUENCE_BLOCK;
+            // Retried on the next number if the write is dropped.
+            if writer.submit(move |m| {
+                m.counters
+                    .store("sequence", m.store.sequence().reserve(end));
+            }) {
+                self.reserved = end;
+            }
+        }
+        self.next
+    }
+}
+
+/// Where a run's sequence numbers start: above everything the earlier runs
+/// reserved (`reserved`), and at the clock in milliseconds if that is
+/// later (a store that was lost).
+fn first_sequence(reserved: u64, clock_ms: u64) -> u64 {
+    reserved.max(clock_ms)
+}
+
+/// Counts by a short name.
+pub type Counts = BTreeMap<&'static str, u64>;
 
 /// The gossip side of a running member.
 pub struct Gossip {
     handle: ControlHandle,
     validator: Validator,
     revoked: Arc<RwLock<HashSet<[u8; 32]>>>,
-    seq: u64,
-    control_port: u16,
+    /// Revocations this node holds, to pass on to members that connect.
+    revocations: Vec<Revocation>,
+    seq: Sequence,
+    /// The members this node knows.
+    pub members: MemberTable,
+    neighbours: Neighbours,
+    writer: StoreWriter,
     redial_at: Option<Instant>,
     next_announce: Instant,
+    /// No member has connected since start: the first connection schedules
+    /// the first announcement.
+    awaiting_first_connection: bool,
+    /// Quick announcements still owed after the first one.
+    quick_announcements: u8,
     next_check: Instant,
+    next_relays: Option<Instant>,
     endpoints: Vec<SocketAddr>,
     /// Endpoints other members reached us at that are not our own
     /// addresses (NAT mappings), newest last.
@@ -104,16 +211,22 @@ pub struct Gossip {
     /// Where this member's endpoints come from: a fixed list, or the
     /// host's addresses (re-read every few seconds) and this port.
     source: EndpointSource,
+    /// This member's latest announcement as signed, and for which endpoints.
+    own_announcement: Option<(Vec<SocketAddr>, Vec<u8>)>,
+    /// This member's own path observations, by member: the last endpoint
+    /// and path MTU published.
+    own_observations: HashMap<IdentityKey, PathObservation>,
     /// Records rejected, by reason.
-    pub rejected: std::collections::BTreeMap<&'static str, u64>,
+    pub rejected: Counts,
     /// Records published, by kind.
-    pub published: std::collections::BTreeMap<&'static str, u64>,
+    pub published: Counts,
     /// Records received, by kind (`invalid` when rejected before decoding).
-    pub received: std::collections::BTreeMap<&'static str, u64>,
+    pub received: Counts,
     /// Members' announced and observed endpoints, for choosing relays.
     pub relays: super::relay::Relays,
-    /// Own path observations go out again with the next announcement.
-    observations_due: bool,
+    /// Data-plane keys of the members heard of since the last
+    /// [`Gossip::take_heard`] (bounded by the records handled in between).
+    heard: Vec<weft_protocol::PublicKey>,
 }
 
 impl std::fmt::Debug for Gossip {
@@ -125,20 +238,26 @@ impl std::fmt::Debug for Gossip {
 }
 
 impl Gossip {
-    /// Starts the control plane on UDP `port` and dials `bootstrap`.
+    /// Starts the control plane on UDP `port` (on the current Tokio
+    /// runtime: the caller enters the services runtime).
     pub fn start(
         m: &Membership,
         port: u16,
         source: EndpointSource,
-        bootstrap: Vec<Multiaddr>,
+        members: MemberTable,
+        writer: StoreWriter,
     ) -> anyhow::Result<(Self, mpsc::Receiver<ControlEvent>)> {
         let mut revoked_set = HashSet::new();
+        let mut revocations = Vec::new();
         let mut validator = Validator::new();
         validator.set_allow_loopback(true);
         if let Ok(list) = m.store.revocations().list() {
             for (id, record) in list {
                 revoked_set.insert(id);
                 validator.note_revocation(IdentityKey(id), record.serial);
+                if let Ok(r) = postcard::from_bytes::<Revocation>(&record.signed) {
+                    revocations.push(r);
+                }
             }
         }
         let revoked = Arc::new(RwLock::new(revoked_set));
@@ -146,7 +265,7 @@ impl Gossip {
             let info = m.info.clone();
             let revoked = revoked.clone();
             Arc::new(move |peer: &PeerId, credential: &[u8]| {
-                admit(&info, &revoked, peer, credential)
+                admit(&info, &revoked, peer, credential).is_some()
             })
         };
         let (handle, events) = Control::spawn(
@@ -155,44 +274,90 @@ impl Gossip {
                 listen_port: port,
                 topic: format!("weft/{}/records", m.info.id()),
                 credential: m.certificate.to_bytes(),
-                bootstrap,
+                bootstrap: Vec::new(),
             },
             gate,
         )?;
         info!(peer_id = %handle.peer_id(), port, "gossip on the control plane");
-        // Sequence numbers must grow across restarts: start from the clock.
-        let seq = now_unix().saturating_mul(1000);
+        let seq = Sequence::start(m)?;
+        let now = Instant::now();
         Ok((
             Self {
                 handle,
                 validator,
                 revoked,
+                revocations,
                 seq,
-                control_port: port,
+                members,
+                neighbours: Neighbours::new(m.identity.identity(), port, now),
+                writer,
                 redial_at: None,
-                next_announce: Instant::now(),
-                next_check: Instant::now() + ADDRESS_CHECK_EVERY,
+                next_announce: now + announce_interval(0),
+                awaiting_first_connection: true,
+                quick_announcements: 0,
+                next_check: now + ADDRESS_CHECK_EVERY,
+                next_relays: Some(now),
                 endpoints: source.current(MAX_ANNOUNCED_ENDPOINTS),
                 reflexive: Vec::new(),
                 source,
+                own_announcement: None,
+                own_observations: HashMap::new(),
                 rejected: Default::default(),
                 published: Default::default(),
                 received: Default::default(),
                 relays: Default::default(),
-                observations_due: false,
+                heard: Vec::new(),
             },
             events,
         ))
     }
 
-    /// When [`Gossip::tick`] must next run.
-    pub fn next_announce(&self) -> Instant {
-        let t = self.next_announce.min(self.next_check);
-        self.redial_at.map_or(t, |r| t.min(r))
+    /// The control handle (counters, connected members).
+    pub fn control(&self) -> &ControlHandle {
+        &self.handle
     }
 
-    /// Announces when due, or at once when the host's addresses changed.
-    pub async fn tick(&mut self, m: &Membership) {
+    /// The store writer.
+    pub fn writer(&self) -> &StoreWriter {
+        &self.writer
+    }
+
+    /// The data-plane keys of the members heard of (announced, pushed or
+    /// connected) since the last call.
+    pub fn take_heard(&mut self) -> Vec<weft_protocol::PublicKey> {
+        std::mem::take(&mut self.heard)
+    }
+
+    /// Stops gossip (the control task and, once its queue is done, the
+    /// store writer end when their last handle goes) and keeps the members.
+    pub fn into_members(self) -> MemberTable {
+        self.members
+    }
+
+    /// How many members this node wants as control neighbours.
+    pub fn wanted_neighbours(&self) -> usize {
+        self.neighbours.wanted()
+    }
+
+    /// When [`Gossip::tick`] must next run.
+    pub fn next_deadline(&self) -> Instant {
+        let mut t = self
+            .next_announce
+            .min(self.next_check)
+            .min(self.neighbours.next_check());
+        if let Some(r) = self.redial_at {
+            t = t.min(r);
+        }
+        if let Some(r) = self.next_relays {
+            t = t.min(r);
+        }
+        t
+    }
+
+    /// Announces when due or at once when the host's addresses changed,
+    /// keeps the control neighbours, and chooses relays when something
+    /// they depend on changed.
+    pub fn tick(&mut self, m: &Membership, device: &mut Device) {
         let now = Instant::now();
         if now >= self.next_check {
             self.next_check = now + ADDRESS_CHECK_EVERY;
@@ -200,70 +365,81 @@ impl Gossip {
             if current != self.endpoints {
                 info!(endpoints = ?current, "local addresses changed; announcing");
                 self.endpoints = current;
+                self.relays_changed(now);
                 // Control connections from the old address are dead but
                 // would linger until their idle timeout, swallowing what we
-                // send: close them and dial the members again. Each new
-                // connection triggers an announcement on both sides; one
-                // more follows in case a member could not be dialled.
-                self.redial(m);
-                // Members keep the dead connections until their idle
-                // timeout, and gossip only starts on a member's first
-                // connection: dial once more after that.
+                // send: close them and dial the neighbours again. Each new
+                // connection pushes our new announcement; the gossip one
+                // follows shortly, and one more redial after members have
+                // timed out their copies of the dead connections.
+                self.redial(now);
                 self.redial_at = Some(now + REDIAL_AFTER_MOVE);
                 self.next_announce = now + Duration::from_secs(2);
-                return;
             }
         }
         if self.redial_at.is_some_and(|t| now >= t) {
             self.redial_at = None;
-            self.redial(m);
-            self.next_announce = self.next_announce.min(now + FOLLOW_UP);
+            self.redial(now);
+            self.next_announce = self.next_announce.min(now + Duration::from_secs(1));
+        }
+        if now >= self.neighbours.next_check() {
+            self.neighbours.tick(now, &self.members, &self.handle);
         }
         if now >= self.next_announce {
-            self.announce(m).await;
+            self.announce(m);
+        }
+        if self.next_relays.is_some_and(|t| now >= t) {
+            self.next_relays = None;
+            let own = self.own_candidates();
+            self.relays.apply(&self.members, m, device, own);
         }
     }
 
-    /// Dials the control plane of every member with a known endpoint.
-    fn redial(&self, m: &Membership) {
-        let me = m.identity.identity();
-        let Ok(paths) = m.store.paths().list_from(&me.0) else {
-            return;
-        };
-        let addresses: Vec<Multiaddr> = paths
-            .into_iter()
-            .filter_map(|(_, path)| control_address(path.endpoint, self.control_port))
-            .collect();
-        let handle = self.handle.clone();
-        tokio::spawn(async move {
-            for peer in handle.connected_members().await.unwrap_or_default() {
-                let _ = handle.disconnect(peer).await;
+    /// Relays depend on what changed: choose them again soon.
+    fn relays_changed(&mut self, now: Instant) {
+        if self.next_relays.is_none() {
+            self.next_relays = Some(now + RELAYS_EVERY);
+        }
+    }
+
+    /// Closes every control connection and dials the neighbours again.
+    fn redial(&mut self, now: Instant) {
+        for peer in self.handle.members() {
+            let _ = self.handle.try_disconnect(peer);
+        }
+        self.neighbours.reset(now);
+    }
+
+    /// This member's announcement for its current endpoints, signed anew
+    /// only when they changed.
+    fn own_announcement(&mut self, m: &Membership, fresh: bool) -> Vec<u8> {
+        let endpoints = self.own_candidates();
+        match &self.own_announcement {
+            Some((e, bytes)) if *e == endpoints && !fresh => bytes.clone(),
+            _ => {
+                let seq = self.seq.take(&self.writer);
+                let bytes = m.announcement(seq, endpoints.clone()).to_bytes();
+                self.own_announcement = Some((endpoints, bytes.clone()));
+                bytes
             }
-            for address in addresses {
-                let handle = handle.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = handle.dial(address.clone()).await {
-                        debug!(%address, error = %e, "control plane: redial failed");
-                    }
-                });
-            }
-        });
+        }
     }
 
     /// Publishes this member's announcement now and schedules the next.
-    pub async fn announce(&mut self, m: &Membership) {
-        self.seq += 1;
-        let endpoints = self.own_candidates();
-        let record = m.announcement(self.seq, endpoints);
-        if let Err(e) = self.publish(&record).await {
-            debug!(error = %e, "announcement not published (no member connected yet?)");
-        }
-        if std::mem::take(&mut self.observations_due) {
-            self.republish_observations(m).await;
-        }
-        let jitter =
-            Duration::from_millis(OsRng.next_u64() % (ANNOUNCE_EVERY.as_millis() as u64 / 5));
-        self.next_announce = Instant::now() + ANNOUNCE_EVERY - ANNOUNCE_EVERY / 10 + jitter;
+    pub fn announce(&mut self, m: &Membership) {
+        // A new sequence number each time: gossipsub drops a message whose
+        // content it has seen.
+        let record = self.own_announcement(m, true);
+        self.publish("announcement", record);
+        let now = Instant::now();
+        self.next_announce = if self.quick_announcements > 0 {
+            self.quick_announcements -= 1;
+            now + jittered(SECOND_ANNOUNCE)
+        } else {
+            // The interval, give or take 10%.
+            let interval = announce_interval(self.members.len() + 1);
+            now + interval * 9 / 10 - interval / 5 + jittered(interval / 5)
+        };
     }
 
     /// This member's endpoints as announced and offered for hole punching:
@@ -279,9 +455,16 @@ impl Gossip {
             .collect()
     }
 
-    /// Publishes a path observation: this member confirmed `pmtu` toward
-    /// `peer` at `endpoint`. Others use it as a prior for their own search.
-    pub async fn publish_observation(
+    /// Signs a path observation of this member.
+    fn observation_record(&mut self, m: &Membership, p: &PathObservation) -> Vec<u8> {
+        let seq = self.seq.take(&self.writer);
+        SignedRecord::sign(&m.identity, seq, RecordBody::PathObservation(p.clone())).to_bytes()
+    }
+
+    /// This member confirmed `pmtu` toward `peer` at `endpoint`: stored for
+    /// a warm start and, when the edge changed, published (others use it
+    /// as a prior for their own search, and to tell who is public).
+    pub fn publish_observation(
         &mut self,
         m: &Membership,
         device: &Device,
@@ -292,50 +475,57 @@ impl Gossip {
         let Some(status) = device.peer_status(peer, Instant::now()) else {
             return;
         };
-        let Some(to) = m
-            .member_with_noise_key(&status.public_key)
-            .map(|c| c.identity)
+        let Some(to) = self
+            .members
+            .by_noise_key(&status.public_key)
+            .map(|c| c.cert.identity)
         else {
             return;
         };
-        self.relays.observed(to, endpoint);
         let rtt_us = super::warm::rtt_us(device, peer);
-        self.seq += 1;
-        let record = weft_protocol::membership::SignedRecord::sign(
-            &m.identity,
-            self.seq,
-            RecordBody::PathObservation(weft_protocol::membership::PathObservation {
-                to,
-                endpoint,
-                pmtu,
-                rtt_us,
-                measured_unix: now_unix(),
-            }),
-        );
-        m.counters.store(
-            "paths",
-            m.store.paths().put(
-                m.identity.identity().as_bytes(),
-                to.as_bytes(),
-                &PathRecord {
-                    endpoint,
-                    pmtu,
-                    rtt_us,
-                    nat: None,
-                    measured_unix: now_unix(),
-                    own: true,
-                },
-            ),
-        );
-        if let Err(e) = self.publish(&record).await {
-            debug!(error = %e, "path observation not published");
+        let changed = self
+            .own_observations
+            .get(&to)
+            .is_none_or(|o| o.endpoint != endpoint || o.pmtu != pmtu);
+        let me = m.identity.identity();
+        let measured_unix = now_unix();
+        self.writer.submit(move |m| {
+            m.counters.store(
+                "paths",
+                m.store.paths().put(
+                    me.as_bytes(),
+                    to.as_bytes(),
+                    &PathRecord {
+                        endpoint,
+                        pmtu,
+                        rtt_us,
+                        nat: None,
+                        measured_unix,
+                        own: true,
+                    },
+                ),
+            );
+        });
+        if !changed {
+            return;
         }
+        self.relays.observed(to, endpoint);
+        self.relays_changed(Instant::now());
+        let observation = PathObservation {
+            to,
+            endpoint,
+            pmtu,
+            rtt_us,
+            measured_unix,
+        };
+        let record = self.observation_record(m, &observation);
+        self.own_observations.insert(to, observation);
+        self.publish("path_observation", record);
     }
 
-    /// Publishes again the path observations this member made itself: one
-    /// made before a member connected never reached it, and it is how a
-    /// member behind a NAT learns its reflexive endpoint.
-    async fn republish_observations(&mut self, m: &Membership) {
+    /// Loads this member's own stored observations, to pass on to members
+    /// that connect.
+    pub fn load_own_observations(&mut self, m: &Membership) {
         let me = m.identity.identity();
         let Ok(paths) = m.store.paths().list_from(me.as_bytes()) else {
             return;
@@ -344,134 +534,123 @@ impl Gossip {
             if !path.own || path.pmtu == 0 {
                 continue;
             }
-            self.seq += 1;
-            let record = weft_protocol::membership::SignedRecord::sign(
-                &m.identity,
-                self.seq,
-                RecordBody::PathObservation(weft_protocol::membership::PathObservation {
+            self.own_observations.insert(
+                IdentityKey(to),
+                PathObservation {
                     to: IdentityKey(to),
                     endpoint: path.endpoint,
                     pmtu: path.pmtu,
                     rtt_us: path.rtt_us,
                     measured_unix: path.measured_unix,
-                }),
+                },
             );
-            let _ = self.publish(&record).await;
         }
     }
 
     /// Publishes this node's measured NAT mapping lifetime behind its
     /// public address, and stores it, so members behind the same address
     /// (and this node after a restart) start from it.
-    pub async fn publish_nat_lifetime(
-        &mut self,
-        m: &Membership,
-        public: SocketAddr,
-        lifetime: Duration,
-    ) {
+    pub fn publish_nat_lifetime(&mut self, m: &Membership, public: SocketAddr, lifetime: Duration) {
         let lifetime_ms = u32::try_from(lifetime.as_millis()).unwrap_or(u32::MAX);
         let measured_unix = now_unix();
-        m.counters.store(
-            "nat",
-            m.store.nat().put(
-                public.ip(),
-                &NatRecord {
-                    lifetime_ms,
-                    measured_unix,
-                    own: true,
-                },
-            ),
-        );
-        self.seq += 1;
-        let record = weft_protocol::membership::SignedRecord::sign(
+        self.writer.submit(move |m| {
+            m.counters.store(
+                "nat",
+                m.store.nat().put(
+                    public.ip(),
+                    &NatRecord {
+                        lifetime_ms,
+                        measured_unix,
+                        own: true,
+                    },
+                ),
+            );
+        });
+        let seq = self.seq.take(&self.writer);
+        let record = SignedRecord::sign(
             &m.identity,
-            self.seq,
-            RecordBody::NatLifetime(weft_protocol::membership::NatLifetime {
+            seq,
+            RecordBody::NatLifetime(NatLifetime {
                 public,
                 lifetime_ms,
                 measured_unix,
             }),
         );
-        if let Err(e) = self.publish(&record).await {
-            debug!(error = %e, "NAT lifetime not published");
+        self.publish("nat_lifetime", record.to_bytes());
+    }
+
+    /// Queues `record` (of `kind`) for the mesh and counts it; a full
+    /// queue is counted by the control handle.
+    fn publish(&mut self, kind: &'static str, record: Vec<u8>) {
+        if self.handle.try_publish(record).is_ok() {
+            *self.published.entry(kind).or_default() += 1;
         }
     }
 
-    /// Passes on every stored revocation, so a member that was away when
-    /// one was made learns it as soon as it reconnects.
-    async fn republish_revocations(&mut self, m: &Membership) {
-        let Ok(list) = m.store.revocations().list() else {
-            return;
-        };
-        for (_, record) in list {
-            let Ok(revocation) =
-                postcard::from_bytes::<weft_protocol::membership::Revocation>(&record.signed)
-            else {
-                continue;
-            };
-            self.seq += 1;
-            let record = weft_protocol::membership::SignedRecord::sign(
-                &m.identity,
-                self.seq,
-                RecordBody::Revocation(revocation),
-            );
-            let _ = self.publish(&record).await;
-        }
-    }
-
-    /// Publishes `record` to the mesh and counts it.
-    async fn publish(
-        &mut self,
-        record: &weft_protocol::membership::SignedRecord,
-    ) -> Result<(), crate::control::PublishError> {
-        self.handle.publish(record.to_bytes()).await?;
-        *self
-            .published
-            .entry(record.body.kind().as_str())
-            .or_default() += 1;
-        Ok(())
-    }
-
-    /// Publishes an authority-signed revocation and applies it here.
-    pub async fn publish_revocation(
+    /// Publishes an authority-signed revocation and applies it here; the
+    /// answer goes to `reply` once it is stored.
+    pub fn publish_revocation(
         &mut self,
         m: &Membership,
-        revocation: weft_protocol::membership::Revocation,
+        revocation: Revocation,
         device: &mut Device,
+        reply: oneshot::Sender<anyhow::Result<()>>,
     ) {
-        self.seq += 1;
-        let record = weft_protocol::membership::SignedRecord::sign(
-            &m.identity,
-            self.seq,
-            RecordBody::Revocation(revocation.clone()),
-        );
-        self.apply(m, RecordBody::Revocation(revocation), device);
-        if let Err(e) = self.publish(&record).await {
-            warn!(error = %e, "revocation not published; it is stored and will not be forgotten");
+        let seq = self.seq.take(&self.writer);
+        let record =
+            SignedRecord::sign(&m.identity, seq, RecordBody::Revocation(revocation.clone()));
+        self.revoke(revocation, device, Some(reply));
+        self.publish("revocation", record.to_bytes());
+    }
+
+    /// What a member that just connected is pushed: every announcement
+    /// this node holds (its own first), the revocations and its own path
+    /// observations, freshly signed in that order (a receiver accepts one
+    /// origin's records only in increasing sequence order).
+    fn push_for_newcomer(&mut self, m: &Membership) -> Vec<Vec<u8>> {
+        let mut records = vec![self.own_announcement(m, false)];
+        records.extend(self.members.iter().filter_map(|x| x.announcement.clone()));
+        for r in self.revocations.clone() {
+            let seq = self.seq.take(&self.writer);
+            records
+                .push(SignedRecord::sign(&m.identity, seq, RecordBody::Revocation(r)).to_bytes());
         }
+        let observations: Vec<PathObservation> = self.own_observations.values().cloned().collect();
+        for o in observations {
+            records.push(self.observation_record(m, &o));
+        }
+        records.truncate(crate::control::MAX_SYNC_RECORDS);
+        records
     }
 
     /// Handles a control-plane event. Returns peers newly added to the
     /// device, for routes.
-    pub async fn on_event(
+    pub fn on_event(
         &mut self,
         m: &Membership,
         event: ControlEvent,
         device: &mut Device,
     ) -> Vec<weft_protocol::PeerId> {
+        let now = Instant::now();
         match event {
-            ControlEvent::MemberConnected { peer, .. } => {
+            ControlEvent::MemberConnected { peer, credential } => {
                 debug!(%peer, "member connected to the control plane");
-                self.announce(m).await;
-                self.republish_revocations(m).await;
-                self.republish_observations(m).await;
-                // Once more with the follow-up, in case this crossed the
-                // new member's admission of us.
-                self.observations_due = true;
-                // The new member may not have admitted us yet and then
-                // drops what we just sent: say it again shortly.
-                self.next_announce = self.next_announce.min(Instant::now() + FOLLOW_UP);
-                Vec::new()
+                let mut added = Vec::new();
+                // Its credential is a certificate the gate verified: a
+                // member not known yet is learned from it at once.
+                if let Some(cert) = admit(&m.info, &self.revoked, &peer, &credential) {
+                    if !self.members.contains(&cert.identity) {
+                        added = self.learn(m, cert, credential, None, Vec::new(), device);
+                    }
+                }
+                let records = self.push_for_newcomer(m);
+                let _ = self.handle.try_push(peer, records);
+                if std::mem::take(&mut self.awaiting_first_connection) {
+                    self.quick_announcements = 1;
+                    self.next_announce = now + jittered(FIRST_ANNOUNCE);
+                }
+                self.neighbours_soon(now);
+                added
             }
             ControlEvent::PeerRejected { peer, reason } => {
                 warn!(%peer, %reason, "control-plane peer rejected");
@@ -479,6 +658,7 @@ impl Gossip {
             }
             ControlEvent::Disconnected { peer } => {
                 debug!(%peer, "member left the control plane");
+                self.neighbours_soon(now);
                 Vec::new()
             }
             ControlEvent::Message {
@@ -487,45 +667,66 @@ impl Gossip {
                 data,
                 ..
             } => {
-                let now = now_unix();
-                let members = |id: &IdentityKey| {
-                    m.store
-                        .members()
-                        .get(id.as_bytes())
-                        .ok()
-                        .flatten()
-                        .is_some()
-                        && !self
-                            .revoked
-                            .read()
-                            .map(|r| r.contains(id.as_bytes()))
-                            .unwrap_or(true)
-                };
-                let verdict = self.validator.validate(&data, &m.info, &members, now);
-                let (verdict, added) = match verdict {
-                    Ok(record) => {
-                        *self
-                            .received
-                            .entry(record.body.kind().as_str())
-                            .or_default() += 1;
-                        (Verdict::Accept, self.apply(m, record.body, device))
-                    }
-                    Err(e) => {
-                        *self.received.entry("invalid").or_default() += 1;
-                        *self.rejected.entry(e.as_str()).or_default() += 1;
-                        debug!(reason = e.as_str(), "gossip record rejected");
-                        let verdict = match e {
-                            RecordError::StaleSequence { .. } => Verdict::Ignore,
-                            _ => Verdict::Reject,
-                        };
-                        (verdict, Vec::new())
-                    }
-                };
+                let (verdict, added) = self.receive(m, &data, device);
                 let _ = self
                     .handle
-                    .report(message_id, propagation_source, verdict)
-                    .await;
+                    .try_report(message_id, propagation_source, verdict);
                 added
+            }
+            ControlEvent::Records { peer, records } => {
+                debug!(%peer, records = records.len(), "records pushed by a member");
+                let mut added = Vec::new();
+                for data in records {
+                    added.extend(self.receive(m, &data, device).1);
+                }
+                added
+            }
+        }
+    }
+
+    /// Checks the neighbours at the next turn.
+    fn neighbours_soon(&mut self, now: Instant) {
+        self.neighbours.check_at(now);
+    }
+
+    /// Validates one record and applies it; returns the verdict for
+    /// gossipsub and the peers added.
+    fn receive(
+        &mut self,
+        m: &Membership,
+        data: &[u8],
+        device: &mut Device,
+    ) -> (Verdict, Vec<weft_protocol::PeerId>) {
+        let now = now_unix();
+        let members = &self.members;
+        let revoked = &self.revoked;
+        let is_member = |id: &IdentityKey| {
+            members.contains(id)
+                && !revoked
+                    .read()
+                    .map(|r| r.contains(id.as_bytes()))
+                    .unwrap_or(true)
+        };
+        match self.validator.validate(data, &m.info, &is_member, now) {
+            Ok(record) => {
+                *self
+                    .received
+                    .entry(record.body.kind().as_str())
+                    .or_default() += 1;
+                let raw = matches!(record.body, RecordBody::Announcement(_)).then(|| data.to_vec());
+                (Verdict::Accept, self.apply(m, record.body, raw, device))
+            }
+            Err(e) => {
+                *self.received.entry("invalid").or_default() += 1;
+                *self.rejected.entry(e.as_str()).or_default() += 1;
+                debug!(reason = e.as_str(), "gossip record rejected");
+                let verdict = match e {
+                    // Late, or from a member this node has not learned yet:
+                    // not the forwarder's fault, and not worth forwarding.
+                    RecordError::StaleSequence { .. } | RecordError::NotAMember => Verdict::Ignore,
+                    _ => Verdict::Reject,
+                };
+                (verdict, Vec::new())
             }
         }
     }
@@ -534,6 +735,7 @@ impl Gossip {
         &mut self,
         m: &Membership,
         body: RecordBody,
+        raw: Option<Vec<u8>>,
         device: &mut Device,
     ) -> Vec<weft_protocol::PeerId> {
         let now = now_unix();
@@ -546,28 +748,18 @@ impl Gossip {
                     return Vec::new();
                 }
                 self.relays.announced(cert.identity, &a.endpoints);
-                m.counters.store(
-                    "members",
-                    m.store.members().put(
-                        cert.identity.as_bytes(),
-                        &MemberRecord {
-                            name: cert.name.clone(),
-                            certificate: a.certificate.to_bytes(),
-                            serial: cert.serial,
-                            expires_unix: cert.not_after,
-                            updated_unix: now,
-                        },
-                    ),
-                );
-                self.learn_endpoint(m, &cert, a.endpoints.first().copied(), device)
+                self.relays_changed(Instant::now());
+                self.learn(m, cert, a.certificate.to_bytes(), raw, a.endpoints, device)
             }
             RecordBody::PathObservation(p) => {
                 debug!(to = %p.to, pmtu = p.pmtu, "path observation");
                 self.relays.observed(p.to, p.endpoint);
+                self.relays_changed(Instant::now());
+                let me = m.identity.identity();
                 // An observation of us says where we are reached from
                 // outside: our reflexive endpoint (behind a NAT, not one of
                 // our own addresses). It joins our announced endpoints.
-                if p.to == m.identity.identity()
+                if p.to == me
                     && !self.endpoints.contains(&p.endpoint)
                     && !self.reflexive.contains(&p.endpoint)
                 {
@@ -576,34 +768,38 @@ impl Gossip {
                         self.reflexive.remove(0);
                     }
                     self.reflexive.push(p.endpoint);
-                    self.next_announce = self.next_announce.min(Instant::now() + FOLLOW_UP);
+                    self.next_announce = self
+                        .next_announce
+                        .min(Instant::now() + Duration::from_secs(1));
                 }
-                if p.to == m.identity.identity() {
+                if p.to == me {
                     device.note_reflexive(p.endpoint, Instant::now());
-                }
-                // What another member confirmed toward `to` is where our own
-                // search toward it starts (confirmed again before use).
-                if p.to != m.identity.identity() {
-                    let key = m.member_certificate(&p.to).map(|c| c.noise_key);
-                    if let Some(peer) = key.and_then(|k| device.find_peer(&k)) {
-                        device.set_pmtu_prior(peer, p.pmtu);
-                    }
+                } else if let Some(peer) = self
+                    .members
+                    .get(&p.to)
+                    .and_then(|x| device.find_peer(&x.cert.noise_key))
+                {
+                    // What another member confirmed toward `to` is where our
+                    // own search toward it starts (confirmed again first).
+                    device.set_pmtu_prior(peer, p.pmtu);
                 }
                 Vec::new()
             }
             RecordBody::NatLifetime(n) => {
                 debug!(public = %n.public, lifetime_ms = n.lifetime_ms, "NAT lifetime");
-                m.counters.store(
-                    "nat",
-                    m.store.nat().put(
-                        n.public.ip(),
-                        &NatRecord {
-                            lifetime_ms: n.lifetime_ms,
-                            measured_unix: n.measured_unix,
-                            own: false,
-                        },
-                    ),
-                );
+                self.writer.submit(move |m| {
+                    m.counters.store(
+                        "nat",
+                        m.store.nat().put(
+                            n.public.ip(),
+                            &NatRecord {
+                                lifetime_ms: n.lifetime_ms,
+                                measured_unix: n.measured_unix,
+                                own: false,
+                            },
+                        ),
+                    );
+                });
                 // Behind the same public address, the same NAT: start there.
                 let ours = device.nat_status().reflexive.map(|r| r.ip());
                 if ours == Some(n.public.ip()) {
@@ -613,67 +809,128 @@ impl Gossip {
                 Vec::new()
             }
             RecordBody::Revocation(r) => {
-                let id = r.identity;
-                info!(identity = %id, serial = r.serial, "member revoked");
-                self.validator.note_revocation(id, r.serial);
-                if let Ok(mut set) = self.revoked.write() {
-                    set.insert(id.0);
-                }
-                m.counters.store(
-                    "revocations",
-                    m.store.revocations().revoke(
-                        id.as_bytes(),
-                        &RevocationRecord {
-                            serial: r.serial,
-                            revoked_unix: r.revoked_unix,
-                            // The authority-signed revocation itself, so it can
-                            // be passed on to members that were away.
-                            signed: postcard::to_stdvec(&r).unwrap_or_default(),
-                        },
-                    ),
-                );
-                if let Some(cert) = m.member_certificate(&id) {
-                    if let Some(peer) = device.find_peer(&cert.noise_key) {
-                        device.remove_peer(peer);
-                    }
-                }
-                if let Some(peer) = peer_id_of(&id) {
-                    let handle = self.handle.clone();
-                    tokio::spawn(async move {
-                        let _ = handle.disconnect(peer).await;
-                    });
-                }
+                self.revoke(r, device, None);
                 Vec::new()
             }
         }
     }
 
-    fn learn_endpoint(
+    /// Applies a revocation: remembered, stored (flushed, then `reply`
+    /// answered), and the member dropped from the data and control planes.
+    fn revoke(
+        &mut self,
+        r: Revocation,
+        device: &mut Device,
+        reply: Option<oneshot::Sender<anyhow::Result<()>>>,
+    ) {
+        let id = r.identity;
+        info!(identity = %id, serial = r.serial, "member revoked");
+        self.validator.note_revocation(id, r.serial);
+        if let Ok(mut set) = self.revoked.write() {
+            set.insert(id.0);
+        }
+        if !self
+            .revocations
+            .iter()
+            .any(|x| x.identity == id && x.serial >= r.serial)
+        {
+            self.revocations.retain(|x| x.identity != id);
+            self.revocations.push(r.clone());
+        }
+        let record = RevocationRecord {
+            serial: r.serial,
+            revoked_unix: r.revoked_unix,
+            // The authority-signed revocation itself, so it can be passed
+            // on to members that were away.
+            signed: postcard::to_stdvec(&r).unwrap_or_default(),
+        };
+        let queued = self.writer.submit(move |m| {
+            let stored = m.store.revocations().revoke(id.as_bytes(), &record);
+            let failed = stored.as_ref().err().map(|e| anyhow::anyhow!("{e}"));
+            m.counters.store("revocations", stored);
+            if let Some(reply) = reply {
+                let _ = reply.send(failed.map_or(Ok(()), Err));
+            }
+        });
+        if !queued {
+            warn!(identity = %id, "revocation not stored: the store writer is full");
+        }
+        if let Some(member) = self.members.remove(&id) {
+            if let Some(peer) = device.find_peer(&member.cert.noise_key) {
+                device.remove_peer(peer);
+            }
+        }
+        if let Some(peer) = peer_id_of(&id) {
+            let _ = self.handle.try_disconnect(peer);
+        }
+    }
+
+    /// Takes `cert` (verified; `signed` is its encoding) as a member's,
+    /// from an announcement (with its `endpoints` and signed bytes `raw`)
+    /// or from the credential it presented: remembered, stored when new or
+    /// renewed, added to the device or given the endpoint. Returns the
+    /// peers added to the device.
+    fn learn(
         &mut self,
         m: &Membership,
-        cert: &Certificate,
-        endpoint: Option<SocketAddr>,
+        cert: Certificate,
+        signed: Vec<u8>,
+        raw: Option<Vec<u8>>,
+        endpoints: Vec<SocketAddr>,
         device: &mut Device,
     ) -> Vec<weft_protocol::PeerId> {
+        let endpoint = endpoints.first().copied();
+        let id = cert.identity;
+        self.heard.push(cert.noise_key);
+        let known = self.members.get(&id);
+        let stored = known.and_then(|x| x.stored_serial);
+        // The store is written only when the endpoint changed.
+        let moved =
+            endpoint.is_some() && known.and_then(|x| x.endpoints.first().copied()) != endpoint;
+        self.members.insert(cert.clone(), raw, endpoints);
+        if stored != Some(cert.serial) {
+            let record = MemberRecord {
+                name: cert.name.clone(),
+                certificate: signed,
+                serial: cert.serial,
+                expires_unix: cert.not_after,
+                updated_unix: now_unix(),
+            };
+            let queued = self.writer.submit(move |m| {
+                m.counters
+                    .store("members", m.store.members().put(id.as_bytes(), &record));
+            });
+            if queued {
+                self.members.mark_stored(&id, cert.serial);
+            }
+        }
         let now = Instant::now();
         match device.find_peer(&cert.noise_key) {
             Some(peer) => {
                 if let Some(e) = endpoint {
-                    // Both members of a pair behind NATs hear of each
-                    // other's endpoint at about the same time: each sends at
-                    // once, which opens the mappings for the other's packets.
-                    if device.suggest_endpoint(peer, e, now) {
+                    let had_endpoint = device
+                        .peer_status(peer, now)
+                        .is_some_and(|s| s.endpoint.is_some());
+                    // A member that moved: both members of a pair behind
+                    // NATs hear of each other's new endpoint at about the
+                    // same time, and each sends at once, which opens the
+                    // mappings for the other's packets. A first endpoint
+                    // (a member learned from its credential) is only
+                    // noted: members handshake on demand.
+                    if device.suggest_endpoint(peer, e, now) && had_endpoint {
                         device.connect(peer, now);
                     }
-                    self.remember_endpoint(m, cert, e);
+                    if moved {
+                        self.remember_endpoint(m, &cert, e);
+                    }
                 }
                 Vec::new()
             }
-            None => match device.add_peer(peer_config(cert, endpoint), now) {
+            None => match device.add_peer(peer_config(&cert, endpoint), now) {
                 Ok(peer) => {
                     info!(name = %cert.name, endpoint = ?endpoint, "member learned from gossip");
                     if let Some(e) = endpoint {
-                        self.remember_endpoint(m, cert, e);
+                        self.remember_endpoint(m, &cert, e);
                     }
                     vec![peer]
                 }
@@ -685,20 +942,50 @@ impl Gossip {
         }
     }
 
+    /// Stores `endpoint` as where `cert`'s member is reached, unless this
+    /// node measured a path there itself (kept for a warm start).
     fn remember_endpoint(&self, m: &Membership, cert: &Certificate, endpoint: SocketAddr) {
         let (me, to) = (m.identity.identity(), cert.identity);
-        let stored = m.store.paths().get(&me.0, &to.0).ok().flatten();
-        if stored.is_some_and(|p| p.endpoint == endpoint && p.pmtu != 0) {
-            // Our own measurement of that endpoint stays, for a warm start.
-            return;
-        }
-        m.counters.store(
-            "paths",
-            m.store.paths().put(
-                m.identity.identity().as_bytes(),
-                cert.identity.as_bytes(),
-                &PathRecord::unmeasured(endpoint, now_unix()),
-            ),
-        );
+        self.writer.submit(move |m| {
+            let stored = m.store.paths().get(&me.0, &to.0).ok().flatten();
+            if stored.is_some_and(|p| p.endpoint == endpoint && p.pmtu != 0) {
+                return;
+            }
+            m.counters.store(
+                "paths",
+                m.store.paths().put(
+                    me.as_bytes(),
+                    to.as_bytes(),
+                    &PathRecord::unmeasured(endpoint, now_unix()),
+                ),
+            );
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_after_the_clock_stepped_back_still_numbers_records_higher() {
+        // First run: clock at t, numbers used up to just below the block end.
+        let clock = 1_700_000_000_000;
+        let first = first_sequence(0, clock);
+        let reserved = first + SEQUENCE_BLOCK;
+        let last_used = reserved - 1;
+        // The clock steps back ten minutes; the next run starts above.
+        let second = first_sequence(reserved, clock - 600_000);
+        assert!(second > last_used, "{second} <= {last_used}");
+        // A lost store falls back on the clock.
+        assert_eq!(first_sequence(0, clock + 5), clock + 5);
+    }
+
+    #[test]
+    fn the_announcement_interval_grows_with_the_network_within_its_bounds() {
+        assert_eq!(announce_interval(1), ANNOUNCE_EVERY);
+        assert_eq!(announce_interval(120), ANNOUNCE_EVERY);
+        assert_eq!(announce_interval(1000), Duration::from_secs(500));
+        assert_eq!(announce_interval(1_000_000), ANNOUNCE_AT_MOST_EVERY);
     }
 }

@@ -12,9 +12,12 @@ pub mod gossip;
 pub mod init;
 pub mod invite;
 pub mod join;
+pub mod members;
+pub mod neighbours;
 pub mod node;
 pub mod relay;
 pub mod warm;
+pub mod writer;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -253,30 +256,6 @@ impl Membership {
             .ok()?
             .verify(&self.info, now_unix())
             .ok()
-    }
-
-    /// The stored certificate of member `id`, if it still verifies.
-    pub fn member_certificate(
-        &self,
-        id: &IdentityKey,
-    ) -> Option<weft_protocol::membership::Certificate> {
-        let record = self.store.members().get(id.as_bytes()).ok()??;
-        self.verified(&record)
-    }
-
-    /// The stored member whose data-plane key is `key`, if its certificate
-    /// still verifies.
-    pub fn member_with_noise_key(
-        &self,
-        key: &weft_protocol::PublicKey,
-    ) -> Option<weft_protocol::membership::Certificate> {
-        self.store
-            .members()
-            .list()
-            .ok()?
-            .iter()
-            .filter_map(|(_, record)| self.verified(record))
-            .find(|c| c.noise_key == *key)
     }
 
     /// This member's endpoints on `port`: `mesh.advertise` if set, else the

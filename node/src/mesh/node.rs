@@ -1,7 +1,15 @@
 //! The running member: peers from the store, the join listener, gossip, and
-//! the mesh's admin requests. The daemon's main task owns the device; joins
-//! are served in their own tasks and reach the main task as messages.
+//! the mesh's admin requests.
+//!
+//! The daemon's main task owns the device and calls in here; nothing in
+//! this file waits for another task. The control plane, the join listener
+//! and the store writer run elsewhere (the services runtime and the store
+//! writer thread) and are reached through bounded queues; joins reach the
+//! main task as messages, and admin requests that take time (an invite's
+//! fsync, a revocation's) are answered by the task or thread that does the
+//! work.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,15 +17,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 use weft_protocol::membership::validator::MAX_ANNOUNCED_ENDPOINTS;
 use weft_protocol::membership::{Certificate, IdentityKey, Revocation};
 use weft_protocol::{Device, NatStatus, PeerConfig, PeerId, StaticSecret};
 
 use super::admin::{Request, Response};
-use super::gossip::{control_address, Gossip};
+use super::gossip::Gossip;
 use super::join::{self, Admitted};
+use super::members::MemberTable;
+use super::writer::{StoreWriter, WriterThread};
 use super::{invite, now_unix, warm, Membership, MeshConfig};
 use crate::control::ControlEvent;
 use crate::status::MeshStats;
@@ -30,6 +40,13 @@ pub struct MeshNode {
     _listener: tokio::task::JoinHandle<()>,
     /// The device's NAT status last seen, and the lifetime last published.
     nat: (NatStatus, Option<Duration>),
+    /// Peers whose handshake gave up: contacted again as soon as their
+    /// member shows up in gossip again.
+    gave_up: HashSet<PeerId>,
+    /// The runtime that runs the control plane, the join listener and the
+    /// admin work that may block.
+    services: tokio::runtime::Handle,
+    writer_thread: Option<WriterThread>,
 }
 
 /// What the mesh services hand to the main task.
@@ -72,44 +89,29 @@ pub(crate) fn peer_config(cert: &Certificate, endpoint: Option<SocketAddr>) -> P
 
 impl MeshNode {
     /// Opens the membership, adds every known member as a data-plane peer,
-    /// and starts the join listener and the control plane.
+    /// and starts the store writer, the join listener and the control plane
+    /// on `services`.
     pub async fn start(
         config: &MeshConfig,
         device: &mut Device,
         noise: StaticSecret,
         listen_port: u16,
+        services: tokio::runtime::Handle,
     ) -> anyhow::Result<(Self, MeshInbox)> {
         let membership = Arc::new(Membership::open(config)?);
-        let me = membership.identity.identity();
-        let members = membership
-            .store
-            .members()
-            .list()
-            .map_err(|e| anyhow!("{e}"))?;
+        let mut members = MemberTable::load(&membership);
         let paths = warm::load(&membership);
         let mut added = 0;
-        let mut bootstrap = Vec::new();
-        for (id, record) in members {
-            if id == me.0 {
-                continue;
+        let certs: Vec<Certificate> = members.iter().map(|m| m.cert.clone()).collect();
+        for cert in certs {
+            let path = paths.get(&cert.identity.0);
+            let endpoint = path.map(|p| p.endpoint);
+            if let Some(e) = endpoint {
+                members.set_known_endpoint(&cert.identity, e);
             }
-            if membership
-                .store
-                .revocations()
-                .is_revoked(&id)
-                .unwrap_or(false)
-            {
-                continue;
-            }
-            let Some(cert) = membership.verified(&record) else {
-                warn!(name = %record.name, "skipping a stored member whose certificate no longer verifies");
-                continue;
-            };
-            let endpoint = paths.get(&id).map(|p| p.endpoint);
-            bootstrap.extend(endpoint.and_then(|e| control_address(e, config.join_port)));
             match device.add_peer(peer_config(&cert, endpoint), Instant::now()) {
                 Ok(peer) => {
-                    warm::hint(device, peer, &cert.name, paths.get(&id));
+                    warm::hint(device, peer, &cert.name, path);
                     added += 1;
                 }
                 Err(e) => warn!(name = %cert.name, error = %e, "cannot add member"),
@@ -123,16 +125,25 @@ impl MeshNode {
         }
         let source = membership.endpoint_source(listen_port);
         let data_endpoints = source.current(MAX_ANNOUNCED_ENDPOINTS);
-        let (gossip, control) = Gossip::start(&membership, config.join_port, source, bootstrap)?;
+        let (writer, writer_thread) = StoreWriter::start(membership.clone())
+            .map_err(|e| anyhow!("cannot start the store writer thread: {e}"))?;
+        let (mut gossip, control) = {
+            // The swarm's task is spawned where the control plane runs.
+            let _services = services.enter();
+            Gossip::start(&membership, config.join_port, source, members, writer)?
+        };
+        gossip.load_own_observations(&membership);
         let (admitted_tx, admitted) = mpsc::channel(16);
-        let listener = join::listen(
-            config.join_port,
-            noise,
-            membership.clone(),
-            data_endpoints,
-            admitted_tx,
-        )
-        .await?;
+        let listener = services
+            .spawn(join::listen(
+                config.join_port,
+                noise,
+                membership.clone(),
+                data_endpoints,
+                admitted_tx,
+            ))
+            .await
+            .map_err(|e| anyhow!("join listener: {e}"))??;
         info!(
             network = %membership.info.id(),
             name = %config.name,
@@ -146,32 +157,64 @@ impl MeshNode {
                 gossip,
                 _listener: listener,
                 nat: (NatStatus::default(), None),
+                gave_up: HashSet::new(),
+                services,
+                writer_thread: Some(writer_thread),
             },
             MeshInbox { admitted, control },
         ))
     }
 
-    /// Answers an admin request.
-    pub async fn handle_admin(&mut self, request: Request, device: &mut Device) -> Response {
+    /// Answers an admin request through `reply`, now or (for work that
+    /// waits on the disk) from the task that does it.
+    pub fn handle_admin(
+        &mut self,
+        request: Request,
+        device: &mut Device,
+        reply: oneshot::Sender<Response>,
+    ) {
         match request {
             Request::Invite { name, ttl_secs } => {
-                match invite::issue(&self.membership, name, ttl_secs, device.public_key()) {
-                    Ok(token) => {
-                        self.membership
-                            .counters
-                            .invites_issued
-                            .fetch_add(1, Ordering::Relaxed);
-                        Response::Token(token)
-                    }
-                    Err(e) => Response::Error(format!("{e:#}")),
-                }
+                let membership = self.membership.clone();
+                let key = device.public_key();
+                // Stores and flushes the invite: never on this task.
+                self.services.spawn_blocking(move || {
+                    let response = match invite::issue(&membership, name, ttl_secs, key) {
+                        Ok(token) => {
+                            membership
+                                .counters
+                                .invites_issued
+                                .fetch_add(1, Ordering::Relaxed);
+                            Response::Token(token)
+                        }
+                        Err(e) => Response::Error(format!("{e:#}")),
+                    };
+                    let _ = reply.send(response);
+                });
             }
-            Request::Revoke { name } => match self.revoke(&name, device).await {
-                Ok(text) => Response::Done(text),
-                Err(e) => Response::Error(format!("{e:#}")),
+            Request::Revoke { name } => match self.revoke(&name, device) {
+                Ok(stored) => {
+                    self.services.spawn(async move {
+                        let response = match stored.await {
+                            Ok(Ok(())) => Response::Done(format!(
+                                "revoked {name}; the mesh drops it within seconds"
+                            )),
+                            Ok(Err(e)) => Response::Error(format!("revocation not stored: {e:#}")),
+                            Err(_) => Response::Error(
+                                "revocation not stored: the store writer is busy; try again".into(),
+                            ),
+                        };
+                        let _ = reply.send(response);
+                    });
+                }
+                Err(e) => {
+                    let _ = reply.send(Response::Error(format!("{e:#}")));
+                }
             },
             // The daemon answers status itself.
-            Request::Status => Response::Error("not a mesh request".into()),
+            Request::Status => {
+                let _ = reply.send(Response::Error("not a mesh request".into()));
+            }
         }
     }
 
@@ -179,25 +222,42 @@ impl MeshNode {
     pub fn stats(&self) -> MeshStats {
         let m = &self.membership;
         let c = &m.counters;
-        let members = m
-            .store
-            .members()
-            .list()
-            .map(|l| {
-                l.iter()
-                    .filter(|(id, _)| !m.store.revocations().is_revoked(id).unwrap_or(false))
-                    .count()
-            })
-            .unwrap_or(0);
         let pairs = |map: &std::collections::BTreeMap<&'static str, u64>| {
             map.iter().map(|(k, v)| (k.to_string(), *v)).collect()
         };
+        let control = self.gossip.control().counters();
+        let queue_dropped = vec![
+            (
+                "control_commands".to_string(),
+                control.commands_dropped.load(Ordering::Relaxed),
+            ),
+            (
+                "control_events".to_string(),
+                control.events_dropped.load(Ordering::Relaxed),
+            ),
+            (
+                "store".to_string(),
+                self.gossip
+                    .writer()
+                    .counters()
+                    .dropped
+                    .load(Ordering::Relaxed),
+            ),
+        ];
         MeshStats {
             network: m.info.id().to_string(),
-            members: members as u64,
+            members: self.gossip.members.len() as u64 + 1,
             gossip_published: pairs(&self.gossip.published),
             gossip_received: pairs(&self.gossip.received),
             gossip_rejected: pairs(&self.gossip.rejected),
+            gossip_publish_failed: control
+                .publish_failed
+                .lock()
+                .map(|m| pairs(&m))
+                .unwrap_or_default(),
+            queue_dropped,
+            control_connections: self.gossip.control().members().len() as u64,
+            control_neighbours_wanted: self.gossip.wanted_neighbours() as u64,
             invites_issued: c.invites_issued.load(Ordering::Relaxed),
             invites_used: c.invites_used.load(Ordering::Relaxed),
             invites_refused: c
@@ -210,44 +270,55 @@ impl MeshNode {
         }
     }
 
+    /// The lengths of the mesh's queues, for the watchdog.
+    pub fn queue_probes(&self) -> Vec<crate::watchdog::Probe> {
+        let mut probes = self.gossip.control().queue_probes();
+        probes.push(self.gossip.writer().probe());
+        probes
+    }
+
     /// This member's name.
     pub fn name(&self) -> &str {
         &self.membership.config.name
     }
 
-    async fn revoke(&mut self, name: &str, device: &mut Device) -> anyhow::Result<String> {
-        let m = &self.membership;
+    /// Signs and applies a revocation of member `name`; the returned
+    /// receiver answers once it is stored.
+    fn revoke(
+        &mut self,
+        name: &str,
+        device: &mut Device,
+    ) -> anyhow::Result<oneshot::Receiver<anyhow::Result<()>>> {
+        let m = self.membership.clone();
         let authority = m.authority.as_ref().ok_or_else(|| {
             anyhow!("this member does not hold the authority key, so it cannot revoke")
         })?;
-        let (id, record) = m
-            .store
-            .members()
-            .list()
-            .map_err(|e| anyhow!("{e}"))?
-            .into_iter()
-            .find(|(_, r)| r.name == name)
-            .ok_or_else(|| anyhow!("no member is named {name:?}"))?;
-        if id == m.identity.identity().0 {
+        if name == m.config.name {
             anyhow::bail!("a member cannot revoke itself");
         }
+        let cert = self
+            .gossip
+            .members
+            .iter()
+            .find(|x| x.cert.name == name)
+            .map(|x| x.cert.clone())
+            .ok_or_else(|| anyhow!("no member is named {name:?}"))?;
         let revocation = Revocation::sign(
             m.info.id(),
-            IdentityKey(id),
-            record.serial,
+            IdentityKey(cert.identity.0),
+            cert.serial,
             now_unix(),
             authority,
         );
-        self.gossip
-            .publish_revocation(&self.membership, revocation, device)
-            .await;
-        Ok(format!("revoked {name}; the mesh drops it within seconds"))
+        let (tx, rx) = oneshot::channel();
+        self.gossip.publish_revocation(&m, revocation, device, tx);
+        Ok(rx)
     }
 
     /// Follows the device's NAT status: a lifetime stored for the public
     /// address just learned becomes the keepalive's hint, and a finished
     /// measurement is published and stored.
-    pub async fn nat_changed(&mut self, device: &mut Device) {
+    pub fn nat_changed(&mut self, device: &mut Device) {
         let status = device.nat_status();
         if status == self.nat.0 {
             return;
@@ -269,46 +340,88 @@ impl MeshNode {
             if self.nat.1 != Some(lifetime) {
                 self.nat.1 = Some(lifetime);
                 self.gossip
-                    .publish_nat_lifetime(&self.membership, public, lifetime)
-                    .await;
+                    .publish_nat_lifetime(&self.membership, public, lifetime);
             }
         }
     }
 
-    /// Publishes this member's announcement when due or when it moved.
-    pub async fn announce(&mut self) {
-        self.gossip.tick(&self.membership).await;
+    /// When [`MeshNode::tick`] must next run.
+    pub fn next_deadline(&self) -> Instant {
+        self.gossip.next_deadline()
+    }
+
+    /// Announces, keeps control neighbours and relays, when due.
+    pub fn tick(&mut self, device: &mut Device) {
+        self.gossip.tick(&self.membership, device);
     }
 
     /// Handles a control-plane event; returns peers added, for routes.
-    pub async fn on_control(&mut self, event: ControlEvent, device: &mut Device) -> Vec<PeerId> {
-        let added = self.gossip.on_event(&self.membership, event, device).await;
-        let own = self.gossip.own_candidates();
-        self.gossip.relays.apply(&self.membership, device, own);
+    pub fn on_control(&mut self, event: ControlEvent, device: &mut Device) -> Vec<PeerId> {
+        let added = self.gossip.on_event(&self.membership, event, device);
+        self.retry_given_up(device);
         added
     }
 
+    /// A handshake with `peer` gave up: it is contacted again as soon as
+    /// its member is heard of again (announcement, push, or connection).
+    pub fn handshake_gave_up(&mut self, peer: PeerId) {
+        self.gave_up.insert(peer);
+    }
+
+    /// Contacts the peers whose handshake gave up and whose member was
+    /// heard from since (an announcement newer than the failure).
+    fn retry_given_up(&mut self, device: &mut Device) {
+        if self.gave_up.is_empty() {
+            self.gossip.take_heard();
+            return;
+        }
+        let now = Instant::now();
+        for key in self.gossip.take_heard() {
+            let Some(peer) = device.find_peer(&key) else {
+                continue;
+            };
+            if self.gave_up.remove(&peer) {
+                debug!(
+                    peer = device.peer_name(peer),
+                    "member heard of again: handshaking"
+                );
+                device.connect(peer, now);
+            }
+        }
+    }
+
     /// Tells the mesh a path MTU this node confirmed toward `peer`.
-    pub async fn observe(
-        &mut self,
-        device: &Device,
-        peer: PeerId,
-        endpoint: SocketAddr,
-        pmtu: u16,
-    ) {
+    pub fn observe(&mut self, device: &Device, peer: PeerId, endpoint: SocketAddr, pmtu: u16) {
         self.gossip
-            .publish_observation(&self.membership, device, peer, endpoint, pmtu)
-            .await;
+            .publish_observation(&self.membership, device, peer, endpoint, pmtu);
     }
 
     /// Stores the current paths and flushes the store: a clean shutdown.
-    pub fn shutdown(&self, device: &Device) {
-        warm::save(&self.membership, device);
+    /// Waits for the store writer to finish what was queued first.
+    pub fn shutdown(self, device: &Device) {
+        let MeshNode {
+            membership,
+            gossip,
+            writer_thread,
+            ..
+        } = self;
+        // The writer thread stops once its last handle (in `gossip`) is gone.
+        let members = gossip.into_members();
+        if let Some(t) = writer_thread {
+            t.finish();
+        }
+        warm::save(&membership, &members, device);
     }
 
     /// Adds a newly admitted member as a peer; returns its id for routes.
-    pub fn admit(&self, admitted: Admitted, device: &mut Device) -> Option<PeerId> {
-        match device.add_peer(peer_config(&admitted.certificate, None), Instant::now()) {
+    pub fn admit(&mut self, admitted: Admitted, device: &mut Device) -> Option<PeerId> {
+        let cert = admitted.certificate;
+        let serial = cert.serial;
+        let id = cert.identity;
+        self.gossip.members.insert(cert.clone(), None, Vec::new());
+        // The join listener stored it.
+        self.gossip.members.mark_stored(&id, serial);
+        match device.add_peer(peer_config(&cert, None), Instant::now()) {
             Ok(id) => Some(id),
             Err(e) => {
                 debug!(error = %e, "admitted member not added");

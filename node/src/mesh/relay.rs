@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::members::MemberTable;
+
 use tracing::{debug, info};
 use weft_protocol::membership::IdentityKey;
 use weft_protocol::{Device, PeerId};
@@ -27,6 +29,10 @@ const MAX_OBSERVED: usize = 16;
 #[derive(Debug, Default)]
 pub struct Relays {
     announced: BTreeMap<IdentityKey, Vec<SocketAddr>>,
+    /// When each member's first announcement of this run arrived: of two
+    /// relays without a session, the one known longer is preferred (a
+    /// member that just started is the worst relay there is).
+    first_seen: BTreeMap<IdentityKey, Instant>,
     observed: BTreeMap<IdentityKey, Vec<SocketAddr>>,
     /// The relay last given to the device, for the log.
     chosen: Option<IdentityKey>,
@@ -36,6 +42,7 @@ impl Relays {
     /// `who` announced these endpoints (its newest announcement).
     pub fn announced(&mut self, who: IdentityKey, endpoints: &[SocketAddr]) {
         self.announced.insert(who, endpoints.to_vec());
+        self.first_seen.entry(who).or_insert_with(Instant::now);
     }
 
     /// A member reached `who` at `endpoint` (a path observation).
@@ -59,9 +66,15 @@ impl Relays {
     }
 
     /// Names a relay for every peer of `device` (a public member other than
-    /// the peer itself, one with a usable session first) and gives the
-    /// device this node's candidate endpoints.
-    pub fn apply(&mut self, m: &Membership, device: &mut Device, own: Vec<SocketAddr>) {
+    /// the peer itself: one with a usable session first, then the one known
+    /// longest) and gives the device this node's candidate endpoints.
+    pub fn apply(
+        &mut self,
+        members: &MemberTable,
+        m: &Membership,
+        device: &mut Device,
+        own: Vec<SocketAddr>,
+    ) {
         let now = Instant::now();
         device.set_own_candidates(own);
         let me = m.identity.identity();
@@ -75,7 +88,7 @@ impl Relays {
         let mut relays: Vec<(IdentityKey, PeerId)> = public
             .iter()
             .filter_map(|id| {
-                let key = m.member_certificate(id)?.noise_key;
+                let key = members.get(id)?.cert.noise_key;
                 Some((*id, device.find_peer(&key)?))
             })
             .collect();
@@ -83,15 +96,15 @@ impl Relays {
             let up = device
                 .peer_status(*peer, now)
                 .is_some_and(|s| s.has_session);
-            (!up, *id)
+            (!up, self.first_seen.get(id).copied(), *id)
         });
         let first = relays.first().map(|(id, _)| *id);
         if first != self.chosen {
             match first {
                 Some(id) => {
-                    let name = m
-                        .member_certificate(&id)
-                        .map(|c| c.name)
+                    let name = members
+                        .get(&id)
+                        .map(|x| x.cert.name.clone())
                         .unwrap_or_default();
                     info!(relay = %name, "relay for members without a direct path");
                 }

@@ -17,6 +17,7 @@ use tracing::{debug, info};
 use weft_protocol::{Device, PathHint, PeerId};
 use weft_store::{Identity, PathRecord, Store};
 
+use super::members::MemberTable;
 use super::{now_unix, Membership};
 
 /// Paths measured longer ago than this are deleted at start. A week covers
@@ -94,7 +95,7 @@ pub fn hint(device: &mut Device, peer: PeerId, name: &str, path: Option<&PathRec
 /// its endpoint, and the confirmed path MTU and RTT where there is one (an
 /// earlier measurement of the same endpoint is kept otherwise). Called on a
 /// clean shutdown, so the next start resumes from the latest state.
-pub fn save(m: &Membership, device: &Device) {
+pub fn save(m: &Membership, members: &MemberTable, device: &Device) {
     let me = m.identity.identity();
     let now = Instant::now();
     let mut saved = 0;
@@ -102,9 +103,10 @@ pub fn save(m: &Membership, device: &Device) {
         let Some(status) = device.peer_status(peer, now) else {
             continue;
         };
-        let (Some(endpoint), Some(cert)) =
-            (status.endpoint, m.member_with_noise_key(&status.public_key))
-        else {
+        let (Some(endpoint), Some(cert)) = (
+            status.endpoint,
+            members.by_noise_key(&status.public_key).map(|x| &x.cert),
+        ) else {
             continue;
         };
         let previous = m.store.paths().get(&me.0, &cert.identity.0).ok().flatten();
