@@ -45,6 +45,10 @@ const METRICS: &[&str] = &[
     "weft_gossip_published_total",
     "weft_gossip_received_total",
     "weft_gossip_rejected_total",
+    "weft_gossip_publish_failed_total",
+    "weft_queue_dropped_total",
+    "weft_control_connections",
+    "weft_control_neighbours_wanted",
     "weft_invites_issued_total",
     "weft_invites_used_total",
     "weft_invites_refused_total",
@@ -66,6 +70,8 @@ const ALERTS: &[&str] = &[
     "WeftGossipRejections",
     "WeftStoreWriteErrors",
     "WeftRelayInUse",
+    "WeftQueueDrops",
+    "WeftControlPlaneIsolated",
 ];
 
 /// The repository checkout the test binary was built from.

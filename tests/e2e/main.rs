@@ -19,4 +19,5 @@ mod relay;
 mod restart;
 mod roaming;
 mod rogue;
+mod scale;
 mod tunnel;

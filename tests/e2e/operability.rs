@@ -257,3 +257,57 @@ fn weft_status_shows_each_peer_as_a_table_and_as_json_and_says_when_the_daemon_i
         "{err}"
     );
 }
+
+/// The watchdog is the last resort against a main loop that stops turning: it must end the
+/// process with a non-zero status (so a supervisor restarts it) and say why, with the queue
+/// lengths. The daemon's test hook stops its loop 2 s after start.
+#[test]
+fn a_node_whose_main_loop_stalls_is_ended_by_the_watchdog_with_its_queue_states() {
+    let lab = Lab::new("watchdog");
+    let net = OneLink::new(&lab);
+    let (a, _) = OneLink::configs(&lab);
+    let config = lab.dir().join("a.toml");
+    std::fs::write(&config, a.to_toml()).expect("write config");
+    let log = lab.dir().join("a.log");
+    let log_file = std::fs::File::create(&log).expect("create log");
+    let started = Instant::now();
+    let mut child = net
+        .a
+        .command(&weft_bin())
+        .args(["up", "--config"])
+        .arg(&config)
+        .env("WEFT_TEST_STALL_MAIN_LOOP_AFTER_SECS", "2")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("dup log"))
+        .stderr(log_file)
+        .spawn()
+        .expect("spawn weft up");
+    // Stall at 2 s, fired 5 s later: give it 20 s in all.
+    let status = poll(Duration::from_secs(20), Duration::from_millis(100), || {
+        child.try_wait().ok().flatten()
+    });
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the stalled node was still running after 20 s:\n{text}");
+    };
+    let after = started.elapsed();
+    println!(
+        "watchdog: the stalled node exited with {status} {:.1} s after start",
+        after.as_secs_f64()
+    );
+    assert_eq!(status.code(), Some(70), "exit status; log:\n{text}");
+    assert!(
+        after >= Duration::from_secs(7),
+        "exited after {after:?}, before the loop had been stalled 5 s"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("watchdog"))
+        .unwrap_or_else(|| panic!("no watchdog ERROR line in the log:\n{text}"));
+    for queue in ["admin=", "metrics="] {
+        assert!(line.contains(queue), "{queue} missing from {line:?}");
+    }
+}

@@ -5,6 +5,7 @@
 //! interface, address or route outside the namespaces a test made, and never sends to an
 //! address outside them.
 
+mod bridge;
 mod cmd;
 mod intruder;
 mod log;
@@ -17,6 +18,7 @@ mod topology;
 mod transfer;
 mod twonat;
 
+pub use bridge::{Bridge, Check, Fleet, Usage, MAX_MEMBERS};
 pub use intruder::{Intrusion, IntrusionReport, Redial};
 pub use log::{elapsed_between, NodeLog};
 pub use netns::Netns;
