@@ -33,11 +33,11 @@ use weft_protocol::{
     StaticSecret,
 };
 
+use crate::admin::{self, Request, Response};
 use crate::config::Config;
 use crate::edges::Edges;
 use crate::inner::{self, Fit, IcmpRateLimiter};
 use crate::keys;
-use crate::mesh::admin::{self, Request, Response};
 use crate::mesh::node::MeshNode;
 use crate::metrics;
 use crate::status::{NodeInfo, Snapshot};

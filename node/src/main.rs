@@ -1,8 +1,11 @@
-//! `weft`: the mesh VPN node's command line.
+//! `weft`: the mesh VPN node's command line. This file parses the command
+//! line and dispatches to `cli`; it does nothing else.
 //!
 //! Every failure ends in one line on stderr (`weft: error: …` with its
 //! causes joined by `: `) and exit status 1; never a panic or a backtrace.
 
+mod admin;
+mod cli;
 mod config;
 mod control;
 mod daemon;
@@ -18,11 +21,9 @@ mod tun;
 mod udp;
 mod watchdog;
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// weft: a mesh VPN node.
@@ -110,59 +111,29 @@ enum Command {
     },
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal, not for journald or log files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Genkey { out } => {
-            let key = keys::generate()?;
-            match out {
-                Some(path) => keys::write_private_key(&path, &key)?,
-                None => println!("{}", keys::encode(&key.to_bytes())),
-            }
-            Ok(())
-        }
-        Command::Pubkey => {
-            let mut text = zeroize::Zeroizing::new(String::new());
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("cannot read a private key on stdin")?;
-            let key = keys::parse_private_key(&text).context("stdin")?;
-            println!("{}", keys::encode(key.public_key().as_bytes()));
-            Ok(())
-        }
+        Command::Genkey { out } => cli::keys::genkey(out.as_deref()),
+        Command::Pubkey => cli::keys::pubkey(),
         Command::Init {
             name,
             network,
             network_name,
             dir,
-        } => mesh::init::run(&name, &network, &network_name, &dir),
+        } => cli::init::run(&name, &network, &network_name, &dir),
         Command::Invite {
             name,
             expires,
             config,
-        } => mesh::invite::run(&config, name, &expires),
-        Command::Join { token, name, dir } => mesh::join::run(&token, name, &dir),
-        Command::Revoke { name, config } => mesh::invite::run_revoke(&config, name),
+        } => cli::invite::run(&config, name, &expires),
+        Command::Join { token, name, dir } => cli::join::run(&token, name, &dir),
+        Command::Revoke { name, config } => cli::revoke::run(&config, name),
         Command::Status {
             config,
             socket,
             json,
-        } => status::run(&config, socket.as_deref(), json),
-        Command::Up { config } => {
-            init_logging();
-            let config = config::Config::load(&config)?;
-            daemon::run(config)
-        }
+        } => cli::status::run(&config, socket.as_deref(), json),
+        Command::Up { config } => cli::up(&config),
     }
 }
 

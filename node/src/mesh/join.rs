@@ -1,48 +1,39 @@
-//! `weft join TOKEN` on a new server, and the inviter's join listener.
+//! The inviter's join listener: the daemon side of `weft join`.
 //!
-//! The joiner generates its keys, connects to the inviter's join endpoints
-//! from the token (TCP), and runs the exchange of `weft_protocol::join`: the
-//! inviter's key is pinned by the token, the secret proves the invite. The
-//! inviter redeems the invite in its store (once, flushed), allocates an
-//! address (flushed), signs a certificate, stores the member (flushed) and answers with it, the network's public
-//! data and its own signed announcement. The joiner checks all of it before
-//! writing a single file, and writes its directory under a temporary name
-//! renamed into place at the end, so a failed join leaves nothing behind.
+//! Serves joins on TCP, one task per connection on the services runtime,
+//! running the exchange of `weft_protocol::join`: the joiner proves the
+//! invite with its secret; the listener redeems the invite in the store
+//! (once, flushed), allocates an address (flushed), signs a certificate,
+//! stores the member (flushed) and answers with it, the network's public
+//! data and its own signed announcement, then tells the main task about the
+//! new member through a bounded queue. It never touches protocol state and
+//! never waits on the main task. The joiner's side is `cli::join`.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use rand_core::OsRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use weft_protocol::join::{
-    take_frame, JoinGrant, JoinInitiator, JoinRefusal, JoinRequest, JoinResponder, JoinResponse,
-    MAX_FRAME,
+    take_frame, JoinGrant, JoinRefusal, JoinRequest, JoinResponder, JoinResponse, MAX_FRAME,
 };
-use weft_protocol::membership::{
-    Authority, Certificate, IdentityKey, IdentitySecret, InviteToken, RecordBody,
-    SignedCertificate, Validator,
-};
+use weft_protocol::membership::{Authority, Certificate, IdentityKey, InviteToken};
 use weft_protocol::StaticSecret;
-use weft_store::{InviteError, MemberRecord, PathRecord, Store};
+use weft_store::{InviteError, MemberRecord};
 
-use super::init::{
-    finish, refuse_non_empty, staging_dir, write_member_files, MemberFiles, CERT_LIFETIME_SECS,
-    CLOCK_SKEW_SECS,
-};
-use super::{now_unix, Membership, NetworkWire};
-use crate::keys;
+use super::{now_unix, Membership, NetworkWire, CERT_LIFETIME_SECS, CLOCK_SKEW_SECS};
 
-/// How long one join exchange may take.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one join exchange may take, on either side.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn read_frame(stream: &mut TcpStream) -> anyhow::Result<Vec<u8>> {
+/// Reads one framed join message from `stream`.
+pub async fn read_frame(stream: &mut TcpStream) -> anyhow::Result<Vec<u8>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -258,171 +249,4 @@ fn decide(
         members,
     };
     Ok((grant, cert))
-}
-
-/// `weft join TOKEN [--name NAME] --dir DIR`.
-pub fn run(token_text: &str, name: Option<String>, dir: &Path) -> anyhow::Result<()> {
-    let now = now_unix();
-    let token = InviteToken::parse(token_text, now).map_err(|e| anyhow!("invite token: {e}"))?;
-    // Before the exchange, so an unusable directory does not spend the invite.
-    refuse_non_empty(dir)?;
-    let noise = keys::generate()?;
-    let identity = IdentitySecret::generate(&mut OsRng);
-    let request = JoinRequest {
-        network: token.network.0,
-        secret: token.secret,
-        name,
-        identity: identity.identity().0,
-        noise_key: noise.public_key().0,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let response = runtime.block_on(exchange(&token, &noise, &request))?;
-    let grant = match response {
-        JoinResponse::Accepted(grant) => grant,
-        JoinResponse::Refused(reason) => bail!("the inviter refused: {reason}"),
-    };
-    let wire: NetworkWire = postcard::from_bytes(&grant.network)
-        .map_err(|_| anyhow!("the inviter sent a malformed network description"))?;
-    let info = wire.to_info()?;
-    if *info.id() != token.network {
-        bail!("the inviter answered for another network");
-    }
-    let signed = SignedCertificate::from_bytes(&grant.certificate)
-        .map_err(|e| anyhow!("certificate: {e}"))?;
-    let cert = signed
-        .verify(&info, now)
-        .map_err(|e| anyhow!("certificate: {e}"))?;
-    if cert.identity != identity.identity() || cert.noise_key != noise.public_key() {
-        bail!("the inviter's certificate is not for this server's keys");
-    }
-    // Bootstrap announcements: checked like any gossip before use.
-    let mut validator = Validator::new();
-    validator.set_allow_loopback(true);
-    let mut bootstrap = Vec::new();
-    for bytes in &grant.bootstrap {
-        if let Ok(record) = validator.validate(bytes, &info, &|_| false, now) {
-            if let RecordBody::Announcement(a) = &record.body {
-                if let Ok(peer) = a.certificate.verify(&info, now) {
-                    bootstrap.push((peer, a.certificate.to_bytes(), a.endpoints.clone()));
-                }
-            }
-        }
-    }
-    // Other members, vouched for by the authority's signature on each
-    // certificate; their endpoints are the inviter's hints.
-    for (bytes, endpoints) in &grant.members {
-        let Ok(signed) = SignedCertificate::from_bytes(bytes) else {
-            continue;
-        };
-        if let Ok(peer) = signed.verify(&info, now) {
-            if peer.identity != cert.identity
-                && !bootstrap
-                    .iter()
-                    .any(|(c, _, _)| c.identity == peer.identity)
-            {
-                bootstrap.push((peer, bytes.clone(), endpoints.clone()));
-            }
-        }
-    }
-    let staging = staging_dir(dir)?;
-    let written = (|| {
-        let store = Store::open(&staging.join("state")).map_err(|e| anyhow!("{e}"))?;
-        for certificate in std::iter::once((cert.clone(), grant.certificate.clone(), Vec::new()))
-            .chain(bootstrap.iter().cloned())
-        {
-            let (c, bytes, endpoints) = certificate;
-            store
-                .members()
-                .put(
-                    c.identity.as_bytes(),
-                    &MemberRecord {
-                        name: c.name.clone(),
-                        certificate: bytes,
-                        serial: c.serial,
-                        expires_unix: c.not_after,
-                        updated_unix: now,
-                    },
-                )
-                .map_err(|e| anyhow!("{e}"))?;
-            if let Some(endpoint) = endpoints.first() {
-                store
-                    .paths()
-                    .put(
-                        identity.identity().as_bytes(),
-                        c.identity.as_bytes(),
-                        &PathRecord {
-                            endpoint: *endpoint,
-                            pmtu: 0,
-                            rtt_us: 0,
-                            nat: None,
-                            measured_unix: now,
-                            own: false,
-                        },
-                    )
-                    .map_err(|e| anyhow!("{e}"))?;
-            }
-        }
-        store.close().map_err(|e| anyhow!("{e}"))?;
-        write_member_files(&MemberFiles {
-            dir: &staging,
-            name: &cert.name,
-            info: &info,
-            noise: &noise,
-            identity: &identity,
-            authority: None,
-            certificate: &signed,
-            ipv4: cert.ipv4,
-        })
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(e);
-    }
-    finish(&staging, dir)?;
-    println!(
-        "joined network {} ({}) as {} at {} and {}",
-        info.name(),
-        info.id(),
-        cert.name,
-        cert.ipv4,
-        cert.ipv6
-    );
-    println!(
-        "run it with: weft up --config {}",
-        dir.join("weft.toml").display()
-    );
-    Ok(())
-}
-
-async fn exchange(
-    token: &InviteToken,
-    noise: &StaticSecret,
-    request: &JoinRequest,
-) -> anyhow::Result<JoinResponse> {
-    let mut last = anyhow!("the token names no endpoint");
-    for endpoint in &token.inviter_endpoints {
-        let attempt = async {
-            let mut stream = TcpStream::connect(endpoint).await?;
-            let (initiator, frame) =
-                JoinInitiator::start(noise, &token.inviter_noise_key, request, &mut OsRng)
-                    .map_err(|e| anyhow!("{e}"))?;
-            stream.write_all(&frame).await?;
-            let reply = read_frame(&mut stream).await?;
-            initiator.finish(&reply).map_err(|e| anyhow!("{e}"))
-        };
-        match tokio::time::timeout(JOIN_TIMEOUT, attempt).await {
-            Ok(Ok(response)) => return Ok(response),
-            Ok(Err(e)) => last = e.context(format!("inviter at {endpoint}")),
-            Err(_) => {
-                last = anyhow!(
-                    "inviter at {endpoint} did not answer within {}s",
-                    JOIN_TIMEOUT.as_secs()
-                )
-            }
-        }
-    }
-    Err(last)
 }

@@ -1,15 +1,16 @@
-//! Membership on the node: the files a member keeps (identity, certificate,
-//! the authority key on authority holders), its store, and the commands that
-//! create a network (`weft init`), invite a server (`weft invite`) and join
-//! one (`weft join`).
+//! Membership on the running node: the files a member keeps (identity,
+//! certificate, the authority key on authority holders), its store, and the
+//! daemon's mesh services: gossip, the member table, control-plane
+//! neighbours, relays, warm start, the store writer, invite issuance and
+//! the join listener (`node.rs` ties them together for the main task).
 //!
 //! The formats and every check live in `weft_protocol::membership` and
 //! `weft_protocol::join`; this module does the file and socket work around
-//! them. Keys are written with mode 0600 and never logged.
+//! them. Keys are written with mode 0600 and never logged. The one-shot
+//! commands (`weft init`, `join`, `invite`, `revoke`) live in `cli/` and
+//! nothing here imports them.
 
-pub mod admin;
 pub mod gossip;
-pub mod init;
 pub mod invite;
 pub mod join;
 pub mod members;
@@ -39,6 +40,12 @@ use crate::keys;
 
 /// Default TCP port of the join listener (beside the data-plane UDP port).
 pub const DEFAULT_JOIN_PORT: u16 = 51821;
+
+/// Certificates are valid for a year; renewal comes with certificate
+/// rotation.
+pub const CERT_LIFETIME_SECS: u64 = 365 * 24 * 3600;
+/// Backdating of `not_before`, for members whose clocks run a little slow.
+pub const CLOCK_SKEW_SECS: u64 = 300;
 
 /// Seconds since 1970, for certificate and token times.
 pub fn now_unix() -> u64 {

@@ -23,12 +23,12 @@ use weft_protocol::membership::validator::MAX_ANNOUNCED_ENDPOINTS;
 use weft_protocol::membership::{Certificate, IdentityKey, Revocation};
 use weft_protocol::{Device, NatStatus, PeerConfig, PeerId, StaticSecret};
 
-use super::admin::{Request, Response};
 use super::gossip::Gossip;
 use super::join::{self, Admitted};
 use super::members::MemberTable;
 use super::writer::{StoreWriter, WriterThread};
 use super::{invite, now_unix, warm, Membership, MeshConfig};
+use crate::admin::{Request, Response};
 use crate::control::ControlEvent;
 use crate::status::MeshStats;
 

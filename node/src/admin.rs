@@ -1,11 +1,15 @@
 //! The local admin socket: how `weft status`, `weft invite` and `weft revoke` talk
-//! to a running daemon, which alone holds the store.
+//! to a running daemon, which alone holds the store. Every node serves it,
+//! mesh member or not (`weft status` works on a static configuration too).
 //!
 //! A Unix stream socket at `Config::admin_socket`, mode 0600, so only the user
 //! running the daemon (root) can use it. One request per connection: a
 //! 4-byte big-endian length and a postcard-encoded [`Request`]; the answer
-//! is framed the same way. Requests are handed to the daemon's main task,
-//! which owns all state; this module only moves bytes.
+//! is framed the same way. It owns the framing, both ends of it ([`call`]
+//! for the commands, [`bind`] for the daemon) and the socket file. It never
+//! answers a request itself: each one is handed, through a bounded queue,
+//! to the daemon's main task, which owns all state; a connection's task
+//! waits for the answer, the main task never waits for a connection.
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
