@@ -37,7 +37,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use libp2p::{identity::PublicKey as P2pKey, Multiaddr, PeerId};
+use libp2p::PeerId;
 use rand_core::{OsRng, RngCore};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -49,9 +49,8 @@ use weft_protocol::membership::{
 use weft_protocol::Device;
 use weft_store::{MemberRecord, NatRecord, PathRecord, RevocationRecord};
 
-use super::members::MemberTable;
+use super::members::{peer_config, peer_id_of, MemberTable};
 use super::neighbours::Neighbours;
-use super::node::peer_config;
 use super::writer::StoreWriter;
 use super::{now_unix, EndpointSource, Membership};
 use crate::control::{Control, ControlConfig, ControlEvent, ControlHandle, Gate, Verdict};
@@ -93,22 +92,6 @@ pub fn announce_interval(members: usize) -> Duration {
 /// `base` plus a random extra of up to `base`.
 fn jittered(base: Duration) -> Duration {
     base + Duration::from_millis(OsRng.next_u64() % (base.as_millis() as u64).max(1))
-}
-
-/// The control-plane address of a member reached at `endpoint`: members
-/// listen for the control plane on `port`, the same number everywhere.
-pub fn control_address(endpoint: SocketAddr, port: u16) -> Option<Multiaddr> {
-    let ip = match endpoint.ip() {
-        std::net::IpAddr::V4(v4) => format!("/ip4/{v4}"),
-        std::net::IpAddr::V6(v6) => format!("/ip6/{v6}"),
-    };
-    format!("{ip}/udp/{port}/quic-v1").parse().ok()
-}
-
-/// The libp2p peer id of an identity key.
-pub fn peer_id_of(identity: &IdentityKey) -> Option<PeerId> {
-    let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(identity.as_bytes()).ok()?;
-    Some(PeerId::from_public_key(&P2pKey::from(key)))
 }
 
 /// Whether `credential` is a valid certificate of this network for `peer`

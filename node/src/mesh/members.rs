@@ -7,16 +7,22 @@
 //! store or verifies a certificate again. Revoked members and this node
 //! itself are never in it. It is bounded by the membership: a member is
 //! added only with a certificate the network's authority signed.
+//!
+//! It also says what a member is to the rest of the node: its control-plane
+//! identity ([`peer_id_of`]) and its data-plane peer ([`peer_config`]). It
+//! imports no other mesh service; gossip, neighbours, relays and warm start
+//! read it. It never touches the store after loading, nor the device.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
+use libp2p::identity::PublicKey as P2pKey;
 use libp2p::PeerId as P2pId;
 use tracing::warn;
 use weft_protocol::membership::{Certificate, IdentityKey};
-use weft_protocol::PublicKey;
+use weft_protocol::{PeerConfig, PublicKey};
 
-use super::gossip::peer_id_of;
 use super::Membership;
 
 /// One known member.
@@ -171,5 +177,36 @@ impl MemberTable {
     /// How many members are known (this node not included).
     pub fn len(&self) -> usize {
         self.members.len()
+    }
+}
+
+/// The libp2p peer id of an identity key.
+pub fn peer_id_of(identity: &IdentityKey) -> Option<P2pId> {
+    let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(identity.as_bytes()).ok()?;
+    Some(P2pId::from_public_key(&P2pKey::from(key)))
+}
+
+/// The prefixes a member's certificate routes to it.
+pub fn member_prefixes(cert: &Certificate) -> Vec<IpNetwork> {
+    let mut out = Vec::with_capacity(2);
+    if let Ok(n) = Ipv4Network::new(cert.ipv4, 32) {
+        out.push(IpNetwork::V4(n));
+    }
+    if let Ok(n) = Ipv6Network::new(cert.ipv6, 128) {
+        out.push(IpNetwork::V6(n));
+    }
+    out
+}
+
+/// The data-plane peer of a member: its noise key, the prefixes of its
+/// certificate, keepalives chosen from NAT measurements.
+pub fn peer_config(cert: &Certificate, endpoint: Option<SocketAddr>) -> PeerConfig {
+    PeerConfig {
+        name: cert.name.clone(),
+        public_key: cert.noise_key,
+        preshared_key: None,
+        endpoint,
+        allowed_ips: member_prefixes(cert),
+        keepalive: weft_protocol::Keepalive::Auto,
     }
 }

@@ -5,7 +5,8 @@
 //! fingers on a ring of identities, about `2 log2 N` connections per member,
 //! connected with any one member down). This module applies it to what the
 //! node sees: members with a known endpoint are dialled at
-//! `<endpoint address>/udp/<control port>/quic-v1/p2p/<peer id>`; a member
+//! `<endpoint address>/udp/<control port>/quic-v1/p2p/<peer id>`
+//! ([`control_address`]); a member
 //! that does not answer is retried with exponential backoff (1 s doubling
 //! to [`MAX_BACKOFF`]) and, while it waits, is left out of the ring, so the
 //! ring closes over members that are down. Connections beyond the wanted
@@ -17,13 +18,13 @@
 //! and what is connected is read from the handle's member list each time.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId as P2pId};
 use tracing::{debug, info};
 use weft_protocol::membership::{overlay, IdentityKey};
 
-use super::gossip::control_address;
 use super::members::MemberTable;
 use crate::control::ControlHandle;
 
@@ -204,4 +205,14 @@ fn address(m: &super::members::Member, port: u16) -> Option<Multiaddr> {
     let mut address = control_address(*endpoint, port)?;
     address.push(libp2p::multiaddr::Protocol::P2p(m.p2p?));
     Some(address)
+}
+
+/// The control-plane address of a member reached at `endpoint`: members
+/// listen for the control plane on `port`, the same number everywhere.
+pub fn control_address(endpoint: SocketAddr, port: u16) -> Option<Multiaddr> {
+    let ip = match endpoint.ip() {
+        std::net::IpAddr::V4(v4) => format!("/ip4/{v4}"),
+        std::net::IpAddr::V6(v6) => format!("/ip6/{v6}"),
+    };
+    format!("{ip}/udp/{port}/quic-v1").parse().ok()
 }

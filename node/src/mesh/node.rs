@@ -16,16 +16,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 use weft_protocol::membership::validator::MAX_ANNOUNCED_ENDPOINTS;
 use weft_protocol::membership::{Certificate, IdentityKey, Revocation};
-use weft_protocol::{Device, NatStatus, PeerConfig, PeerId, StaticSecret};
+use weft_protocol::{Device, NatStatus, PeerId, StaticSecret};
 
 use super::gossip::Gossip;
 use super::join::{self, Admitted};
-use super::members::MemberTable;
+use super::members::{peer_config, MemberTable};
 use super::writer::{StoreWriter, WriterThread};
 use super::{invite, now_unix, warm, Membership, MeshConfig};
 use crate::admin::{Request, Response};
@@ -61,29 +60,6 @@ pub struct MeshInbox {
 impl std::fmt::Debug for MeshNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MeshNode").finish_non_exhaustive()
-    }
-}
-
-/// The prefixes a member's certificate routes to it.
-pub fn member_prefixes(cert: &Certificate) -> Vec<IpNetwork> {
-    let mut out = Vec::with_capacity(2);
-    if let Ok(n) = Ipv4Network::new(cert.ipv4, 32) {
-        out.push(IpNetwork::V4(n));
-    }
-    if let Ok(n) = Ipv6Network::new(cert.ipv6, 128) {
-        out.push(IpNetwork::V6(n));
-    }
-    out
-}
-
-pub(crate) fn peer_config(cert: &Certificate, endpoint: Option<SocketAddr>) -> PeerConfig {
-    PeerConfig {
-        name: cert.name.clone(),
-        public_key: cert.noise_key,
-        preshared_key: None,
-        endpoint,
-        allowed_ips: member_prefixes(cert),
-        keepalive: weft_protocol::Keepalive::Auto,
     }
 }
 
