@@ -36,7 +36,8 @@ use weft_protocol::{
 use crate::admin::{self, Request, Response};
 use crate::config::Config;
 use crate::edges::Edges;
-use crate::inner::{self, Fit, IcmpRateLimiter};
+use crate::inner::icmp::{self, IcmpRateLimiter};
+use crate::inner::{self, fragment, mss, Fit};
 use crate::keys;
 use crate::mesh::node::MeshNode;
 use crate::metrics;
@@ -553,7 +554,7 @@ impl DataPath {
                 let out = &mut self.tun_out[self.tun_out_len];
                 out.clear();
                 out.resize(TRANSPORT_HEADER_LEN + ICMP_ROOM, 0);
-                match inner::too_big_reply(packet, mtu, &mut out[TRANSPORT_HEADER_LEN..]) {
+                match icmp::too_big_reply(packet, mtu, &mut out[TRANSPORT_HEADER_LEN..]) {
                     Some(n) => {
                         out.truncate(TRANSPORT_HEADER_LEN + n);
                         self.tun_out_len += 1;
@@ -564,7 +565,7 @@ impl DataPath {
             }
             Fit::TooBigFragmentable => {
                 let (frag, out) = (&mut self.frag, &mut self.frag_out);
-                let done = inner::fragment_ipv4(packet, usize::from(mtu), |piece| {
+                let done = fragment::fragment_ipv4(packet, usize::from(mtu), |piece| {
                     let k = out.len();
                     if k == MAX_FRAGMENTS {
                         return;
@@ -741,32 +742,15 @@ impl DataPath {
     }
 }
 
-/// Whether `packet` is a TCP segment with SYN set (IPv4, or IPv6 without
-/// extension headers): the only packets whose MSS option matters.
-fn is_tcp_syn(packet: &[u8]) -> bool {
-    match packet.first().map(|b| b >> 4) {
-        Some(4) => {
-            let ihl = usize::from(packet[0] & 0x0f) * 4;
-            packet.len() > ihl + 13 && packet[9] == 6 && packet[ihl + 13] & 0x02 != 0
-        }
-        Some(6) => packet.len() > 53 && packet[6] == 6 && packet[53] & 0x02 != 0,
-        _ => false,
-    }
-}
-
 /// Clamps the MSS of a SYN or SYN-ACK crossing the tunnel to what the edge
 /// carries: toward the peer its destination routes to (outgoing), or from
-/// `peer` (incoming).
+/// `peer` (incoming). The packet is read once; only a SYN is routed.
 fn clamp_mss(device: &Device, packet: &mut [u8], peer: Option<PeerId>) {
-    if !is_tcp_syn(packet) {
-        return;
-    }
-    let Some(summary) = weft_protocol::packet::summarize(packet) else {
+    let Some(syn) = mss::find_syn(packet) else {
         return;
     };
-    let Some(peer) = peer.or_else(|| device.route(summary.dst)) else {
+    let Some(peer) = peer.or_else(|| device.route(syn.destination)) else {
         return;
     };
-    let mtu = device.inner_mtu(peer);
-    inner::clamp_mss(packet, inner::mss_for(mtu, summary.dst.is_ipv6()));
+    mss::clamp(packet, syn, syn.mss_for(device.inner_mtu(peer)));
 }
