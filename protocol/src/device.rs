@@ -19,6 +19,7 @@
 //! Randomness (indices, ephemeral keys, jitter, cookie secrets) comes from a
 //! ChaCha20 RNG seeded by the caller, so a simulation replays bit for bit.
 
+mod control;
 pub(crate) mod fragment;
 mod handshake;
 mod membership;
@@ -51,6 +52,7 @@ use crate::session::{Session, SessionError};
 use crate::timers::{
     Timer, KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT,
 };
+use crate::wire::control::{BindingTrial, Control, ProbeAck, TYPE_BINDING_OPEN, TYPE_PUNCH};
 use crate::wire::{self, Message, COOKIE_REPLY_LEN, INITIATION_LEN, RESPONSE_LEN};
 use crate::DropReason;
 
@@ -278,7 +280,8 @@ enum Outgoing {
     Response(Hop, [u8; RESPONSE_LEN]),
     CookieReply(Hop, [u8; COOKIE_REPLY_LEN]),
     Keepalive(PeerId),
-    ProbeAck(PeerId, u32, u16),
+    /// An acknowledgement of a probe from the peer.
+    ProbeAck(PeerId, ProbeAck),
     /// A piece of an inner packet: the plaintext to seal.
     Piece(PeerId, Vec<u8>),
     /// A control plaintext for the peer, on its path.
@@ -287,12 +290,12 @@ enum Outgoing {
     Deliver(PeerId, Vec<u8>),
     /// A punch toward a candidate endpoint of the peer.
     Punch(PeerId, SocketAddr),
-    /// A NAT control plaintext, to `to` or else the peer's endpoint;
-    /// `keepalive` counts it as one.
+    /// A NAT message, to `to` or else the peer's endpoint; `keepalive`
+    /// counts it as one.
     Nat {
         peer: PeerId,
         to: Option<SocketAddr>,
-        plain: Vec<u8>,
+        message: Control<'static>,
         keepalive: bool,
     },
 }
@@ -333,7 +336,7 @@ pub struct Device {
     /// NAT detection, lifetime trials and the keepalive interval.
     nat: NatMachine,
     /// Binding opens to send from probe sockets.
-    probe_out: VecDeque<(ProbeSocket, PeerId, Vec<u8>)>,
+    probe_out: VecDeque<(ProbeSocket, PeerId, BindingTrial)>,
     /// Trials other nodes run with us.
     bindings: Vec<nat::Binding>,
     nat_counters: NatCounters,
@@ -620,14 +623,26 @@ impl Device {
         if slot == Slot::Next {
             self.confirm_next_session(id, now);
         }
-        if plain > 0 && buf[start] == nat::CONTROL_BINDING_OPEN {
-            // From a probe socket: no roaming, no timers. Binding opens are
-            // about a direct path; one that came through a relay is refused.
-            let Hop::Direct(from) = hop else {
-                return Err(DropReason::RelayRefused);
-            };
-            return Ok(self.handle_binding_open(id, now, from, &buf[start..start + plain]));
+        // A binding open comes from a probe socket (§12): it must not move
+        // the endpoint nor touch the timers, whatever else it turns out to be.
+        let from_probe_socket = buf[start..start + plain].first() == Some(&TYPE_BINDING_OPEN);
+        if !from_probe_socket {
+            self.authenticated_arrival(id, hop, now);
         }
+        match buf[start..start + plain].first() {
+            None => {
+                trace!(peer = %self.peers[id.0 as usize].name, "keepalive received");
+                Ok(Decapsulated::Consumed)
+            }
+            // An IP packet starts with its version; no control type does.
+            Some(b) if b >> 4 == 4 || b >> 4 == 6 => self.take_inner(id, now, buf, plain),
+            Some(_) => self.handle_control(id, hop, now, buf, plain),
+        }
+    }
+
+    /// Bookkeeping of an authenticated transport message from `id` that
+    /// arrived by `hop`: paths and roaming, NAT, timers, keeping keys fresh.
+    fn authenticated_arrival(&mut self, id: PeerId, hop: Hop, now: Instant) {
         self.arrived(id, hop, now);
         let previous = self.peers[id.0 as usize].last_received;
         self.nat_on_received(id, now, previous);
@@ -644,22 +659,19 @@ impl Device {
         if refresh {
             self.start_handshake(id, now, false);
         }
-        let peer = &mut self.peers[id.0 as usize];
-        if plain == 0 {
-            trace!(peer = %peer.name, "keepalive received");
-            return Ok(Decapsulated::Consumed);
-        }
-        if (relay::CONTROL_RELAY..=relay::CONTROL_PUNCH).contains(&buf[start]) {
-            return self.handle_relay_control(id, hop, now, buf, plain);
-        }
-        if buf[start] >> 4 != 4 && buf[start] >> 4 != 6 {
-            let datagram_len = buf.len();
-            return if self.handle_control(id, now, &buf[start..start + plain], datagram_len) {
-                Ok(Decapsulated::Consumed)
-            } else {
-                Err(DropReason::MalformedInner)
-            };
-        }
+    }
+
+    /// An inner IP packet from `id`, opened at
+    /// `buf[TRANSPORT_HEADER_LEN..][..plain]` (padding included): checked
+    /// and handed to the caller.
+    fn take_inner(
+        &mut self,
+        id: PeerId,
+        now: Instant,
+        buf: &[u8],
+        plain: usize,
+    ) -> Result<Decapsulated, DropReason> {
+        let start = wire::TRANSPORT_HEADER_LEN;
         let summary =
             packet::summarize(&buf[start..start + plain]).ok_or(DropReason::MalformedInner)?;
         if self.route(summary.src) != Some(id) {
@@ -797,20 +809,21 @@ impl Device {
                     }
                     continue;
                 }
-                Outgoing::ProbeAck(id, probe, len) => {
-                    if let Some(t) = self.seal_probe_ack(*id, *probe, *len, now, buf) {
+                Outgoing::ProbeAck(id, ack) => {
+                    let ack = Control::ProbeAck(*ack);
+                    if let Some(t) = self.seal_control(*id, &ack, self.mtu, now, buf) {
                         return Some(t);
                     }
                     continue;
                 }
                 Outgoing::Piece(id, plain) => {
-                    if let Some(t) = self.seal_plain(*id, plain, now, buf) {
+                    if let Some(t) = self.seal_bytes(*id, plain, true, now, buf) {
                         return Some(t);
                     }
                     continue;
                 }
                 Outgoing::Control(id, plain) => {
-                    if let Some(t) = self.seal_control(*id, plain, plain.len(), false, now, buf) {
+                    if let Some(t) = self.seal_bytes(*id, plain, false, now, buf) {
                         return Some(t);
                     }
                     continue;
@@ -822,7 +835,7 @@ impl Device {
                     continue;
                 }
                 Outgoing::Punch(id, destination) => {
-                    let punch = [relay::CONTROL_PUNCH];
+                    let punch = [TYPE_PUNCH];
                     if let Some(t) = self.seal_direct(*id, &punch, *destination, now, buf) {
                         return Some(t);
                     }
@@ -831,10 +844,10 @@ impl Device {
                 Outgoing::Nat {
                     peer,
                     to,
-                    plain,
+                    message,
                     keepalive,
                 } => {
-                    if let Some(t) = self.seal_nat(*peer, *to, plain, *keepalive, now, buf) {
+                    if let Some(t) = self.seal_nat(*peer, *to, message, *keepalive, now, buf) {
                         return Some(t);
                     }
                     continue;

@@ -21,6 +21,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 use crate::cookie::{CookieChecker, CookieGenerator};
+use crate::wire::control::{self, Control};
 use crate::wire::{self, Message, INITIATION_LEN, RESPONSE_LEN};
 use crate::{
     packet, Decapsulated, Device, DeviceConfig, DropReason, Encapsulated, PeerConfig, PeerId,
@@ -348,9 +349,7 @@ pub fn parse(data: &[u8]) -> bool {
     if let Some(s) = packet::summarize(data) {
         assert!(s.len <= data.len() && s.len >= 20);
     }
-    if let Some((_, endpoints)) = crate::device::relay::decode_offer(data) {
-        assert!(endpoints.len() <= crate::device::relay::MAX_CANDIDATES);
-    }
+    control(data);
     match Message::parse(data) {
         Ok(Message::Initiation(m)) => {
             let _ = (m.sender(), m.noise(), m.bytes());
@@ -368,6 +367,137 @@ pub fn parse(data: &[u8]) -> bool {
         Err(_) => return false,
     }
     true
+}
+
+/// Runs the control-message parser on `data` as a transport plaintext,
+/// reads everything it returns and checks that emitting it gives back what
+/// was parsed. Returns the control type if it parsed.
+pub fn control(data: &[u8]) -> Option<u8> {
+    let message = Control::parse(data).ok()?;
+    let len = message.buffer_len();
+    match message {
+        Control::Probe(p) => assert_eq!(p.len, data.len()),
+        Control::Fragment(f) => {
+            assert!(!f.payload.is_empty() && f.index < f.count);
+            assert!(usize::from(f.count) <= control::MAX_PIECES);
+        }
+        Control::PunchOffer(o) => {
+            assert!(o.endpoints.len() <= control::MAX_CANDIDATES);
+            assert_eq!(o.endpoints.iter().count(), o.endpoints.len());
+        }
+        Control::RelayRequest(r) | Control::Relayed(r) => {
+            assert_eq!(r.datagram.len() + control::RELAY_HEADER_LEN, data.len());
+        }
+        _ => {}
+    }
+    // What was read is the start of the input: emitting it writes exactly
+    // those bytes (a probe's fill, which nobody reads, and a punch offer's
+    // zero padding aside).
+    assert!(len <= data.len());
+    let again = message.to_vec();
+    let read = match message {
+        Control::Probe(_) => control::PROBE_MIN_LEN,
+        _ => len,
+    };
+    assert_eq!(again[..read], data[..read], "{message:?} emits other bytes");
+    assert_eq!(Control::parse(&again), Ok(message));
+    Some(message.kind())
+}
+
+/// One of each control message, well formed, named for the seed files of
+/// the `parse` target: mutating them reaches every control decoder's checks
+/// past the type byte.
+pub fn control_seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
+    use control::{
+        BindingAck, BindingCheck, BindingTrial, Endpoints, Fragment, Ping, Pong, Probe, ProbeAck,
+        PunchOffer, Relay,
+    };
+    let v4 = SocketAddr::from(([192, 0, 2, 1], 51820));
+    let v6 = SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 4000));
+    let key = StaticSecret::from_bytes(REMOTE_KEY).public_key();
+    let keepalive = [&[wire::TYPE_TRANSPORT, 0, 0, 0][..], &[0; 28]].concat();
+    let candidates = [v4, v6];
+    let messages = [
+        ("control-probe", Control::Probe(Probe { id: 1, len: 40 })),
+        (
+            "control-probe-ack",
+            Control::ProbeAck(ProbeAck {
+                id: 1,
+                received: 1200,
+            }),
+        ),
+        (
+            "control-fragment",
+            Control::Fragment(Fragment {
+                id: 9,
+                index: 1,
+                count: 2,
+                payload: &[0x60, 0, 0, 0],
+            }),
+        ),
+        ("control-ping", Control::Ping(Ping { id: 5 })),
+        (
+            "control-pong",
+            Control::Pong(Pong {
+                id: 5,
+                observed: v4,
+            }),
+        ),
+        (
+            "control-pong-v6",
+            Control::Pong(Pong {
+                id: 5,
+                observed: v6,
+            }),
+        ),
+        (
+            "control-binding-open",
+            Control::BindingOpen(BindingTrial { trial: 3, nonce: 7 }),
+        ),
+        (
+            "control-binding-ack",
+            Control::BindingAck(BindingAck {
+                trial: 3,
+                nonce: 7,
+                probe: v4,
+                main: v6,
+            }),
+        ),
+        (
+            "control-binding-check",
+            Control::BindingCheck(BindingCheck { trial: 3 }),
+        ),
+        (
+            "control-binding-ping",
+            Control::BindingPing(BindingTrial { trial: 3, nonce: 7 }),
+        ),
+        (
+            "control-relay",
+            Control::RelayRequest(Relay {
+                key,
+                datagram: &keepalive,
+            }),
+        ),
+        (
+            "control-relayed",
+            Control::Relayed(Relay {
+                key,
+                datagram: &keepalive,
+            }),
+        ),
+        (
+            "control-punch-offer",
+            Control::PunchOffer(PunchOffer {
+                answer: false,
+                endpoints: Endpoints::from_list(&candidates),
+            }),
+        ),
+        ("control-punch", Control::Punch),
+    ];
+    messages
+        .iter()
+        .map(|(name, message)| (*name, message.to_vec()))
+        .collect()
 }
 
 /// The `decapsulate` fuzz target's body: a fresh [`Target`] per input.

@@ -8,7 +8,8 @@
 //! virtual time.
 //!
 //! Map of the crate:
-//! - [`wire`]: byte layouts of the four data-plane messages;
+//! - [`wire`]: byte layouts of the four data-plane messages, and
+//!   ([`wire::control`]) of the control messages inside transport messages;
 //! - [`noise`]: keys and the Noise `IKpsk2` handshake (through snow);
 //! - [`cookie`]: mac1/mac2 and cookie replies, the DoS defences;
 //! - [`session`]: transport encryption in place, counters, [`replay`];

@@ -1,4 +1,6 @@
-//! Wire formats of the four data-plane messages, as checked zero-copy views.
+//! Wire formats of the four data-plane messages, as checked zero-copy views,
+//! and (in [`control`]) of the control messages carried inside transport
+//! messages.
 //!
 //! Every datagram on the data-plane port starts with a one-byte message type
 //! followed by three reserved bytes that must be zero. [`Message::parse`]
@@ -10,6 +12,8 @@
 //! This module never interprets the cryptographic contents: it only slices.
 
 use core::fmt;
+
+pub mod control;
 
 /// Type byte of a handshake initiation.
 pub const TYPE_INITIATION: u8 = 1;

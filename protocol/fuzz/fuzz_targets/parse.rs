@@ -1,5 +1,7 @@
-//! The wire, inner-packet and punch-offer parsers alone, with every accessor of what
-//! they return: cheap, so it runs many more inputs than `decapsulate`.
+//! The parsers alone (data-plane messages, inner packets, and every control
+//! message as a transport plaintext), with everything they return read and
+//! re-emitted: cheap, so it runs many more inputs than `decapsulate`. Its
+//! seeds (`fuzz/seeds/parse`) are one of each control message.
 
 #![no_main]
 

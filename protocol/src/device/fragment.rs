@@ -6,9 +6,9 @@
 //! leaves less than 1280 bytes of inner MTU (a path under 1340 bytes over
 //! IPv4, 1360 over IPv6) must therefore carry such packets in pieces, as RFC
 //! 8200 asks of any link with a smaller MTU. weft splits the inner packet
-//! across up to [`MAX_PIECES`] transport messages whose plaintext is
-//! `[0x03][id u32 LE][index u8][count u8][bytes]`, and the receiver
-//! reassembles it before any inner-packet check runs. Only IPv6 packets of at
+//! across up to [`MAX_PIECES`] transport messages, each a piece (`0x03`,
+//! [`crate::wire::control::Fragment`]), and the receiver reassembles it
+//! before any inner-packet check runs. Only IPv6 packets of at
 //! most 1280 bytes take this path; anything larger still gets a packet-too-big
 //! from the node, and IPv4 is fragmented by the node at the IP layer.
 //!
@@ -23,14 +23,8 @@ use tracing::trace;
 use super::{Device, Outgoing};
 use crate::packet;
 use crate::peer::PeerId;
+use crate::wire::control::{Control, Fragment, FRAGMENT_HEADER_LEN, MAX_PIECES};
 use crate::DropReason;
-
-/// Control byte of a piece of an inner packet.
-pub const CONTROL_FRAGMENT: u8 = 0x03;
-/// Bytes of the piece header.
-pub const FRAGMENT_HEADER_LEN: usize = 7;
-/// Most pieces one inner packet is split into.
-pub const MAX_PIECES: usize = 4;
 /// IPv6's minimum link MTU, the largest packet carried in pieces.
 pub const IPV6_MIN_MTU: usize = 1280;
 /// Pieces wait this long for the rest of their packet.
@@ -66,13 +60,14 @@ impl Device {
         let frag_id = self.next_fragment_id;
         self.next_fragment_id = self.next_fragment_id.wrapping_add(1);
         for (index, chunk) in packet.chunks(room).enumerate() {
-            let mut plain = Vec::with_capacity(FRAGMENT_HEADER_LEN + chunk.len());
-            plain.push(CONTROL_FRAGMENT);
-            plain.extend_from_slice(&frag_id.to_le_bytes());
-            plain.push(index as u8);
-            plain.push(count as u8);
-            plain.extend_from_slice(chunk);
-            self.outgoing.push_back(Outgoing::Piece(id, plain));
+            // At most MAX_PIECES: `wants_pieces` said so.
+            let piece = Control::Fragment(Fragment {
+                id: frag_id,
+                index: index as u8,
+                count: count as u8,
+                payload: chunk,
+            });
+            self.outgoing.push_back(Outgoing::Piece(id, piece.to_vec()));
         }
         trace!(peer = %self.peers[id.0 as usize].name, len = packet.len(), count, "inner packet sent in pieces");
     }
@@ -82,17 +77,15 @@ impl Device {
     pub(super) fn receive_piece(
         &mut self,
         id: PeerId,
-        plain: &[u8],
+        piece: Fragment<'_>,
         now: Instant,
     ) -> Result<(), DropReason> {
-        if plain.len() <= FRAGMENT_HEADER_LEN {
-            return Err(DropReason::MalformedInner);
-        }
-        let frag_id = u32::from_le_bytes([plain[1], plain[2], plain[3], plain[4]]);
-        let (index, count) = (plain[5], plain[6]);
-        if count == 0 || usize::from(count) > MAX_PIECES || index >= count {
-            return Err(DropReason::MalformedInner);
-        }
+        let Fragment {
+            id: frag_id,
+            index,
+            count,
+            payload,
+        } = piece;
         let peer = &mut self.peers[id.0 as usize];
         peer.partials
             .retain(|p| now.saturating_duration_since(p.started) < REASSEMBLY_TIMEOUT);
@@ -113,7 +106,7 @@ impl Device {
             }
         };
         let partial = &mut peer.partials[pos];
-        partial.pieces[usize::from(index)] = Some(plain[FRAGMENT_HEADER_LEN..].to_vec());
+        partial.pieces[usize::from(index)] = Some(payload.to_vec());
         if partial.pieces[..usize::from(count)]
             .iter()
             .any(Option::is_none)

@@ -3,17 +3,16 @@
 //! probe sockets and a cooperating peer, the per-peer keepalive interval,
 //! and recovery when a NAT forgets the mapping.
 //!
-//! All messages are control plaintexts sealed in the peer's session, so
-//! they are authenticated like data (`docs/protocol.md`, "NAT keepalives"):
+//! All messages are control messages ([`crate::wire::control`]) sealed in
+//! the peer's session, so they are authenticated like data
+//! (`docs/protocol.md` §12):
 //!
-//! - `0x04` ping `[id u32]` and `0x05` pong `[id u32][observed address]`:
-//!   the pong names the address the ping came from;
-//! - `0x06` binding open `[trial u32][nonce u64]`, sent from a probe socket;
-//! - `0x07` binding ack `[trial][nonce][probe address][main address]`, sent
-//!   to the probe socket's reflexive address;
-//! - `0x08` binding check `[trial]`, over the main path;
-//! - `0x09` binding ping `[trial][nonce]`, to the probe socket's reflexive
-//!   address.
+//! - `0x04` ping and `0x05` pong: the pong names the address the ping came
+//!   from;
+//! - `0x06` binding open, sent from a probe socket;
+//! - `0x07` binding ack, sent to the probe socket's reflexive address;
+//! - `0x08` binding check, over the main path;
+//! - `0x09` binding ping, to the probe socket's reflexive address.
 //!
 //! A binding open never moves the sender's endpoint or touches its timers;
 //! the helper answers only to addresses seen in authenticated opens, once
@@ -29,24 +28,9 @@ use super::{Decapsulated, Device, Event, Outgoing, Transmit};
 use crate::nat::{Keepalive, NatAction, NatStatus, ProbeSocket, SEARCH_CEILING};
 use crate::peer::PeerId;
 use crate::timers::Timer;
+use crate::wire::control::{BindingAck, BindingCheck, BindingTrial, Control, Ping, Pong};
 use crate::wire::{Message, TRANSPORT_HEADER_LEN};
 use crate::DropReason;
-
-/// Control byte of a ping.
-pub const CONTROL_PING: u8 = 0x04;
-/// Control byte of a pong.
-pub const CONTROL_PONG: u8 = 0x05;
-/// Control byte of a binding open.
-pub const CONTROL_BINDING_OPEN: u8 = 0x06;
-/// Control byte of a binding acknowledgement.
-pub const CONTROL_BINDING_ACK: u8 = 0x07;
-/// Control byte of a binding check.
-pub const CONTROL_BINDING_CHECK: u8 = 0x08;
-/// Control byte of a binding ping.
-pub const CONTROL_BINDING_PING: u8 = 0x09;
-/// The last control byte reserved for NAT messages (0x0A and 0x0B are
-/// unassigned).
-pub const CONTROL_NAT_LAST: u8 = 0x0B;
 
 /// Least time to wait for a pong; three smoothed RTTs when longer.
 pub const PONG_TIMEOUT_MIN: Duration = Duration::from_millis(300);
@@ -100,57 +84,6 @@ pub(crate) struct Binding {
     expires: Instant,
 }
 
-/// An address as `[4][ip 4][port u16 LE]` or `[6][ip 16][port u16 LE]`.
-fn put_addr(out: &mut Vec<u8>, a: SocketAddr) {
-    match a.ip() {
-        IpAddr::V4(ip) => {
-            out.push(4);
-            out.extend_from_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            out.push(6);
-            out.extend_from_slice(&ip.octets());
-        }
-    }
-    out.extend_from_slice(&a.port().to_le_bytes());
-}
-
-/// Parses an address written by `put_addr`; returns it and the rest.
-fn get_addr(b: &[u8]) -> Option<(SocketAddr, &[u8])> {
-    let (&family, rest) = b.split_first()?;
-    let n = match family {
-        4 => 4,
-        6 => 16,
-        _ => return None,
-    };
-    let ip_bytes = rest.get(..n)?;
-    let port = u16::from_le_bytes(rest.get(n..n + 2)?.try_into().ok()?);
-    let ip = if n == 4 {
-        IpAddr::from(<[u8; 4]>::try_from(ip_bytes).ok()?)
-    } else {
-        IpAddr::from(<[u8; 16]>::try_from(ip_bytes).ok()?)
-    };
-    Some((SocketAddr::new(ip, port), &rest[n + 2..]))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-}
-
-fn trial_msg(kind: u8, trial: u32, nonce: Option<u64>) -> Vec<u8> {
-    let mut m = Vec::with_capacity(13);
-    m.push(kind);
-    m.extend_from_slice(&trial.to_le_bytes());
-    if let Some(n) = nonce {
-        m.extend_from_slice(&n.to_le_bytes());
-    }
-    m
-}
-
 impl Device {
     /// What this node knows about its NAT.
     pub fn nat_status(&self) -> NatStatus {
@@ -199,21 +132,23 @@ impl Device {
 
     /// The next datagram to send from a probe socket, written into `buf`.
     pub fn poll_probe_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<ProbeTransmit> {
-        while let Some((socket, id, plain)) = self.probe_out.pop_front() {
+        while let Some((socket, id, open)) = self.probe_out.pop_front() {
             let peer = &mut self.peers[id.0 as usize];
             let Some(destination) = peer.endpoint else {
                 continue;
             };
-            let Some(body) = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain.len())
+            let open = Control::BindingOpen(open);
+            let Some(plain) = buf
+                .get_mut(TRANSPORT_HEADER_LEN..)
+                .and_then(|body| open.emit(body))
             else {
                 continue;
             };
-            body.copy_from_slice(&plain);
             let mtu = self.mtu;
             let Some(session) = peer.sending_session(now) else {
                 continue;
             };
-            if let Ok(len) = session.seal(buf, plain.len(), mtu) {
+            if let Ok(len) = session.seal(buf, plain, mtu) {
                 return Some(ProbeTransmit {
                     socket,
                     destination,
@@ -269,29 +204,30 @@ impl Device {
             })?;
         // Authenticated; nothing about the peer changes.
         let m = &buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain];
-        let (kind, got_trial, got_nonce) = (
-            m.first().copied(),
-            u32_at(m, 1).ok_or(DropReason::MalformedInner)?,
-            u64_at(m, 5).ok_or(DropReason::MalformedInner)?,
-        );
-        if got_trial != trial || got_nonce != nonce {
-            return Err(DropReason::Replay);
-        }
-        match kind {
-            Some(CONTROL_BINDING_ACK) => {
-                let (_, rest) = get_addr(&m[13..]).ok_or(DropReason::MalformedInner)?;
-                let (main, _) = get_addr(rest).ok_or(DropReason::MalformedInner)?;
-                trace!(trial, %main, "binding acknowledged");
+        let message = Control::parse(m).map_err(|_| DropReason::MalformedInner)?;
+        // Only this trial's messages are taken: another trial's, or an
+        // earlier run's, is old news.
+        let is_this_trial = |t: u32, n: u64| {
+            if (t, n) == (trial, nonce) {
+                Ok(())
+            } else {
+                Err(DropReason::Replay)
+            }
+        };
+        match message {
+            Control::BindingAck(ack) => {
+                is_this_trial(ack.trial, ack.nonce)?;
+                trace!(trial, main = %ack.main, "binding acknowledged");
                 self.nat.on_ack(now, trial, nonce);
-                self.nat.on_reflexive(now, main);
-                Ok(())
+                self.nat.on_reflexive(now, ack.main);
             }
-            Some(CONTROL_BINDING_PING) => {
+            Control::BindingPing(ping) => {
+                is_this_trial(ping.trial, ping.nonce)?;
                 self.nat.on_binding_ping(now, trial, nonce);
-                Ok(())
             }
-            _ => Err(DropReason::MalformedInner),
+            _ => return Err(DropReason::MalformedInner),
         }
+        Ok(())
     }
 
     /// A binding open arrived from `from` (a peer's probe socket): answer
@@ -301,11 +237,9 @@ impl Device {
         id: PeerId,
         now: Instant,
         from: SocketAddr,
-        plain: &[u8],
-    ) -> Decapsulated {
-        let (Some(trial), Some(nonce)) = (u32_at(plain, 1), u64_at(plain, 5)) else {
-            return Decapsulated::Dropped(self.drop_packet(DropReason::MalformedInner));
-        };
+        open: BindingTrial,
+    ) {
+        let BindingTrial { trial, nonce } = open;
         self.bindings
             .retain(|b| b.expires > now && !(b.peer == id && b.trial == trial));
         if self.bindings.iter().filter(|b| b.peer == id).count() >= BINDING_TABLE_PER_PEER
@@ -323,99 +257,92 @@ impl Device {
             // The longest trial plus time for its check.
             expires: now + SEARCH_CEILING + Duration::from_secs(60),
         });
-        let mut ack = trial_msg(CONTROL_BINDING_ACK, trial, Some(nonce));
-        put_addr(&mut ack, from);
         let main = self.peers[id.0 as usize].endpoint.unwrap_or(from);
-        put_addr(&mut ack, main);
+        let ack = BindingAck {
+            trial,
+            nonce,
+            probe: from,
+            main,
+        };
         self.nat_counters.bindings_helped += 1;
         self.outgoing.push_back(Outgoing::Nat {
             peer: id,
             to: Some(from),
-            plain: ack,
+            message: Control::BindingAck(ack),
             keepalive: false,
         });
-        Decapsulated::Consumed
     }
 
-    /// Handles a NAT control message on the main path.
-    pub(super) fn handle_nat_control(&mut self, id: PeerId, now: Instant, plain: &[u8]) -> bool {
-        match plain.first().copied() {
-            Some(CONTROL_PING) => {
-                let Some(ping) = u32_at(plain, 1) else {
-                    return false;
-                };
-                let peer = &self.peers[id.0 as usize];
-                let Some(seen) = peer.endpoint else {
-                    return true;
-                };
-                let mut pong = vec![CONTROL_PONG];
-                pong.extend_from_slice(&ping.to_le_bytes());
-                put_addr(&mut pong, seen);
-                self.outgoing.push_back(Outgoing::Nat {
-                    peer: id,
-                    to: None,
-                    plain: pong,
-                    keepalive: false,
+    /// A ping from `id`: answered with the address it came from.
+    pub(super) fn answer_ping(&mut self, id: PeerId, ping: Ping) {
+        let Some(seen) = self.peers[id.0 as usize].endpoint else {
+            return;
+        };
+        let pong = Pong {
+            id: ping.id,
+            observed: seen,
+        };
+        self.outgoing.push_back(Outgoing::Nat {
+            peer: id,
+            to: None,
+            message: Control::Pong(pong),
+            keepalive: false,
+        });
+    }
+
+    /// A pong from `id`: the round trip, and the address our main socket
+    /// is seen at.
+    pub(super) fn on_pong(&mut self, id: PeerId, pong: Pong, now: Instant) {
+        let seen = pong.observed;
+        let peer = &mut self.peers[id.0 as usize];
+        if let Some((want, sent, _)) = peer.ping {
+            if want == pong.id {
+                let rtt = now.saturating_duration_since(sent);
+                peer.nat_rtt = Some(match peer.nat_rtt {
+                    Some(s) => (s * 7 + rtt) / 8,
+                    None => rtt,
                 });
-                true
+                peer.ping = None;
+                peer.timers.stop(Timer::PongTimeout);
             }
-            Some(CONTROL_PONG) => {
-                let (Some(ping), Some((seen, _))) = (u32_at(plain, 1), get_addr(&plain[5..]))
-                else {
-                    return false;
-                };
-                let peer = &mut self.peers[id.0 as usize];
-                if let Some((want, sent, _)) = peer.ping {
-                    if want == ping {
-                        let rtt = now.saturating_duration_since(sent);
-                        peer.nat_rtt = Some(match peer.nat_rtt {
-                            Some(s) => (s * 7 + rtt) / 8,
-                            None => rtt,
-                        });
-                        peer.ping = None;
-                        peer.timers.stop(Timer::PongTimeout);
-                    }
-                }
-                peer.discovery_misses = 0;
-                let nat_between = !self.nat.is_local(seen);
-                peer.sees_nat = Some(nat_between);
-                // Behind a NAT toward some peers and not toward others (a LAN
-                // beside the NAT): the NAT decides, as long as any peer still
-                // sees it; a local report alone does not undo it.
-                let nat_elsewhere = self.peers.iter().any(|p| p.sees_nat == Some(true));
-                if nat_between || !nat_elsewhere {
-                    self.nat.on_reflexive(now, seen);
-                }
-                self.apply_nat_changes(now);
-                true
-            }
-            Some(CONTROL_BINDING_CHECK) => {
-                let Some(trial) = u32_at(plain, 1) else {
-                    return false;
-                };
-                self.bindings.retain(|b| b.expires > now);
-                if let Some(i) = self
-                    .bindings
-                    .iter()
-                    .position(|b| b.peer == id && b.trial == trial)
-                {
-                    // One binding ping per open: nothing here can be turned
-                    // into a stream toward an address.
-                    let b = self.bindings.remove(i);
-                    self.nat_counters.bindings_helped += 1;
-                    self.outgoing.push_back(Outgoing::Nat {
-                        peer: id,
-                        to: Some(b.probe),
-                        plain: trial_msg(CONTROL_BINDING_PING, trial, Some(b.nonce)),
-                        keepalive: false,
-                    });
-                }
-                true
-            }
-            // Acks and binding pings belong on probe sockets; a copy on the
-            // main path is authenticated but means nothing.
-            Some(CONTROL_BINDING_ACK | CONTROL_BINDING_PING) => true,
-            _ => false,
+        }
+        peer.discovery_misses = 0;
+        let nat_between = !self.nat.is_local(seen);
+        peer.sees_nat = Some(nat_between);
+        // Behind a NAT toward some peers and not toward others (a LAN
+        // beside the NAT): the NAT decides, as long as any peer still
+        // sees it; a local report alone does not undo it.
+        let nat_elsewhere = self.peers.iter().any(|p| p.sees_nat == Some(true));
+        if nat_between || !nat_elsewhere {
+            self.nat.on_reflexive(now, seen);
+        }
+        self.apply_nat_changes(now);
+    }
+
+    /// A binding check from `id`, over the main path: one binding ping to
+    /// the probe socket of the open it names, if this node holds it.
+    pub(super) fn on_binding_check(&mut self, id: PeerId, check: BindingCheck, now: Instant) {
+        let trial = check.trial;
+        self.bindings.retain(|b| b.expires > now);
+        if let Some(i) = self
+            .bindings
+            .iter()
+            .position(|b| b.peer == id && b.trial == trial)
+        {
+            // One binding ping per open: nothing here can be turned
+            // into a stream toward an address.
+            let b = self.bindings.remove(i);
+            self.nat_counters.bindings_helped += 1;
+            let ping = BindingTrial {
+                trial,
+                nonce: b.nonce,
+            };
+            self.outgoing.push_back(Outgoing::Nat {
+                peer: id,
+                to: Some(b.probe),
+                message: Control::BindingPing(ping),
+                keepalive: false,
+            });
         }
     }
 
@@ -437,12 +364,10 @@ impl Device {
         let wait = pong_timeout(peer.nat_rtt.or(peer.handshake_rtt));
         peer.timers.set(Timer::PongTimeout, now + wait);
         self.nat_counters.pings_sent += 1;
-        let mut m = vec![CONTROL_PING];
-        m.extend_from_slice(&ping_id.to_le_bytes());
         self.outgoing.push_back(Outgoing::Nat {
             peer: id,
             to: None,
-            plain: m,
+            message: Control::Ping(Ping { id: ping_id }),
             keepalive,
         });
     }
@@ -554,14 +479,14 @@ impl Device {
                     trial,
                     nonce,
                 } => {
-                    let m = trial_msg(CONTROL_BINDING_OPEN, trial, Some(nonce));
-                    self.probe_out.push_back((socket, helper, m));
+                    let open = BindingTrial { trial, nonce };
+                    self.probe_out.push_back((socket, helper, open));
                 }
                 NatAction::Check { helper, trial } => {
                     self.outgoing.push_back(Outgoing::Nat {
                         peer: helper,
                         to: None,
-                        plain: trial_msg(CONTROL_BINDING_CHECK, trial, None),
+                        message: Control::BindingCheck(BindingCheck { trial }),
                         keepalive: false,
                     });
                 }
@@ -634,12 +559,12 @@ impl Device {
         }
     }
 
-    /// Seals a NAT control plaintext for `id`, to `to` or the endpoint.
+    /// Seals a NAT message for `id`, to `to` or the endpoint.
     pub(super) fn seal_nat(
         &mut self,
         id: PeerId,
         to: Option<SocketAddr>,
-        plain: &[u8],
+        message: &Control<'_>,
         keepalive: bool,
         now: Instant,
         buf: &mut [u8],
@@ -647,12 +572,8 @@ impl Device {
         let mtu = self.mtu;
         let peer = &mut self.peers[id.0 as usize];
         let destination = to.or(peer.endpoint)?;
-        let body = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain.len())?;
-        body.copy_from_slice(plain);
-        let len = peer
-            .sending_session(now)?
-            .seal(buf, plain.len(), mtu)
-            .ok()?;
+        let plain = message.emit(buf.get_mut(TRANSPORT_HEADER_LEN..)?)?;
+        let len = peer.sending_session(now)?.seal(buf, plain, mtu).ok()?;
         if to.is_none() {
             Self::on_authenticated_sent(peer, now);
         }

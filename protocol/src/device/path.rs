@@ -1,37 +1,28 @@
-//! The device's side of path-MTU discovery: one [`Pmtud`] per edge, probe
-//! and acknowledgement messages, and the inner MTU each edge allows.
+//! The device's side of path-MTU discovery: one [`Pmtud`] per edge, the
+//! probes it sends and the acknowledgements it takes, and the inner MTU each
+//! edge allows.
 //!
-//! Probes and acknowledgements travel as ordinary transport messages whose
-//! plaintext starts with a control byte that no IP packet can start with
-//! (an IP packet's first nibble is its version, 4 or 6):
-//!
-//! - `0x01` probe: `[0x01][probe id, u32 LE][zeros]`, exactly as long as the
-//!   probed size requires (no padding beyond it);
-//! - `0x02` acknowledgement: `[0x02][probe id, u32 LE][received datagram
-//!   length, u16 LE]`.
-//!
-//! So probes are authenticated and encrypted like data, can't be forged or
-//! replayed, and the acknowledgement measures the forward path. An edge
-//! starts when a session is usable and the endpoint is known, and starts over
-//! when the endpoint changes. The first edge toward a peer can start from a
-//! [`PathHint`], what the node stored about the path on an earlier run.
+//! Probes (`0x01`) and acknowledgements (`0x02`) are control messages
+//! ([`crate::wire::control`]): a probe is exactly as long as the probed size
+//! requires (no padding beyond it), and the acknowledgement reports the
+//! length of the datagram that carried it. So probes are authenticated and
+//! encrypted like data, can't be forged or replayed, and the acknowledgement
+//! measures the forward path. An edge starts when a session is usable and
+//! the endpoint is known, and starts over when the endpoint changes. The
+//! first edge toward a peer can start from a [`PathHint`], what the node
+//! stored about the path on an earlier run.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info};
 
-use super::{Device, Event, Outgoing, Transmit};
+use super::{Device, Event, Transmit};
 use crate::peer::PeerId;
 use crate::pmtu::{PmtuLimits, Pmtud};
+use crate::wire::control::{Control, Probe, ProbeAck};
 use crate::wire::{TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
 
-/// Control byte of a PMTU probe.
-pub const CONTROL_PROBE: u8 = 0x01;
-/// Control byte of a PMTU probe acknowledgement.
-pub const CONTROL_PROBE_ACK: u8 = 0x02;
-/// Plaintext length of an acknowledgement.
-pub const PROBE_ACK_LEN: usize = 7;
 /// Smallest IPv4 path MTU probed (RFC 791's minimum reassembly size).
 pub const FLOOR_V4: u16 = 576;
 /// Smallest IPv6 path MTU (RFC 8200 §5).
@@ -148,50 +139,20 @@ impl Device {
         }
     }
 
-    /// Handles a control message from `id` (plaintext starting with a
-    /// control byte). `datagram_len` is the received UDP payload length.
-    pub(super) fn handle_control(
-        &mut self,
-        id: PeerId,
-        now: Instant,
-        plain: &[u8],
-        datagram_len: usize,
-    ) -> bool {
-        match plain.first() {
-            Some(&CONTROL_PROBE) if plain.len() >= 5 => {
-                let probe = u32::from_le_bytes([plain[1], plain[2], plain[3], plain[4]]);
-                let len = u16::try_from(datagram_len).unwrap_or(u16::MAX);
-                self.outgoing.push_back(Outgoing::ProbeAck(id, probe, len));
-                true
+    /// `id` acknowledged one of our probes.
+    pub(super) fn on_probe_ack(&mut self, id: PeerId, ack: ProbeAck, now: Instant) {
+        let peer = &mut self.peers[id.0 as usize];
+        if let Some(edge) = peer.edge.as_mut() {
+            // The peer reports what arrived; it must be what we sent.
+            let expected = edge
+                .pmtud
+                .probe_size(ack.id)
+                .map(|s| s - overhead(edge.endpoint) + TRANSPORT_OVERHEAD as u16);
+            if expected == Some(ack.received) {
+                edge.pmtud.on_ack(ack.id, now);
+                self.probing = true;
+                self.pmtu_changes(id);
             }
-            Some(&(super::nat::CONTROL_PING..=super::nat::CONTROL_NAT_LAST)) => {
-                self.handle_nat_control(id, now, plain)
-            }
-            Some(&super::fragment::CONTROL_FRAGMENT) => {
-                if let Err(reason) = self.receive_piece(id, plain, now) {
-                    self.stats.drops[reason as usize] += 1;
-                }
-                true
-            }
-            Some(&CONTROL_PROBE_ACK) if plain.len() >= PROBE_ACK_LEN => {
-                let probe = u32::from_le_bytes([plain[1], plain[2], plain[3], plain[4]]);
-                let len = u16::from_le_bytes([plain[5], plain[6]]);
-                let peer = &mut self.peers[id.0 as usize];
-                if let Some(edge) = peer.edge.as_mut() {
-                    // The peer reports what arrived; it must be what we sent.
-                    let expected = edge
-                        .pmtud
-                        .probe_size(probe)
-                        .map(|s| s - overhead(edge.endpoint) + TRANSPORT_OVERHEAD as u16);
-                    if expected == Some(len) {
-                        edge.pmtud.on_ack(probe, now);
-                        self.probing = true;
-                        self.pmtu_changes(id);
-                    }
-                }
-                true
-            }
-            _ => false,
         }
     }
 
@@ -214,12 +175,16 @@ impl Device {
                 continue;
             };
             let plain = usize::from(size - overhead(endpoint));
+            let probe = Control::Probe(Probe {
+                id: probe,
+                len: plain,
+            });
             let Some(body) = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain) else {
                 continue;
             };
-            body.fill(0);
-            body[0] = CONTROL_PROBE;
-            body[1..5].copy_from_slice(&probe.to_le_bytes());
+            if probe.emit(body).is_none() {
+                continue;
+            }
             let session = peer.sending_session(now)?;
             if let Ok(n) = session.seal(buf, plain, plain) {
                 Self::on_authenticated_sent(peer, now);
@@ -231,63 +196,6 @@ impl Device {
         }
         self.probing = false;
         None
-    }
-
-    /// Seals the control plaintext `plain` for `id`, unpadded: a piece of
-    /// an inner packet, so it counts as data sent.
-    pub(super) fn seal_plain(
-        &mut self,
-        id: PeerId,
-        plain: &[u8],
-        now: Instant,
-        buf: &mut [u8],
-    ) -> Option<Transmit> {
-        self.seal_control(id, plain, plain.len(), true, now, buf)
-    }
-
-    /// Seals an acknowledgement of `probe` for `id`.
-    pub(super) fn seal_probe_ack(
-        &mut self,
-        id: PeerId,
-        probe: u32,
-        len: u16,
-        now: Instant,
-        buf: &mut [u8],
-    ) -> Option<Transmit> {
-        let mut ack = [0u8; PROBE_ACK_LEN];
-        ack[0] = CONTROL_PROBE_ACK;
-        ack[1..5].copy_from_slice(&probe.to_le_bytes());
-        ack[5..7].copy_from_slice(&len.to_le_bytes());
-        self.seal_control(id, &ack, self.mtu, false, now, buf)
-    }
-
-    /// Seals `plain` for `id` (padded up to `max_padded`) and runs the
-    /// timers of an authenticated send, or of a data send if `data`.
-    pub(super) fn seal_control(
-        &mut self,
-        id: PeerId,
-        plain: &[u8],
-        max_padded: usize,
-        data: bool,
-        now: Instant,
-        buf: &mut [u8],
-    ) -> Option<Transmit> {
-        if !self.reachable(id) {
-            return None;
-        }
-        let peer = &mut self.peers[id.0 as usize];
-        let body = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain.len())?;
-        body.copy_from_slice(plain);
-        let n = peer
-            .sending_session(now)?
-            .seal(buf, plain.len(), max_padded)
-            .ok()?;
-        if data {
-            Self::on_data_sent(peer, now);
-        } else {
-            Self::on_authenticated_sent(peer, now);
-        }
-        self.dispatch(id, buf, n, now)
     }
 
     /// Runs discovery timers of every edge due at `now`.

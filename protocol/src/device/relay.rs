@@ -1,23 +1,22 @@
 //! Relaying through a member, and hole punching between members behind NATs.
 //!
-//! This module owns control messages `0x10`–`0x13`, the choice of path for
-//! each peer (direct to its endpoint, or through a relay member), the relay's
-//! side of forwarding with its per-sender budget, and the coordination of
-//! hole punching. It must never let a relayed packet change a peer's direct
+//! This module owns what control messages `0x10`–`0x13` do (their formats
+//! are [`crate::wire::control`]'s), the choice of path for each peer (direct
+//! to its endpoint, or through a relay member), the relay's side of
+//! forwarding with its per-sender budget, and the coordination of hole
+//! punching. It must never let a relayed packet change a peer's direct
 //! endpoint, and a relay never holds the keys of the pair it relays for: it
 //! forwards the inner datagram (a complete handshake or transport message of
 //! that pair) untouched, inside its own authenticated sessions:
 //!
-//! - `0x10` relay request, sender → relay:
-//!   `[0x10][target's static key, 32][inner datagram]`;
-//! - `0x11` relayed, relay → target:
-//!   `[0x11][sender's static key, 32][inner datagram]`;
+//! - `0x10` relay request, sender → relay: the target's static key and the
+//!   datagram;
+//! - `0x11` relayed, relay → target: the sender's static key and the
+//!   datagram;
 //! - `0x12` punch offer or answer, end to end between the pair (over their
-//!   own session, which may itself be relayed):
-//!   `[0x12][0 offer | 1 answer][count][count × endpoint]`, an endpoint being
-//!   `[4][IPv4, 4][port u16 LE]` or `[6][IPv6, 16][port u16 LE]`;
-//! - `0x13` punch: `[0x13]`, sealed in the pair's session and sent straight
-//!   to a candidate endpoint of the other side.
+//!   own session, which may itself be relayed): candidate endpoints;
+//! - `0x13` punch, sealed in the pair's session and sent straight to a
+//!   candidate endpoint of the other side.
 //!
 //! A peer is relayed when direct initiations went unanswered for
 //! [`REKEY_TIMEOUT`](crate::timers::REKEY_TIMEOUT) and the caller named a
@@ -28,7 +27,7 @@
 //! sides exchange candidates and punch at each other's ([`PUNCH_BURST`]
 //! sends [`PUNCH_SPACING`] apart), retried with backoff.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
@@ -36,19 +35,11 @@ use tracing::{debug, trace};
 use super::{Decapsulated, Device, Event, Outgoing, Transmit};
 use crate::noise::PublicKey;
 use crate::peer::PeerId;
+use crate::wire::control::{
+    Control, Endpoints, PunchOffer, Relay, MAX_CANDIDATES, RELAY_HEADER_LEN,
+};
 use crate::wire::{Message, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
 use crate::DropReason;
-
-/// Control byte of a relay request (sender → relay).
-pub const CONTROL_RELAY: u8 = 0x10;
-/// Control byte of a relayed datagram (relay → target).
-pub const CONTROL_RELAYED: u8 = 0x11;
-/// Control byte of a punch offer or answer (candidate endpoints).
-pub const CONTROL_PUNCH_OFFER: u8 = 0x12;
-/// Control byte of a punch.
-pub const CONTROL_PUNCH: u8 = 0x13;
-/// Bytes in front of the inner datagram: control byte and a static key.
-pub const RELAY_HEADER_LEN: usize = 1 + 32;
 /// What relaying costs an inner packet on top of the direct overhead: the
 /// relay session's transport header and tag, and the relay header.
 pub const RELAY_OVERHEAD: usize = TRANSPORT_OVERHEAD + RELAY_HEADER_LEN;
@@ -67,8 +58,6 @@ pub const PUNCH_RETRY_FIRST: Duration = Duration::from_secs(5);
 pub const PUNCH_RETRY_MAX: Duration = Duration::from_secs(120);
 /// Offers from one peer are taken at most this often (each starts a burst).
 pub const PUNCH_MIN_INTERVAL: Duration = Duration::from_secs(1);
-/// Most candidate endpoints in an offer.
-pub const MAX_CANDIDATES: usize = 8;
 /// Bytes per second a node relays for one sending peer by default (also
 /// its burst allowance).
 pub const DEFAULT_RELAY_BYTES_PER_SECOND: u64 = 25_000_000;
@@ -150,64 +139,18 @@ impl Punch {
     }
 }
 
-/// Writes `endpoints` as an offer (`answer` = false) or answer.
-fn encode_offer(answer: bool, endpoints: &[SocketAddr]) -> Vec<u8> {
-    let endpoints = &endpoints[..endpoints.len().min(MAX_CANDIDATES)];
-    let mut out = vec![CONTROL_PUNCH_OFFER, u8::from(answer), endpoints.len() as u8];
-    for e in endpoints {
-        match e.ip() {
-            IpAddr::V4(v4) => {
-                out.push(4);
-                out.extend_from_slice(&v4.octets());
-            }
-            IpAddr::V6(v6) => {
-                out.push(6);
-                out.extend_from_slice(&v6.octets());
-            }
-        }
-        out.extend_from_slice(&e.port().to_le_bytes());
-    }
-    out
+/// The endpoints of `offer` worth punching at: nothing could answer from
+/// port 0, an unspecified or a multicast address.
+fn usable_candidates(offer: &PunchOffer<'_>) -> Vec<SocketAddr> {
+    let usable =
+        |e: &SocketAddr| e.port() != 0 && !e.ip().is_unspecified() && !e.ip().is_multicast();
+    offer.endpoints.iter().filter(usable).collect()
 }
 
-/// Reads an offer or answer: whether it is an answer, and the endpoints
-/// worth sending to. `None` if it is malformed.
-pub(crate) fn decode_offer(plain: &[u8]) -> Option<(bool, Vec<SocketAddr>)> {
-    let (&kind, rest) = plain.get(1..)?.split_first()?;
-    let answer = match kind {
-        0 => false,
-        1 => true,
-        _ => return None,
-    };
-    let (&count, mut rest) = rest.split_first()?;
-    if usize::from(count) > MAX_CANDIDATES {
-        return None;
-    }
-    let mut out = Vec::with_capacity(usize::from(count));
-    for _ in 0..count {
-        let (&family, tail) = rest.split_first()?;
-        let (ip, tail) = match family {
-            4 => {
-                let (ip, tail) = tail.split_at_checked(4)?;
-                let ip: [u8; 4] = ip.try_into().ok()?;
-                (IpAddr::V4(Ipv4Addr::from(ip)), tail)
-            }
-            6 => {
-                let (ip, tail) = tail.split_at_checked(16)?;
-                let ip: [u8; 16] = ip.try_into().ok()?;
-                (IpAddr::V6(Ipv6Addr::from(ip)), tail)
-            }
-            _ => return None,
-        };
-        let (port, tail) = tail.split_at_checked(2)?;
-        let port = u16::from_le_bytes([port[0], port[1]]);
-        rest = tail;
-        let usable = port != 0 && !ip.is_unspecified() && !ip.is_multicast();
-        if usable {
-            out.push(SocketAddr::new(ip, port));
-        }
-    }
-    rest.iter().all(|&b| b == 0).then_some((answer, out))
+/// An offer (`answer` = false) or answer of `endpoints`, encoded.
+fn encode_offer(answer: bool, endpoints: &[SocketAddr]) -> Vec<u8> {
+    let endpoints = Endpoints::from_list(endpoints);
+    Control::PunchOffer(PunchOffer { answer, endpoints }).to_vec()
 }
 
 impl Device {
@@ -386,41 +329,13 @@ impl Device {
         }
     }
 
-    /// Handles an authenticated control message `0x10`–`0x13` from `id`,
-    /// whose plaintext is `buf[TRANSPORT_HEADER_LEN..][..plain]`.
-    pub(super) fn handle_relay_control(
-        &mut self,
-        id: PeerId,
-        hop: Hop,
-        now: Instant,
-        buf: &mut [u8],
-        plain: usize,
-    ) -> Result<Decapsulated, DropReason> {
-        let start = TRANSPORT_HEADER_LEN;
-        match buf[start] {
-            CONTROL_RELAY => self.forward(id, hop, &buf[start..start + plain], now),
-            CONTROL_RELAYED => self.take_relayed(id, hop, buf, plain, now),
-            CONTROL_PUNCH_OFFER => {
-                let (answer, candidates) =
-                    decode_offer(&buf[start..start + plain]).ok_or(DropReason::MalformedInner)?;
-                self.take_offer(id, answer, candidates, now);
-                Ok(Decapsulated::Consumed)
-            }
-            CONTROL_PUNCH => {
-                trace!(peer = %self.peers[id.0 as usize].name, ?hop, "punch received");
-                Ok(Decapsulated::Consumed)
-            }
-            _ => Err(DropReason::MalformedInner),
-        }
-    }
-
     /// As a relay: checks a request from `from` and queues the datagram for
     /// its target.
-    fn forward(
+    pub(super) fn forward(
         &mut self,
         from: PeerId,
         hop: Hop,
-        plain: &[u8],
+        request: Relay<'_>,
         now: Instant,
     ) -> Result<Decapsulated, DropReason> {
         let refused = |device: &mut Self, why: &str| {
@@ -434,13 +349,13 @@ impl Device {
         if self.relay_bytes_per_second == 0 {
             return refused(self, "relaying is off");
         }
-        let Some((key, inner)) = plain.get(1..).and_then(|p| p.split_at_checked(32)) else {
-            return Err(DropReason::MalformedInner);
-        };
+        let Relay {
+            key,
+            datagram: inner,
+        } = request;
         if Message::parse(inner).is_err() {
             return refused(self, "the inner datagram is not a weft message");
         }
-        let key = PublicKey(key.try_into().map_err(|_| DropReason::MalformedInner)?);
         let Some(target) = self.by_key.get(&key).copied() else {
             return refused(self, "unknown target");
         };
@@ -451,11 +366,12 @@ impl Device {
         if !self.charge_relay_budget(from, inner.len(), now) {
             return refused(self, "over the relay budget");
         }
-        let mut out = Vec::with_capacity(RELAY_HEADER_LEN + inner.len());
-        out.push(CONTROL_RELAYED);
-        out.extend_from_slice(self.peers[from.0 as usize].public_key.as_bytes());
-        out.extend_from_slice(inner);
-        self.outgoing.push_back(Outgoing::Deliver(target, out));
+        let relayed = Control::Relayed(Relay {
+            key: self.peers[from.0 as usize].public_key,
+            datagram: inner,
+        });
+        self.outgoing
+            .push_back(Outgoing::Deliver(target, relayed.to_vec()));
         let stats = &mut self.stats.relay;
         stats.forwarded_packets += 1;
         stats.forwarded_bytes += inner.len() as u64;
@@ -487,12 +403,15 @@ impl Device {
         true
     }
 
-    /// As a target: opens the datagram `relay` carried for another member
-    /// and processes it as coming from that member through `relay`.
-    fn take_relayed(
+    /// As a target: opens the datagram `relay` carried for the member with
+    /// static key `key` and processes it as coming from that member through
+    /// `relay`. The relayed message's plaintext is
+    /// `buf[TRANSPORT_HEADER_LEN..][..plain]`.
+    pub(super) fn take_relayed(
         &mut self,
         relay: PeerId,
         hop: Hop,
+        key: PublicKey,
         buf: &mut [u8],
         plain: usize,
         now: Instant,
@@ -501,13 +420,6 @@ impl Device {
             return Err(DropReason::RelayRefused);
         }
         let start = TRANSPORT_HEADER_LEN;
-        if plain <= RELAY_HEADER_LEN {
-            return Err(DropReason::MalformedInner);
-        }
-        let key: [u8; 32] = buf[start + 1..start + RELAY_HEADER_LEN]
-            .try_into()
-            .map_err(|_| DropReason::MalformedInner)?;
-        let key = PublicKey(key);
         match self.by_key.get(&key) {
             Some(&source) if source != relay => {}
             Some(_) => return Err(DropReason::RelayRefused),
@@ -566,9 +478,7 @@ impl Device {
         now: Instant,
         buf: &mut [u8],
     ) -> Option<Transmit> {
-        let start = TRANSPORT_HEADER_LEN;
-        buf[start] = CONTROL_RELAY;
-        buf[start + 1..start + RELAY_HEADER_LEN].copy_from_slice(target.as_bytes());
+        Relay::emit_request_header(&target, buf.get_mut(TRANSPORT_HEADER_LEN..)?)?;
         let r = &mut self.peers[relay.0 as usize];
         let usable = !r.removed && r.via.is_none() && r.endpoint.is_some();
         if r.wants_rekey_on_send(now) || (usable && r.sending_session(now).is_none()) {
@@ -736,7 +646,8 @@ impl Device {
     }
 
     /// Takes `id`'s candidates: answers an offer with ours, and punches.
-    fn take_offer(&mut self, id: PeerId, answer: bool, candidates: Vec<SocketAddr>, now: Instant) {
+    pub(super) fn take_offer(&mut self, id: PeerId, offer: PunchOffer<'_>, now: Instant) {
+        let answer = offer.answer;
         let peer = &mut self.peers[id.0 as usize];
         let recent = peer
             .punch
@@ -746,7 +657,7 @@ impl Device {
             return;
         }
         peer.punch.last_offer_taken = Some(now);
-        let mut targets = candidates;
+        let mut targets = usable_candidates(&offer);
         if let Some(e) = peer.endpoint.filter(|e| !targets.contains(e)) {
             targets.push(e);
         }

@@ -145,6 +145,8 @@ fn fuzz_smoke() {
     let seeds: Vec<Vec<u8>> = seed_corpus(origin).into_iter().map(|(_, s)| s).collect();
     let mut rng = ChaCha20Rng::seed_from_u64(0x5eed_f022);
     let mut tally: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let control_seeds: Vec<Vec<u8>> = control_seed_corpus().into_iter().map(|(_, s)| s).collect();
+    let mut control_tally: BTreeMap<u8, u64> = BTreeMap::new();
     let mut target = Target::new(origin);
     for i in 0..iterations {
         if i % BATCH == 0 {
@@ -165,8 +167,24 @@ fn fuzz_smoke() {
             }
             Err(_) => panic!("input {i} broke the harness: {}", hex(&input)),
         }
+        // The `parse` target's body on bytes shaped like a control
+        // plaintext, which no datagram above reaches unauthenticated.
+        let plain = control_input(&control_seeds, &mut rng);
+        match catch_unwind(|| parse(&plain)) {
+            Ok(_) => {
+                if let Some(kind) = control(&plain) {
+                    *control_tally.entry(kind).or_default() += 1;
+                }
+            }
+            Err(_) => panic!("control input {i} broke the parsers: {}", hex(&plain)),
+        }
     }
     eprintln!("fuzz_smoke: {iterations} inputs: {tally:?}");
+    let by_type: BTreeMap<String, u64> = control_tally
+        .iter()
+        .map(|(k, n)| (format!("{k:#04x}"), *n))
+        .collect();
+    eprintln!("fuzz_smoke: control messages parsed, by type: {by_type:?}");
     // The inputs reached every layer, not only the parser.
     if iterations >= ITERATIONS {
         for layer in [
@@ -184,7 +202,30 @@ fn fuzz_smoke() {
                 "nothing reached {layer}"
             );
         }
+        // Every control decoder took some input whole.
+        for kind in (0x01..=0x09).chain(0x10..=0x13) {
+            assert!(
+                control_tally.get(&kind).is_some_and(|n| *n > 0),
+                "no control message of type {kind:#04x} parsed"
+            );
+        }
     }
+}
+
+/// Bytes for the control parsers: a mutated control message, or random
+/// bytes after a type byte in or near the assigned range.
+fn control_input(seeds: &[Vec<u8>], rng: &mut ChaCha20Rng) -> Vec<u8> {
+    if below(rng, 4) == 0 {
+        let mut d = vec![0u8; 1 + below(rng, 64)];
+        rng.fill_bytes(&mut d);
+        d[0] = below(rng, 0x16) as u8;
+        return d;
+    }
+    // `mutate` works on records: give the seed a flags byte and take it off.
+    let seed = [&[0u8][..], &seeds[below(rng, seeds.len())]].concat();
+    let with_flags: Vec<Vec<u8>> = seeds.iter().map(|s| [&[0u8][..], s].concat()).collect();
+    let d = mutate(&seed, &with_flags, rng);
+    d.get(1..).unwrap_or_default().to_vec()
 }
 
 fn seed_dir() -> std::path::PathBuf {
@@ -199,6 +240,36 @@ fn write_fuzz_seeds() {
     std::fs::create_dir_all(&dir).unwrap();
     for (name, bytes) in seed_corpus(Instant::now()) {
         std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+fn parse_seed_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/parse")
+}
+
+/// Rewrites the `parse` target's seed files from [`control_seed_corpus`].
+#[test]
+#[ignore = "writes files; run by hand after a change to the control formats"]
+fn write_parse_fuzz_seeds() {
+    let dir = parse_seed_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in control_seed_corpus() {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+}
+
+#[test]
+fn the_committed_parse_seeds_are_current_and_parse_as_their_type() {
+    for ((name, bytes), kind) in control_seed_corpus().into_iter().zip([
+        0x01, 0x02, 0x03, 0x04, 0x05, 0x05, 0x06, 0x07, 0x08, 0x09, 0x10, 0x11, 0x12, 0x13,
+    ]) {
+        assert_eq!(control(&bytes), Some(kind), "{name}");
+        let on_disk = std::fs::read(parse_seed_dir().join(name))
+            .unwrap_or_else(|e| panic!("seed {name}: {e}; run write_parse_fuzz_seeds"));
+        assert!(
+            on_disk == bytes,
+            "seed {name} is stale; run write_parse_fuzz_seeds"
+        );
     }
 }
 

@@ -65,11 +65,19 @@ fn connected(now: Instant) -> (Device, Device, PeerId, PeerId) {
     (a, b, ab, ba)
 }
 
-/// Seals `plain` from A to B in their session.
-fn sealed(a: &mut Device, ab: PeerId, plain: &[u8], now: Instant) -> Vec<u8> {
+/// Seals `message` from A to B in their session.
+fn sealed(a: &mut Device, ab: PeerId, message: &Control<'_>, now: Instant) -> Vec<u8> {
     let mut buf = vec![0u8; 2048];
-    let t = a.seal_nat(ab, None, plain, false, now, &mut buf).unwrap();
+    let t = a.seal_nat(ab, None, message, false, now, &mut buf).unwrap();
     buf[..t.len].to_vec()
+}
+
+fn binding_open(trial: u32, nonce: u64) -> Control<'static> {
+    Control::BindingOpen(BindingTrial { trial, nonce })
+}
+
+fn binding_check(trial: u32) -> Control<'static> {
+    Control::BindingCheck(BindingCheck { trial })
 }
 
 #[test]
@@ -77,12 +85,7 @@ fn a_binding_open_is_answered_at_its_source_without_moving_the_endpoint() {
     let now = Instant::now();
     let (mut a, mut b, ab, ba) = connected(now);
     let changes = b.peer_status(ba, now).unwrap().stats.endpoint_changes;
-    let mut open = sealed(
-        &mut a,
-        ab,
-        &trial_msg(CONTROL_BINDING_OPEN, 7, Some(99)),
-        now,
-    );
+    let mut open = sealed(&mut a, ab, &binding_open(7, 99), now);
     assert_eq!(
         b.decapsulate(now, addr(PROBE), &mut open),
         Decapsulated::Consumed
@@ -95,12 +98,12 @@ fn a_binding_open_is_answered_at_its_source_without_moving_the_endpoint() {
     assert_eq!(ack.destination, addr(PROBE));
     assert!(b.poll_transmit(now, &mut buf).is_none());
     // The check over the main path brings one binding ping to the probe.
-    let mut check = sealed(&mut a, ab, &trial_msg(CONTROL_BINDING_CHECK, 7, None), now);
+    let mut check = sealed(&mut a, ab, &binding_check(7), now);
     b.decapsulate(now, addr(A_ADDR), &mut check);
     let ping = b.poll_transmit(now, &mut buf).expect("a binding ping");
     assert_eq!(ping.destination, addr(PROBE));
     // A second check finds nothing: one ping per open.
-    let mut again = sealed(&mut a, ab, &trial_msg(CONTROL_BINDING_CHECK, 7, None), now);
+    let mut again = sealed(&mut a, ab, &binding_check(7), now);
     b.decapsulate(now, addr(A_ADDR), &mut again);
     assert!(b.poll_transmit(now, &mut buf).is_none());
 }
@@ -109,7 +112,7 @@ fn a_binding_open_is_answered_at_its_source_without_moving_the_endpoint() {
 fn a_binding_check_for_a_trial_never_opened_sends_nothing_anywhere() {
     let now = Instant::now();
     let (mut a, mut b, ab, _) = connected(now);
-    let mut check = sealed(&mut a, ab, &trial_msg(CONTROL_BINDING_CHECK, 42, None), now);
+    let mut check = sealed(&mut a, ab, &binding_check(42), now);
     assert_eq!(
         b.decapsulate(now, addr(A_ADDR), &mut check),
         Decapsulated::Consumed
@@ -122,12 +125,7 @@ fn a_binding_check_for_a_trial_never_opened_sends_nothing_anywhere() {
 fn an_unauthenticated_binding_open_gets_no_answer() {
     let now = Instant::now();
     let (mut a, mut b, ab, _) = connected(now);
-    let mut open = sealed(
-        &mut a,
-        ab,
-        &trial_msg(CONTROL_BINDING_OPEN, 7, Some(99)),
-        now,
-    );
+    let mut open = sealed(&mut a, ab, &binding_open(7, 99), now);
     let last = open.len() - 1;
     open[last] ^= 1;
     assert_eq!(
@@ -144,12 +142,7 @@ fn the_helpers_table_is_bounded_per_peer() {
     let (mut a, mut b, ab, _) = connected(now);
     let mut buf = vec![0u8; 2048];
     for trial in 0..(BINDING_TABLE_PER_PEER as u32 + 3) {
-        let mut open = sealed(
-            &mut a,
-            ab,
-            &trial_msg(CONTROL_BINDING_OPEN, trial, Some(1)),
-            now,
-        );
+        let mut open = sealed(&mut a, ab, &binding_open(trial, 1), now);
         b.decapsulate(now, addr(PROBE), &mut open);
         while b.poll_transmit(now, &mut buf).is_some() {}
     }

@@ -268,7 +268,7 @@ fn a_relay_cannot_read_what_it_carries_and_a_datagram_it_alters_is_dropped_by_th
     let super::super::Outgoing::Deliver(_, plain) = queued else {
         panic!("R queued no delivery");
     };
-    assert_eq!(plain[0], CONTROL_RELAYED);
+    assert_eq!(plain[0], crate::wire::control::TYPE_RELAYED);
     assert!(packet
         .windows(16)
         .all(|w| !plain.windows(16).any(|p| p == w)));
@@ -464,6 +464,15 @@ fn a_direct_packet_takes_over_and_a_late_relayed_one_does_not_move_the_peer_back
     assert_eq!(net.path(A, C), PeerPath::Direct(Some(addr(C))));
 }
 
+/// What the device makes of an offer it receives: whether it answers,
+/// and the endpoints it punches at.
+fn decode_offer(plain: &[u8]) -> Option<(bool, Vec<SocketAddr>)> {
+    match Control::parse(plain) {
+        Ok(Control::PunchOffer(offer)) => Some((offer.answer, usable_candidates(&offer))),
+        _ => None,
+    }
+}
+
 #[test]
 fn an_offer_encodes_and_decodes_to_the_same_endpoints() {
     let endpoints: Vec<SocketAddr> = vec![
@@ -520,7 +529,7 @@ fn a_relay_request_that_arrives_through_a_relay_is_refused() {
     let mut net = relayed(&mut now);
     // A asks C, over their relayed session, to relay on to R: C must not
     // become a relay of relayed traffic.
-    let mut plain = vec![CONTROL_RELAY];
+    let mut plain = vec![crate::wire::control::TYPE_RELAY];
     plain.extend_from_slice(key(KEYS[R]).public_key().as_bytes());
     let mut keepalive_like = vec![0u8; 32];
     keepalive_like[0] = 4;
