@@ -69,492 +69,444 @@ async fn scrape(
     }
 }
 
-/// Per-peer series, labelled by peer name or folded into one series.
-struct PeerMetrics {
-    up: IntGaugeVec,
-    relayed: IntGaugeVec,
-    rx_bytes: IntCounterVec,
-    tx_bytes: IntCounterVec,
-    rx_packets: IntCounterVec,
-    tx_packets: IntCounterVec,
-    handshakes: IntCounterVec,
-    handshake_failures: IntCounterVec,
-    handshake_age: GaugeVec,
-    endpoint_changes: IntCounterVec,
-    keepalives: IntCounterVec,
-    keepalive_interval: GaugeVec,
-    pmtu: IntGaugeVec,
-    inner_mtu: IntGaugeVec,
-    pmtu_confirmed: IntGaugeVec,
-    rtt: GaugeVec,
-    probes_sent: IntCounterVec,
-    probes_lost: IntCounterVec,
-    pmtu_changes: IntCounterVec,
+/// What kind of Prometheus series a metric is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A monotonic integer count.
+    Counter,
+    /// An integer that goes up and down.
+    IntGauge,
+    /// A real number that goes up and down (seconds).
+    Gauge,
 }
+
+/// One sample's value, of the type its [`Kind`] takes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Value {
+    /// For a [`Kind::Counter`].
+    Count(u64),
+    /// For a [`Kind::IntGauge`].
+    Int(i64),
+    /// For a [`Kind::Gauge`].
+    Real(f64),
+}
+
+/// Counts by the value of a label, as the snapshot keeps them.
+type Counts = [(String, u64)];
+
+/// Where a node-wide metric's samples come from. A metric the snapshot
+/// has nothing for (`None`) is not exported at all.
+#[derive(Clone, Copy)]
+enum Source {
+    /// One unlabelled sample; its [`Value`] gives the metric's kind.
+    One(fn(&Snapshot) -> Option<Value>),
+    /// A counter per value of the label named here.
+    Counts(&'static str, fn(&Snapshot) -> Option<&Counts>),
+    /// An information metric: 1, with the text as the named label's value.
+    Info(&'static str, fn(&Snapshot) -> &str),
+}
+
+/// How a per-peer metric reads one peer, and folds all peers into one
+/// series when the configuration asks for no peer label.
+#[derive(Clone, Copy)]
+enum PerPeer {
+    /// A counter; summed over peers.
+    Total(fn(&PeerRow) -> u64),
+    /// 1 or 0; counted over peers.
+    Flag(fn(&PeerRow) -> bool),
+    /// An integer, where the peer has one; the smallest over peers.
+    Smallest(fn(&PeerRow) -> Option<i64>),
+    /// Seconds, where the peer has them; the largest over peers.
+    Longest(fn(&PeerRow) -> Option<f64>),
+    /// Anything else: the value of one peer, and of all peers folded.
+    Other {
+        kind: Kind,
+        one: fn(&PeerRow) -> Option<Value>,
+        all: fn(&[PeerRow]) -> Option<Value>,
+    },
+}
+
+impl Value {
+    fn kind(self) -> Kind {
+        match self {
+            Value::Count(_) => Kind::Counter,
+            Value::Int(_) => Kind::IntGauge,
+            Value::Real(_) => Kind::Gauge,
+        }
+    }
+}
+
+impl PerPeer {
+    fn kind(self) -> Kind {
+        match self {
+            PerPeer::Total(_) => Kind::Counter,
+            PerPeer::Flag(_) | PerPeer::Smallest(_) => Kind::IntGauge,
+            PerPeer::Longest(_) => Kind::Gauge,
+            PerPeer::Other { kind, .. } => kind,
+        }
+    }
+
+    /// The value for `p`, if it has one.
+    fn one(self, p: &PeerRow) -> Option<Value> {
+        match self {
+            PerPeer::Total(f) => Some(Value::Count(f(p))),
+            PerPeer::Flag(f) => Some(Value::Int(i64::from(f(p)))),
+            PerPeer::Smallest(f) => f(p).map(Value::Int),
+            PerPeer::Longest(f) => f(p).map(Value::Real),
+            PerPeer::Other { one, .. } => one(p),
+        }
+    }
+
+    /// The value for all `peers` as one series, if there is one.
+    fn all(self, peers: &[PeerRow]) -> Option<Value> {
+        match self {
+            PerPeer::Total(f) => Some(Value::Count(peers.iter().map(f).sum())),
+            PerPeer::Flag(f) => Some(Value::Int(peers.iter().filter(|p| f(p)).count() as i64)),
+            PerPeer::Smallest(f) => peers.iter().filter_map(f).min().map(Value::Int),
+            PerPeer::Longest(f) => peers.iter().filter_map(f).reduce(f64::max).map(Value::Real),
+            PerPeer::Other { all, .. } => all(peers),
+        }
+    }
+}
+
+/// The metrics about every node: (name, help, samples).
+const NODE: &[(&str, &str, Source)] = &[
+    (
+        "weft_build_info",
+        "weft's version, as a label",
+        Source::Info("version", |s| &s.node.version),
+    ),
+    (
+        "weft_peers",
+        "Data-plane peers configured or known",
+        Source::One(|s| Some(Value::Int(s.peers.len() as i64))),
+    ),
+    (
+        "weft_datagrams_dropped_total",
+        "Datagrams and packets dropped, by reason",
+        Source::Counts("reason", |s| Some(&s.drops)),
+    ),
+    (
+        "weft_cookie_replies_sent_total",
+        "Cookie replies sent to handshake initiators while under load",
+        Source::One(|s| Some(Value::Count(s.cookie_replies_sent))),
+    ),
+    (
+        "weft_nat_behind",
+        "1 if this node is behind a NAT",
+        Source::One(|s| Some(Value::Int(i64::from(s.nat.behind?)))),
+    ),
+    (
+        "weft_nat_mapping_lifetime_seconds",
+        "Longest idle time this node's NAT mapping was seen to survive",
+        Source::One(|s| Some(Value::Real(s.nat.lifetime_secs?))),
+    ),
+    (
+        "weft_nat_mapping_losses_total",
+        "Lost NAT mappings detected (a keepalive ping and its retry unanswered) and repaired by a new handshake",
+        Source::One(|s| Some(Value::Count(s.nat.mapping_losses))),
+    ),
+    (
+        "weft_relay_forwarded_packets_total",
+        "Datagrams relayed between other members",
+        Source::One(|s| Some(Value::Count(s.relay.forwarded_packets))),
+    ),
+    (
+        "weft_relay_forwarded_bytes_total",
+        "Bytes relayed between other members",
+        Source::One(|s| Some(Value::Count(s.relay.forwarded_bytes))),
+    ),
+];
+
+/// The metrics of mesh members, none without mesh statistics: (name, help,
+/// samples).
+const MESH: &[(&str, &str, Source)] = &[
+    (
+        "weft_members",
+        "Mesh members known and not revoked, this node included",
+        Source::One(|s| Some(Value::Int(s.mesh.as_ref()?.members as i64))),
+    ),
+    (
+        "weft_gossip_published_total",
+        "Gossip records published, by kind",
+        Source::Counts("kind", |s| Some(&s.mesh.as_ref()?.gossip_published)),
+    ),
+    (
+        "weft_gossip_received_total",
+        "Gossip records received, by kind",
+        Source::Counts("kind", |s| Some(&s.mesh.as_ref()?.gossip_received)),
+    ),
+    (
+        "weft_gossip_rejected_total",
+        "Gossip records rejected, by reason",
+        Source::Counts("reason", |s| Some(&s.mesh.as_ref()?.gossip_rejected)),
+    ),
+    (
+        "weft_gossip_publish_failed_total",
+        "Records the control plane could not publish, by reason",
+        Source::Counts("reason", |s| Some(&s.mesh.as_ref()?.gossip_publish_failed)),
+    ),
+    (
+        "weft_queue_dropped_total",
+        "Items dropped because a queue between tasks was full, by queue",
+        Source::Counts("queue", |s| Some(&s.mesh.as_ref()?.queue_dropped)),
+    ),
+    (
+        "weft_control_connections",
+        "Members connected on the control plane",
+        Source::One(|s| Some(Value::Int(s.mesh.as_ref()?.control_connections as i64))),
+    ),
+    (
+        "weft_control_neighbours_wanted",
+        "Members this node wants as control-plane neighbours",
+        Source::One(|s| {
+            Some(Value::Int(
+                s.mesh.as_ref()?.control_neighbours_wanted as i64,
+            ))
+        }),
+    ),
+    (
+        "weft_invites_refused_total",
+        "Join attempts refused, by reason",
+        Source::Counts("reason", |s| Some(&s.mesh.as_ref()?.invites_refused)),
+    ),
+    (
+        "weft_invites_issued_total",
+        "Invite tokens issued by this node",
+        Source::One(|s| Some(Value::Count(s.mesh.as_ref()?.invites_issued))),
+    ),
+    (
+        "weft_invites_used_total",
+        "Invite tokens redeemed at this node",
+        Source::One(|s| Some(Value::Count(s.mesh.as_ref()?.invites_used))),
+    ),
+    (
+        "weft_store_write_errors_total",
+        "Writes to the state store that failed",
+        Source::One(|s| Some(Value::Count(s.mesh.as_ref()?.store_write_errors))),
+    ),
+    (
+        "weft_store_corrupt_records",
+        "Undecodable records found when the store was opened",
+        Source::One(|s| Some(Value::Int(s.mesh.as_ref()?.store_corrupt_records as i64))),
+    ),
+];
+
+/// The per-peer metrics: one series per peer with a `peer` label, or, for
+/// meshes too large for a label per peer, all peers folded into one series:
+/// counters summed, `up` and `relayed` counted, MTUs and the keepalive
+/// interval the minimum, RTT and handshake age the maximum.
+const PEER: &[(&str, &str, PerPeer)] = &[
+    (
+        "weft_peer_up",
+        "1 if a session is usable and the peer was heard from within 180 s",
+        PerPeer::Flag(|p| p.up),
+    ),
+    (
+        "weft_peer_relayed",
+        "1 if traffic to the peer goes through a relay",
+        PerPeer::Flag(|p| p.via.is_some()),
+    ),
+    (
+        "weft_peer_rx_bytes_total",
+        "Inner bytes received from the peer",
+        PerPeer::Total(|p| p.rx_bytes),
+    ),
+    (
+        "weft_peer_tx_bytes_total",
+        "Inner bytes sent to the peer",
+        PerPeer::Total(|p| p.tx_bytes),
+    ),
+    (
+        "weft_peer_rx_packets_total",
+        "Inner packets received from the peer",
+        PerPeer::Total(|p| p.rx_packets),
+    ),
+    (
+        "weft_peer_tx_packets_total",
+        "Inner packets sent to the peer",
+        PerPeer::Total(|p| p.tx_packets),
+    ),
+    (
+        "weft_peer_handshakes_total",
+        "Handshakes completed with the peer",
+        PerPeer::Total(|p| p.handshakes),
+    ),
+    (
+        "weft_peer_handshake_failures_total",
+        "Handshake attempts given up after 90 s without an answer",
+        PerPeer::Total(|p| p.handshake_failures),
+    ),
+    (
+        "weft_peer_last_handshake_age_seconds",
+        "Seconds since the last completed handshake",
+        PerPeer::Longest(|p| p.last_handshake_secs),
+    ),
+    (
+        "weft_peer_endpoint_changes_total",
+        "Times the peer's endpoint moved to a new source address (roaming)",
+        PerPeer::Total(|p| p.endpoint_changes),
+    ),
+    (
+        "weft_peer_keepalives_sent_total",
+        "Keepalives sent to the peer",
+        PerPeer::Total(|p| p.keepalives_sent),
+    ),
+    (
+        "weft_peer_keepalive_interval_seconds",
+        "Persistent keepalive interval in use (0: off)",
+        // A peer without keepalives shows 0; folded, the shortest interval
+        // of the peers that have one.
+        PerPeer::Other {
+            kind: Kind::Gauge,
+            one: |p| Some(Value::Real(p.keepalive_secs.unwrap_or(0.0))),
+            all: |peers| {
+                let k = peers.iter().filter_map(|p| p.keepalive_secs);
+                k.min_by(f64::total_cmp).map(Value::Real)
+            },
+        },
+    ),
+    (
+        "weft_path_mtu_bytes",
+        "Outer path MTU in use on the edge",
+        PerPeer::Smallest(|p| p.pmtu.map(i64::from)),
+    ),
+    (
+        "weft_path_inner_mtu_bytes",
+        "Largest inner packet the edge carries",
+        PerPeer::Smallest(|p| Some(i64::from(p.inner_mtu))),
+    ),
+    (
+        "weft_path_mtu_confirmed",
+        "1 if a probe confirmed the path MTU in use",
+        // Only where there is a path MTU; folded, 1 if every one is.
+        PerPeer::Other {
+            kind: Kind::IntGauge,
+            one: |p| p.pmtu.map(|_| Value::Int(i64::from(p.pmtu_confirmed))),
+            all: |peers| {
+                let confirmed = peers.iter().all(|p| p.pmtu.is_none() || p.pmtu_confirmed);
+                let any = peers.iter().any(|p| p.pmtu.is_some());
+                any.then_some(Value::Int(i64::from(confirmed)))
+            },
+        },
+    ),
+    (
+        "weft_path_rtt_seconds",
+        "Smoothed round-trip time of the edge",
+        PerPeer::Longest(|p| p.rtt_secs),
+    ),
+    (
+        "weft_pmtu_probes_sent_total",
+        "Path-MTU probes sent on the edge",
+        PerPeer::Total(|p| p.pmtu_probes_sent),
+    ),
+    (
+        "weft_pmtu_probes_lost_total",
+        "Path-MTU probes declared lost on the edge",
+        PerPeer::Total(|p| p.pmtu_probes_lost),
+    ),
+    (
+        "weft_pmtu_changes_total",
+        "Changes of the path MTU in use on the edge",
+        PerPeer::Total(|p| p.pmtu_changes),
+    ),
+];
 
 /// Builds a registry holding `snapshot` and encodes it as text.
 pub fn render(snapshot: &Snapshot, per_peer_labels: bool) -> prometheus::Result<String> {
     let r = Registry::new();
-    let labels: &'static [&'static str] = if per_peer_labels { &["peer"] } else { &[] };
-
-    gauge_int(
-        &r,
-        "weft_build_info",
-        "weft's version, as a label",
-        &["version"],
-    )?
-    .with_label_values(&[&snapshot.node.version])
-    .set(1);
-    gauge_int(
-        &r,
-        "weft_peers",
-        "Data-plane peers configured or known",
-        &[],
-    )?
-    .with_label_values::<&str>(&[])
-    .set(snapshot.peers.len() as i64);
-    let drops = counter(
-        &r,
-        "weft_datagrams_dropped_total",
-        "Datagrams and packets dropped, by reason",
-        &["reason"],
-    )?;
-    for (reason, n) in &snapshot.drops {
-        drops.with_label_values(&[reason]).inc_by(*n);
-    }
-    counter(
-        &r,
-        "weft_cookie_replies_sent_total",
-        "Cookie replies sent to handshake initiators while under load",
-        &[],
-    )?
-    .with_label_values::<&str>(&[])
-    .inc_by(snapshot.cookie_replies_sent);
-
-    let m = PeerMetrics {
-        up: gauge_int(
-            &r,
-            "weft_peer_up",
-            "1 if a session is usable and the peer was heard from within 180 s",
-            labels,
-        )?,
-        relayed: gauge_int(
-            &r,
-            "weft_peer_relayed",
-            "1 if traffic to the peer goes through a relay",
-            labels,
-        )?,
-        rx_bytes: counter(
-            &r,
-            "weft_peer_rx_bytes_total",
-            "Inner bytes received from the peer",
-            labels,
-        )?,
-        tx_bytes: counter(
-            &r,
-            "weft_peer_tx_bytes_total",
-            "Inner bytes sent to the peer",
-            labels,
-        )?,
-        rx_packets: counter(
-            &r,
-            "weft_peer_rx_packets_total",
-            "Inner packets received from the peer",
-            labels,
-        )?,
-        tx_packets: counter(
-            &r,
-            "weft_peer_tx_packets_total",
-            "Inner packets sent to the peer",
-            labels,
-        )?,
-        handshakes: counter(
-            &r,
-            "weft_peer_handshakes_total",
-            "Handshakes completed with the peer",
-            labels,
-        )?,
-        handshake_failures: counter(
-            &r,
-            "weft_peer_handshake_failures_total",
-            "Handshake attempts given up after 90 s without an answer",
-            labels,
-        )?,
-        handshake_age: gauge(
-            &r,
-            "weft_peer_last_handshake_age_seconds",
-            "Seconds since the last completed handshake",
-            labels,
-        )?,
-        endpoint_changes: counter(
-            &r,
-            "weft_peer_endpoint_changes_total",
-            "Times the peer's endpoint moved to a new source address (roaming)",
-            labels,
-        )?,
-        keepalives: counter(
-            &r,
-            "weft_peer_keepalives_sent_total",
-            "Keepalives sent to the peer",
-            labels,
-        )?,
-        keepalive_interval: gauge(
-            &r,
-            "weft_peer_keepalive_interval_seconds",
-            "Persistent keepalive interval in use (0: off)",
-            labels,
-        )?,
-        pmtu: gauge_int(
-            &r,
-            "weft_path_mtu_bytes",
-            "Outer path MTU in use on the edge",
-            labels,
-        )?,
-        inner_mtu: gauge_int(
-            &r,
-            "weft_path_inner_mtu_bytes",
-            "Largest inner packet the edge carries",
-            labels,
-        )?,
-        pmtu_confirmed: gauge_int(
-            &r,
-            "weft_path_mtu_confirmed",
-            "1 if a probe confirmed the path MTU in use",
-            labels,
-        )?,
-        rtt: gauge(
-            &r,
-            "weft_path_rtt_seconds",
-            "Smoothed round-trip time of the edge",
-            labels,
-        )?,
-        probes_sent: counter(
-            &r,
-            "weft_pmtu_probes_sent_total",
-            "Path-MTU probes sent on the edge",
-            labels,
-        )?,
-        probes_lost: counter(
-            &r,
-            "weft_pmtu_probes_lost_total",
-            "Path-MTU probes declared lost on the edge",
-            labels,
-        )?,
-        pmtu_changes: counter(
-            &r,
-            "weft_pmtu_changes_total",
-            "Changes of the path MTU in use on the edge",
-            labels,
-        )?,
-    };
-    if per_peer_labels {
-        for p in &snapshot.peers {
-            m.one(p, &[p.name.as_str()]);
-        }
-    } else {
-        m.folded(&snapshot.peers);
-    }
-
-    if let Some(mesh) = &snapshot.mesh {
-        gauge_int(
-            &r,
-            "weft_members",
-            "Mesh members known and not revoked, this node included",
-            &[],
-        )?
-        .with_label_values::<&str>(&[])
-        .set(mesh.members as i64);
-        let by = |name, help, label, values: &[(String, u64)]| -> prometheus::Result<()> {
-            let c = counter(&r, name, help, &[label])?;
-            for (k, v) in values {
-                c.with_label_values(&[k]).inc_by(*v);
+    for &(name, help, source) in NODE.iter().chain(MESH) {
+        match source {
+            Source::One(value) => {
+                if let Some(value) = value(snapshot) {
+                    Family::register(&r, name, help, value.kind(), &[])?.set(&[], value)?;
+                }
             }
-            Ok(())
-        };
-        by(
-            "weft_gossip_published_total",
-            "Gossip records published, by kind",
-            "kind",
-            &mesh.gossip_published,
-        )?;
-        by(
-            "weft_gossip_received_total",
-            "Gossip records received, by kind",
-            "kind",
-            &mesh.gossip_received,
-        )?;
-        by(
-            "weft_gossip_rejected_total",
-            "Gossip records rejected, by reason",
-            "reason",
-            &mesh.gossip_rejected,
-        )?;
-        by(
-            "weft_gossip_publish_failed_total",
-            "Records the control plane could not publish, by reason",
-            "reason",
-            &mesh.gossip_publish_failed,
-        )?;
-        by(
-            "weft_queue_dropped_total",
-            "Items dropped because a queue between tasks was full, by queue",
-            "queue",
-            &mesh.queue_dropped,
-        )?;
-        gauge_int(
-            &r,
-            "weft_control_connections",
-            "Members connected on the control plane",
-            &[],
-        )?
-        .with_label_values::<&str>(&[])
-        .set(mesh.control_connections as i64);
-        gauge_int(
-            &r,
-            "weft_control_neighbours_wanted",
-            "Members this node wants as control-plane neighbours",
-            &[],
-        )?
-        .with_label_values::<&str>(&[])
-        .set(mesh.control_neighbours_wanted as i64);
-        by(
-            "weft_invites_refused_total",
-            "Join attempts refused, by reason",
-            "reason",
-            &mesh.invites_refused,
-        )?;
-        let plain = |name, help, v: u64| -> prometheus::Result<()> {
-            counter(&r, name, help, &[])?
-                .with_label_values::<&str>(&[])
-                .inc_by(v);
-            Ok(())
-        };
-        plain(
-            "weft_invites_issued_total",
-            "Invite tokens issued by this node",
-            mesh.invites_issued,
-        )?;
-        plain(
-            "weft_invites_used_total",
-            "Invite tokens redeemed at this node",
-            mesh.invites_used,
-        )?;
-        plain(
-            "weft_store_write_errors_total",
-            "Writes to the state store that failed",
-            mesh.store_write_errors,
-        )?;
-        gauge_int(
-            &r,
-            "weft_store_corrupt_records",
-            "Undecodable records found when the store was opened",
-            &[],
-        )?
-        .with_label_values::<&str>(&[])
-        .set(mesh.store_corrupt_records as i64);
+            Source::Counts(label, counts) => {
+                if let Some(counts) = counts(snapshot) {
+                    let family = Family::register(&r, name, help, Kind::Counter, &[label])?;
+                    for (k, n) in counts {
+                        family.set(&[k.as_str()], Value::Count(*n))?;
+                    }
+                }
+            }
+            Source::Info(label, text) => {
+                let family = Family::register(&r, name, help, Kind::IntGauge, &[label])?;
+                family.set(&[text(snapshot)], Value::Int(1))?;
+            }
+        }
     }
-
-    if let Some(behind) = snapshot.nat.behind {
-        gauge_int(&r, "weft_nat_behind", "1 if this node is behind a NAT", &[])?
-            .with_label_values::<&str>(&[])
-            .set(i64::from(behind));
+    let labels: &[&str] = if per_peer_labels { &["peer"] } else { &[] };
+    for &(name, help, per_peer) in PEER {
+        let family = Family::register(&r, name, help, per_peer.kind(), labels)?;
+        if per_peer_labels {
+            for p in &snapshot.peers {
+                if let Some(value) = per_peer.one(p) {
+                    family.set(&[p.name.as_str()], value)?;
+                }
+            }
+        } else if let Some(value) = per_peer.all(&snapshot.peers) {
+            family.set(&[], value)?;
+        }
     }
-    if let Some(lifetime) = snapshot.nat.lifetime_secs {
-        gauge(
-            &r,
-            "weft_nat_mapping_lifetime_seconds",
-            "Longest idle time this node's NAT mapping was seen to survive",
-            &[],
-        )?
-        .with_label_values::<&str>(&[])
-        .set(lifetime);
-    }
-    counter(
-        &r,
-        "weft_nat_mapping_losses_total",
-        "Lost NAT mappings detected (a keepalive ping and its retry unanswered) and repaired by a new handshake",
-        &[],
-    )?
-    .with_label_values::<&str>(&[])
-    .inc_by(snapshot.nat.mapping_losses);
-    counter(
-        &r,
-        "weft_relay_forwarded_packets_total",
-        "Datagrams relayed between other members",
-        &[],
-    )?
-    .with_label_values::<&str>(&[])
-    .inc_by(snapshot.relay.forwarded_packets);
-    counter(
-        &r,
-        "weft_relay_forwarded_bytes_total",
-        "Bytes relayed between other members",
-        &[],
-    )?
-    .with_label_values::<&str>(&[])
-    .inc_by(snapshot.relay.forwarded_bytes);
-
     let mut out = Vec::new();
     TextEncoder::new().encode(&r.gather(), &mut out)?;
     String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
 }
 
-impl PeerMetrics {
-    /// One peer's series under `labels`.
-    fn one(&self, p: &PeerRow, values: &[&str]) {
-        self.up.with_label_values(values).set(i64::from(p.up));
-        self.relayed
-            .with_label_values(values)
-            .set(i64::from(p.via.is_some()));
-        self.rx_bytes.with_label_values(values).inc_by(p.rx_bytes);
-        self.tx_bytes.with_label_values(values).inc_by(p.tx_bytes);
-        self.rx_packets
-            .with_label_values(values)
-            .inc_by(p.rx_packets);
-        self.tx_packets
-            .with_label_values(values)
-            .inc_by(p.tx_packets);
-        self.handshakes
-            .with_label_values(values)
-            .inc_by(p.handshakes);
-        self.handshake_failures
-            .with_label_values(values)
-            .inc_by(p.handshake_failures);
-        if let Some(age) = p.last_handshake_secs {
-            self.handshake_age.with_label_values(values).set(age);
-        }
-        self.endpoint_changes
-            .with_label_values(values)
-            .inc_by(p.endpoint_changes);
-        self.keepalives
-            .with_label_values(values)
-            .inc_by(p.keepalives_sent);
-        self.keepalive_interval
-            .with_label_values(values)
-            .set(p.keepalive_secs.unwrap_or(0.0));
-        if let Some(pmtu) = p.pmtu {
-            self.pmtu.with_label_values(values).set(i64::from(pmtu));
-            self.pmtu_confirmed
-                .with_label_values(values)
-                .set(i64::from(p.pmtu_confirmed));
-        }
-        self.inner_mtu
-            .with_label_values(values)
-            .set(i64::from(p.inner_mtu));
-        if let Some(rtt) = p.rtt_secs {
-            self.rtt.with_label_values(values).set(rtt);
-        }
-        self.probes_sent
-            .with_label_values(values)
-            .inc_by(p.pmtu_probes_sent);
-        self.probes_lost
-            .with_label_values(values)
-            .inc_by(p.pmtu_probes_lost);
-        self.pmtu_changes
-            .with_label_values(values)
-            .inc_by(p.pmtu_changes);
-    }
+/// A registered metric family of one of the three kinds.
+enum Family {
+    Counter(IntCounterVec),
+    IntGauge(IntGaugeVec),
+    Gauge(GaugeVec),
+}
 
-    /// All peers as one series each, for meshes too large for a label per
-    /// peer: counters summed, `up` and `relayed` counted, MTUs and the
-    /// keepalive interval the minimum, RTT and handshake age the maximum.
-    fn folded(&self, peers: &[PeerRow]) {
-        let none: &[&str] = &[];
-        let sum = |f: fn(&PeerRow) -> u64| peers.iter().map(f).sum::<u64>();
-        self.up
-            .with_label_values(none)
-            .set(peers.iter().filter(|p| p.up).count() as i64);
-        self.relayed
-            .with_label_values(none)
-            .set(peers.iter().filter(|p| p.via.is_some()).count() as i64);
-        self.rx_bytes
-            .with_label_values(none)
-            .inc_by(sum(|p| p.rx_bytes));
-        self.tx_bytes
-            .with_label_values(none)
-            .inc_by(sum(|p| p.tx_bytes));
-        self.rx_packets
-            .with_label_values(none)
-            .inc_by(sum(|p| p.rx_packets));
-        self.tx_packets
-            .with_label_values(none)
-            .inc_by(sum(|p| p.tx_packets));
-        self.handshakes
-            .with_label_values(none)
-            .inc_by(sum(|p| p.handshakes));
-        self.handshake_failures
-            .with_label_values(none)
-            .inc_by(sum(|p| p.handshake_failures));
-        self.endpoint_changes
-            .with_label_values(none)
-            .inc_by(sum(|p| p.endpoint_changes));
-        self.keepalives
-            .with_label_values(none)
-            .inc_by(sum(|p| p.keepalives_sent));
-        self.probes_sent
-            .with_label_values(none)
-            .inc_by(sum(|p| p.pmtu_probes_sent));
-        self.probes_lost
-            .with_label_values(none)
-            .inc_by(sum(|p| p.pmtu_probes_lost));
-        self.pmtu_changes
-            .with_label_values(none)
-            .inc_by(sum(|p| p.pmtu_changes));
-        let fmax = |v: Option<f64>, w: Option<f64>| match (v, w) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
+impl Family {
+    fn register(
+        r: &Registry,
+        name: &str,
+        help: &str,
+        kind: Kind,
+        labels: &[&str],
+    ) -> prometheus::Result<Self> {
+        let opts = Opts::new(name, help);
+        let family = match kind {
+            Kind::Counter => {
+                let c = IntCounterVec::new(opts, labels)?;
+                r.register(Box::new(c.clone()))?;
+                Family::Counter(c)
+            }
+            Kind::IntGauge => {
+                let g = IntGaugeVec::new(opts, labels)?;
+                r.register(Box::new(g.clone()))?;
+                Family::IntGauge(g)
+            }
+            Kind::Gauge => {
+                let g = GaugeVec::new(opts, labels)?;
+                r.register(Box::new(g.clone()))?;
+                Family::Gauge(g)
+            }
         };
-        if let Some(age) = peers.iter().map(|p| p.last_handshake_secs).fold(None, fmax) {
-            self.handshake_age.with_label_values(none).set(age);
-        }
-        if let Some(rtt) = peers.iter().map(|p| p.rtt_secs).fold(None, fmax) {
-            self.rtt.with_label_values(none).set(rtt);
-        }
-        if let Some(k) = peers
-            .iter()
-            .filter_map(|p| p.keepalive_secs)
-            .min_by(f64::total_cmp)
-        {
-            self.keepalive_interval.with_label_values(none).set(k);
-        }
-        if let Some(pmtu) = peers.iter().filter_map(|p| p.pmtu).min() {
-            self.pmtu.with_label_values(none).set(i64::from(pmtu));
-            self.pmtu_confirmed.with_label_values(none).set(i64::from(
-                peers.iter().all(|p| p.pmtu.is_none() || p.pmtu_confirmed),
-            ));
-        }
-        if let Some(inner) = peers.iter().map(|p| p.inner_mtu).min() {
-            self.inner_mtu.with_label_values(none).set(i64::from(inner));
-        }
+        Ok(family)
     }
-}
 
-fn counter(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntCounterVec> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(c.clone()))?;
-    Ok(c)
-}
-
-fn gauge_int(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntGaugeVec> {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(g.clone()))?;
-    Ok(g)
-}
-
-fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<GaugeVec> {
-    let g = GaugeVec::new(Opts::new(name, help), labels)?;
-    r.register(Box::new(g.clone()))?;
-    Ok(g)
+    /// Sets the sample labelled `values` (counters count up from zero to
+    /// the value).
+    fn set(&self, values: &[&str], value: Value) -> prometheus::Result<()> {
+        match (self, value) {
+            (Family::Counter(c), Value::Count(n)) => {
+                c.get_metric_with_label_values(values)?.inc_by(n)
+            }
+            (Family::IntGauge(g), Value::Int(n)) => g.get_metric_with_label_values(values)?.set(n),
+            (Family::Gauge(g), Value::Real(x)) => g.get_metric_with_label_values(values)?.set(x),
+            _ => {
+                return Err(prometheus::Error::Msg(
+                    "a metric's value does not match its kind".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
