@@ -3,7 +3,7 @@
 //!
 //! A peer is *pending* from its first connection until it presents a
 //! credential the gate accepts (it becomes a *member*) or one the gate
-//! refuses, or until [`CREDENTIAL_TIMEOUT`](super::CREDENTIAL_TIMEOUT)
+//! refuses, or until [`CREDENTIAL_TIMEOUT`](super::api::CREDENTIAL_TIMEOUT)
 //! passes without one (it becomes *rejected*, and is blocked for a while).
 //! A member is *announced* to the caller once it has also joined the records
 //! topic, so that a publish from then on reaches it. The table never calls

@@ -14,14 +14,10 @@ use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::StreamProtocol;
 
-use super::CREDENTIAL_TIMEOUT;
+use super::api::{CREDENTIAL_TIMEOUT, MAX_CREDENTIAL_LEN};
 
 /// The protocol name negotiated on the credential stream.
 pub(super) const PROTOCOL: StreamProtocol = StreamProtocol::new("/weft/credential/1");
-
-/// Largest credential sent or accepted. A weft certificate is a few
-/// hundred bytes; anything longer is refused before it reaches the gate.
-pub const MAX_CREDENTIAL_LEN: usize = 4096;
 
 /// The request-response behaviour carrying credentials both ways.
 pub(super) type Behaviour = request_response::Behaviour<Codec>;

@@ -25,11 +25,11 @@ use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
 use super::admission::{Admission, Presented};
-use super::behaviour::{Behaviour, BehaviourEvent, MEMBER_SCORE, PENDING_SCORE};
-use super::{
+use super::api::{
     Command, ControlCounters, ControlError, ControlEvent, Gate, PublishError, RejectReason,
     Verdict, CREDENTIAL_TIMEOUT, REJECTED_PEER_BLOCK,
 };
+use super::behaviour::{Behaviour, BehaviourEvent, MEMBER_SCORE, PENDING_SCORE};
 
 /// The event receiver was dropped: time to stop.
 struct Closed;

@@ -31,6 +31,7 @@
 //! in.
 
 mod admission;
+mod api;
 pub(crate) mod behaviour;
 mod credential;
 mod event_loop;
@@ -38,11 +39,9 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use anyhow::Context;
 use libp2p::gossipsub::IdentTopic;
@@ -50,29 +49,16 @@ use libp2p::identity::Keypair;
 use tokio::sync::{mpsc, oneshot, watch};
 use zeroize::Zeroize;
 
-pub use credential::MAX_CREDENTIAL_LEN;
+use api::Command;
+#[cfg(test)]
+use api::PublishError;
+pub use api::{
+    ControlCounters, ControlError, ControlEvent, Gate, NotQueued, Verdict, COMMAND_CAPACITY,
+    EVENT_CAPACITY, MAX_CREDENTIAL_LEN,
+};
 pub use libp2p::gossipsub::MessageId;
 pub use libp2p::{Multiaddr, PeerId};
 pub use sync::MAX_SYNC_RECORDS;
-
-/// How long a newly connected peer has to present a credential.
-pub const CREDENTIAL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long a rejected peer's connections are refused. Bounded, so a peer
-/// refused for an expired certificate can come back once renewed.
-pub const REJECTED_PEER_BLOCK: Duration = Duration::from_secs(600);
-
-/// Capacity of the command channel (handle to task). A full queue drops
-/// the command and counts it.
-pub const COMMAND_CAPACITY: usize = 1024;
-/// Capacity of the event channel (task to owner). A full queue drops the
-/// event and counts it: the swarm never waits for its owner.
-pub const EVENT_CAPACITY: usize = 1024;
-
-/// The membership gate: given a peer's libp2p identity and the credential
-/// it presented, whether it is a member. Called on the control task, so it
-/// must be quick, must not block and must not panic.
-pub type Gate = Arc<dyn Fn(&PeerId, &[u8]) -> bool + Send + Sync>;
 
 /// What the control plane needs to start.
 pub struct ControlConfig {
@@ -105,204 +91,6 @@ impl fmt::Debug for ControlConfig {
             .field("bootstrap", &self.bootstrap)
             .finish()
     }
-}
-
-/// What the control plane tells its owner.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ControlEvent {
-    /// A record to validate. Answer with [`ControlHandle::report`]: it is
-    /// forwarded to other members only once accepted.
-    Message {
-        /// Identifies the record in the report.
-        message_id: MessageId,
-        /// The member that created and signed it.
-        source: PeerId,
-        /// The member it came from; the report names it too.
-        propagation_source: PeerId,
-        /// The record.
-        data: Vec<u8>,
-    },
-    /// A peer passed the gate and joined the records topic: from now on a
-    /// publish reaches it. Emitted again, with the new credential, when the
-    /// member presents a renewed one.
-    MemberConnected {
-        /// The member.
-        peer: PeerId,
-        /// The credential the gate accepted.
-        credential: Vec<u8>,
-    },
-    /// A peer failed the gate; it has been disconnected and is blocked for
-    /// [`REJECTED_PEER_BLOCK`]. If it had been announced as a member,
-    /// [`ControlEvent::Disconnected`] follows.
-    PeerRejected {
-        /// The peer.
-        peer: PeerId,
-        /// Why.
-        reason: RejectReason,
-    },
-    /// A member announced by [`ControlEvent::MemberConnected`] lost its last
-    /// connection.
-    Disconnected {
-        /// The member.
-        peer: PeerId,
-    },
-    /// Records a member pushed directly (`/weft/sync/1`), to validate like
-    /// gossip records; they are not forwarded and need no report.
-    Records {
-        /// The member that pushed them.
-        peer: PeerId,
-        /// The records.
-        records: Vec<Vec<u8>>,
-    },
-}
-
-/// What the control plane dropped or failed at, for metrics. Shared by the
-/// handle (commands it could not queue) and the task (events it could not
-/// hand over, publishes gossipsub refused).
-#[derive(Debug, Default)]
-pub struct ControlCounters {
-    /// Commands dropped because the control task's queue was full.
-    pub commands_dropped: AtomicU64,
-    /// Events dropped because the owner's queue was full.
-    pub events_dropped: AtomicU64,
-    /// Publishes gossipsub refused, by reason.
-    pub publish_failed: Mutex<BTreeMap<&'static str, u64>>,
-}
-
-impl ControlCounters {
-    fn publish_failed(&self, error: &PublishError) {
-        if let Ok(mut m) = self.publish_failed.lock() {
-            *m.entry(error.as_str()).or_default() += 1;
-        }
-    }
-}
-
-/// Why a peer was rejected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RejectReason {
-    /// The gate refused the credential it presented.
-    CredentialRefused,
-    /// It presented none within [`CREDENTIAL_TIMEOUT`].
-    NoCredential,
-}
-
-impl fmt::Display for RejectReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RejectReason::CredentialRefused => "credential refused",
-            RejectReason::NoCredential => "no credential presented in time",
-        })
-    }
-}
-
-/// The caller's verdict on a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Valid: forward it to other members.
-    Accept,
-    /// Invalid (bad signature, forged, malformed): drop it and penalise the
-    /// member it came from.
-    Reject,
-    /// Not worth forwarding (stale, duplicate), but no fault: drop it
-    /// without penalty.
-    Ignore,
-}
-
-/// A call on the handle failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ControlError {
-    /// The control task has stopped (its event receiver or every handle was
-    /// dropped, or it failed).
-    #[error("the control plane task has stopped")]
-    Stopped,
-    /// The address could not be dialled.
-    #[error("cannot dial: {0}")]
-    Dial(#[source] libp2p::swarm::DialError),
-    /// A credential longer than [`MAX_CREDENTIAL_LEN`] was given.
-    #[error("credential longer than {MAX_CREDENTIAL_LEN} bytes")]
-    CredentialTooLong,
-}
-
-/// A publish failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PublishError {
-    /// No connected member has joined the records topic.
-    #[error("no member to publish to")]
-    NoMembers,
-    /// The record is larger than a gossip frame allows.
-    #[error("record too large for gossip")]
-    TooLarge,
-    /// The same record was published (or received) recently; message ids
-    /// are the hash of the content.
-    #[error("record already published")]
-    Duplicate,
-    /// Gossipsub refused it for another reason (signing, full queues).
-    #[error("gossipsub refused the record: {0}")]
-    Gossipsub(#[source] libp2p::gossipsub::PublishError),
-    /// The control task has stopped.
-    #[cfg(test)]
-    #[error("the control plane task has stopped")]
-    Stopped,
-}
-
-impl PublishError {
-    /// A short name for metrics labels.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            PublishError::NoMembers => "no_members",
-            PublishError::TooLarge => "too_large",
-            PublishError::Duplicate => "duplicate",
-            PublishError::Gossipsub(_) => "gossipsub",
-            #[cfg(test)]
-            PublishError::Stopped => "stopped",
-        }
-    }
-}
-
-/// A command could not be queued: the control task's queue is full (the
-/// command was dropped and counted) or the task has stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the control plane's command queue is full or closed")]
-pub struct NotQueued;
-
-/// Requests from the handle to the control task.
-#[derive(Debug)]
-// SetCredential and ListenAddrs serve the handle methods kept for what
-// comes next (see there).
-#[allow(dead_code)]
-enum Command {
-    Dial {
-        address: Multiaddr,
-        reply: Option<oneshot::Sender<Result<PeerId, ControlError>>>,
-    },
-    Publish {
-        data: Vec<u8>,
-        reply: Option<oneshot::Sender<Result<(), PublishError>>>,
-    },
-    Push {
-        peer: PeerId,
-        records: Vec<Vec<u8>>,
-    },
-    Report {
-        message_id: MessageId,
-        propagation_source: PeerId,
-        verdict: Verdict,
-    },
-    ConnectedMembers {
-        reply: oneshot::Sender<Vec<PeerId>>,
-    },
-    Disconnect {
-        peer: PeerId,
-    },
-    SetCredential {
-        credential: Vec<u8>,
-    },
-    ListenAddrs {
-        reply: oneshot::Sender<Vec<Multiaddr>>,
-    },
 }
 
 /// The control plane's entry point.

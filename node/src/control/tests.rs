@@ -20,6 +20,7 @@ use libp2p::Swarm;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
+use super::api::{RejectReason, CREDENTIAL_TIMEOUT};
 use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
 use super::*;
 
