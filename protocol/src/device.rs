@@ -54,7 +54,7 @@ use crate::timers::{
 };
 use crate::wire::control::{BindingTrial, Control, ProbeAck, TYPE_BINDING_OPEN, TYPE_PUNCH};
 use crate::wire::{self, Message, COOKIE_REPLY_LEN, INITIATION_LEN, RESPONSE_LEN};
-use crate::DropReason;
+use crate::{DropCause, DropReason};
 
 /// Settings of a device.
 #[derive(Debug)]
@@ -247,6 +247,22 @@ impl DeviceStats {
     /// Packets dropped for `reason`.
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize]
+    }
+
+    /// Packets dropped for any reason of `cause`.
+    pub fn dropped_by(&self, cause: DropCause) -> u64 {
+        DropReason::ALL
+            .iter()
+            .filter(|r| r.cause() == cause)
+            .map(|r| self.dropped(*r))
+            .sum()
+    }
+
+    /// Counts one dropped packet: the only way a drop is counted (see
+    /// [`crate::drops`]). Returns `reason`, for the caller to report.
+    pub(crate) fn count_drop(&mut self, reason: DropReason) -> DropReason {
+        self.drops[reason as usize] += 1;
+        reason
     }
 }
 
@@ -479,23 +495,33 @@ impl Device {
         &self.stats
     }
 
-    fn drop_packet(&mut self, reason: DropReason) -> DropReason {
-        self.stats.drops[reason as usize] += 1;
-        reason
-    }
-
     /// Seals the inner packet at `buf[TRANSPORT_HEADER_LEN..][..len]` for the
     /// peer its destination routes to. On [`Encapsulated::Send`] the datagram
     /// is `buf[..len]`. `buf` should have room for the header, the packet
     /// padded to 16 bytes and the tag.
     pub fn encapsulate(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Encapsulated {
+        match self.seal_inner(now, buf, len) {
+            Ok(out) => out,
+            Err(reason) => Encapsulated::Dropped(self.stats.count_drop(reason)),
+        }
+    }
+
+    /// [`Device::encapsulate`], with the drop of the packet given not yet
+    /// counted.
+    fn seal_inner(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<Encapsulated, DropReason> {
         let start = wire::TRANSPORT_HEADER_LEN;
-        let Some(summary) = buf.get(start..start + len).and_then(packet::summarize) else {
-            return Encapsulated::Dropped(self.drop_packet(DropReason::MalformedInner));
-        };
+        let summary = buf
+            .get(start..start + len)
+            .and_then(packet::summarize)
+            .ok_or(DropReason::MalformedInner)?;
         let Some(id) = self.route(summary.dst) else {
             trace!(dst = %summary.dst, "no peer routes this destination");
-            return Encapsulated::Dropped(self.drop_packet(DropReason::NoRoute));
+            return Err(DropReason::NoRoute);
         };
         let mtu = self.inner_mtu(id);
         if len > mtu
@@ -504,20 +530,20 @@ impl Device {
         {
             let packet = buf[start..start + len].to_vec();
             self.send_in_pieces(id, &packet, mtu);
-            return Encapsulated::Queued { peer: id };
+            return Ok(Encapsulated::Queued { peer: id });
         }
         if len > mtu {
-            return Encapsulated::TooBig {
+            return Ok(Encapsulated::TooBig {
                 peer: id,
                 mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
-            };
+            });
         }
         let peer = &mut self.peers[id.0 as usize];
         if peer.wants_rekey_on_send(now) {
             self.start_handshake(id, now, false);
         }
         if !self.reachable(id) && !self.use_relay(id, now) {
-            return Encapsulated::Dropped(self.drop_packet(DropReason::NoEndpoint));
+            return Err(DropReason::NoEndpoint);
         }
         let peer = &mut self.peers[id.0 as usize];
         if let Some(session) = peer.sending_session(now) {
@@ -527,53 +553,57 @@ impl Device {
                     peer.stats.tx_packets += 1;
                     Self::on_data_sent(peer, now);
                     if let Some(relay) = peer.via {
-                        return match self.wrap_for_relay(id, relay, buf, n, now) {
-                            Some(t) => Encapsulated::Send {
-                                peer: id,
-                                destination: t.destination,
-                                len: t.len,
-                            },
-                            None => Encapsulated::Dropped(DropReason::RelayUnavailable),
-                        };
+                        let t = self.wrap_for_relay(id, relay, buf, n, now)?;
+                        return Ok(Encapsulated::Send {
+                            peer: id,
+                            destination: t.destination,
+                            len: t.len,
+                        });
                     }
                     if let Some(edge) = peer.edge.as_mut() {
                         edge.pmtud.on_active(now);
                     }
-                    let Some(destination) = peer.endpoint else {
-                        return Encapsulated::Dropped(self.drop_packet(DropReason::NoEndpoint));
-                    };
-                    return Encapsulated::Send {
+                    let destination = peer.endpoint.ok_or(DropReason::NoEndpoint)?;
+                    return Ok(Encapsulated::Send {
                         peer: id,
                         destination,
                         len: n,
-                    };
+                    });
                 }
-                Err(SessionError::BufferTooSmall) => {
-                    return Encapsulated::Dropped(self.drop_packet(DropReason::TooBig));
-                }
+                Err(SessionError::BufferTooSmall) => return Err(DropReason::TooBig),
                 // An exhausted session is replaced below like a missing one.
                 Err(_) => {}
             }
         }
         if peer.queue.len() >= self.queue_limit {
+            // The oldest queued packet makes room for this one.
             peer.queue.pop_front();
-            self.stats.drops[DropReason::QueueFull as usize] += 1;
+            self.stats.count_drop(DropReason::QueueFull);
         }
         let peer = &mut self.peers[id.0 as usize];
         peer.queue.push_back(buf[start..start + len].to_vec());
         self.start_handshake(id, now, false);
-        Encapsulated::Queued { peer: id }
+        Ok(Encapsulated::Queued { peer: id })
     }
 
     /// Handles the datagram `buf` received from `from`. On
     /// [`Decapsulated::Tun`] the inner packet lies in `buf`.
     pub fn decapsulate(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8]) -> Decapsulated {
-        self.decapsulate_hop(now, Hop::Direct(from), buf)
+        match self.receive(now, Hop::Direct(from), buf) {
+            Ok(d) => d,
+            Err(reason) => Decapsulated::Dropped(self.stats.count_drop(reason)),
+        }
     }
 
-    /// [`Device::decapsulate`] for a datagram that arrived by `hop`.
-    fn decapsulate_hop(&mut self, now: Instant, hop: Hop, buf: &mut [u8]) -> Decapsulated {
-        let outcome = match Message::parse(buf) {
+    /// [`Device::decapsulate`] for a datagram that arrived by `hop`, with
+    /// its drop not yet counted.
+    fn receive(
+        &mut self,
+        now: Instant,
+        hop: Hop,
+        buf: &mut [u8],
+    ) -> Result<Decapsulated, DropReason> {
+        match Message::parse(buf) {
             Err(e) => {
                 trace!(?hop, error = %e, "malformed datagram");
                 Err(DropReason::Malformed)
@@ -585,10 +615,6 @@ impl Device {
             Ok(Message::Initiation(m)) => self.handle_initiation(now, hop, m),
             Ok(Message::Response(m)) => self.handle_response(now, hop, m),
             Ok(Message::CookieReply(m)) => self.handle_cookie_reply(now, hop, m),
-        };
-        match outcome {
-            Ok(d) => d,
-            Err(reason) => Decapsulated::Dropped(self.drop_packet(reason)),
         }
     }
 
@@ -877,7 +903,7 @@ impl Device {
             let start = wire::TRANSPORT_HEADER_LEN;
             let len = packet.len();
             let Some(body) = buf.get_mut(start..start + len) else {
-                self.stats.drops[DropReason::TooBig as usize] += 1;
+                self.stats.count_drop(DropReason::TooBig);
                 continue;
             };
             body.copy_from_slice(&packet);
@@ -892,7 +918,7 @@ impl Device {
                 }
             }
             // The buffer holds the packet but not its padding and tag.
-            self.stats.drops[DropReason::TooBig as usize] += 1;
+            self.stats.count_drop(DropReason::TooBig);
         }
         self.poll_probe(now, buf)
     }

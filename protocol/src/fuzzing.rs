@@ -8,11 +8,15 @@
 //! ([`seed_corpus`]). An input is a sequence of records, each a flags byte
 //! and a datagram; the flags steer the harness (recompute mac1 so mutated
 //! handshakes reach the Noise layer, pick the source address, advance time,
-//! send a packet the other way), the datagram goes to
+//! send a packet the other way, or have the peer seal the bytes as a
+//! transport plaintext first, so that any plaintext, control messages above
+//! all, reaches the device's handlers authenticated), the datagram goes to
 //! [`Device::decapsulate`], and every output is checked: no panic, a drop is
-//! counted exactly once under its reason, an inner packet lies within the
-//! buffer and comes from the peer's allowed IPs. Like the rest of the crate
-//! it never reads the clock: callers pass the origin.
+//! counted exactly once under its reason and a consumed datagram not at all,
+//! an inner packet lies within the buffer and comes from the peer's allowed
+//! IPs, nothing is sent but to the peer, the sender or an endpoint the peer
+//! offered. Like the rest of the crate it never reads the clock: callers
+//! pass the origin.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -35,6 +39,8 @@ pub const REMOTE_KEY: [u8; 32] = [0x22; 32];
 const UNIX_TIME: Duration = Duration::from_secs(1_700_000_000);
 const LOCAL_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const REMOTE_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+/// The fuzzed device, as the peer's device knows it: its only peer.
+const REMOTE_SIDE_PEER: PeerId = PeerId(0);
 
 /// Flags bit: recompute mac1 of a handshake message for the fuzzed device.
 pub const FIX_MAC1: u8 = 1 << 0;
@@ -44,6 +50,9 @@ pub const FROM_PEER: u8 = 1 << 1;
 const STEP_SHIFT: u8 = 2;
 /// Flags bit: the device also sends a packet to the peer.
 pub const SEND_TOO: u8 = 1 << 5;
+/// Flags bit: the datagram is a plaintext, which the peer seals (unpadded)
+/// in its session before it goes to the device; [`FIX_MAC1`] is ignored.
+pub const SEALED: u8 = 1 << 6;
 /// Flags bit: a little-endian u16 length follows and more records may
 /// come after the datagram; without it the datagram runs to the end.
 pub const LENGTH_PREFIXED: u8 = 1 << 7;
@@ -127,7 +136,11 @@ fn total_drops(device: &Device) -> u64 {
 pub struct Target {
     device: Device,
     peer: PeerId,
+    /// The peer's own device, which seals [`SEALED`] records.
+    remote: Device,
     now: Instant,
+    /// Endpoints the peer offered in punch offers: punches may go there.
+    offered: Vec<SocketAddr>,
     /// Real messages made while building the target (see [`seed_corpus`]).
     messages: Messages,
 }
@@ -166,9 +179,10 @@ impl Target {
             UNIX_TIME,
             [2; 32],
         );
-        remote
+        let remote_peer = remote
             .add_peer(peer_config("local", LOCAL_KEY, local_addr(), LOCAL_IP), now)
             .expect("a valid peer");
+        debug_assert_eq!(remote_peer, REMOTE_SIDE_PEER);
 
         let mut m = Messages::default();
         // The device initiates; its first packet waits for the handshake.
@@ -226,9 +240,61 @@ impl Target {
         Self {
             device,
             peer,
+            remote,
             now,
+            offered: Vec::new(),
             messages: m,
         }
+    }
+
+    /// `plain` sealed by the peer in its session, as it is (unpadded). A
+    /// session too old to send on is replaced by a handshake first; the
+    /// bytes go unchanged if none completes.
+    fn sealed_by_peer(&mut self, plain: &[u8], now: Instant) -> Vec<u8> {
+        if let Ok(Control::PunchOffer(offer)) = Control::parse(plain) {
+            self.offered.extend(offer.endpoints.iter());
+        }
+        let mut buf = vec![0u8; wire::TRANSPORT_MIN_LEN + plain.len()];
+        let mut sealed = self
+            .remote
+            .seal_as_given(REMOTE_SIDE_PEER, plain, now, &mut buf);
+        if sealed.is_none() {
+            self.handshake_from_peer(now);
+            sealed = self
+                .remote
+                .seal_as_given(REMOTE_SIDE_PEER, plain, now, &mut buf);
+        }
+        match sealed {
+            Some(t) => {
+                buf.truncate(t.len);
+                buf
+            }
+            None => plain.to_vec(),
+        }
+    }
+
+    /// The peer initiates a handshake with the device and confirms it.
+    fn handshake_from_peer(&mut self, now: Instant) {
+        self.remote.connect(REMOTE_SIDE_PEER, now);
+        for _ in 0..2 {
+            for (_, mut d) in transmits(&mut self.remote, now) {
+                self.device.decapsulate(now, remote_addr(), &mut d);
+            }
+            for (to, mut d) in transmits(&mut self.device, now) {
+                self.check_destination(to);
+                self.remote.decapsulate(now, local_addr(), &mut d);
+            }
+        }
+    }
+
+    /// Replies go to the sender; the rest to the endpoint, which an
+    /// authenticated packet from the stranger's address may have moved;
+    /// punches to what the peer offered.
+    fn check_destination(&self, to: SocketAddr) {
+        assert!(
+            to == remote_addr() || to == stranger_addr() || self.offered.contains(&to),
+            "sent to {to}"
+        );
     }
 
     /// Feeds one fuzz input (a sequence of records), checks every output
@@ -255,8 +321,12 @@ impl Target {
         if self.device.poll_timeout().is_some_and(|t| t <= now) {
             self.device.handle_timeout(now);
         }
-        let mut buf = dgram.to_vec();
-        if flags & FIX_MAC1 != 0 {
+        let mut buf = if flags & SEALED != 0 {
+            self.sealed_by_peer(dgram, now)
+        } else {
+            dgram.to_vec()
+        };
+        if flags & (FIX_MAC1 | SEALED) == FIX_MAC1 {
             fix_mac1(&mut buf, now);
         }
         let from = if flags & FROM_PEER != 0 {
@@ -317,10 +387,8 @@ impl Target {
                 Encapsulated::Send { .. } | Encapsulated::TooBig { .. } => assert_eq!(counted, 0),
             }
         }
-        // Replies go to the sender; the rest to the endpoint, which an
-        // authenticated packet from the stranger's address may have moved.
         for (to, _) in transmits(&mut self.device, now) {
-            assert!(to == remote_addr() || to == stranger_addr(), "sent to {to}");
+            self.check_destination(to);
         }
         out
     }
@@ -407,7 +475,7 @@ pub fn control(data: &[u8]) -> Option<u8> {
 /// One of each control message, well formed, named for the seed files of
 /// the `parse` target: mutating them reaches every control decoder's checks
 /// past the type byte.
-pub fn control_seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
+pub fn control_seed_corpus() -> Vec<(String, Vec<u8>)> {
     use control::{
         BindingAck, BindingCheck, BindingTrial, Endpoints, Fragment, Ping, Pong, Probe, ProbeAck,
         PunchOffer, Relay,
@@ -418,16 +486,16 @@ pub fn control_seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
     let keepalive = [&[wire::TYPE_TRANSPORT, 0, 0, 0][..], &[0; 28]].concat();
     let candidates = [v4, v6];
     let messages = [
-        ("control-probe", Control::Probe(Probe { id: 1, len: 40 })),
+        ("probe", Control::Probe(Probe { id: 1, len: 40 })),
         (
-            "control-probe-ack",
+            "probe-ack",
             Control::ProbeAck(ProbeAck {
                 id: 1,
                 received: 1200,
             }),
         ),
         (
-            "control-fragment",
+            "fragment",
             Control::Fragment(Fragment {
                 id: 9,
                 index: 1,
@@ -435,27 +503,27 @@ pub fn control_seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
                 payload: &[0x60, 0, 0, 0],
             }),
         ),
-        ("control-ping", Control::Ping(Ping { id: 5 })),
+        ("ping", Control::Ping(Ping { id: 5 })),
         (
-            "control-pong",
+            "pong",
             Control::Pong(Pong {
                 id: 5,
                 observed: v4,
             }),
         ),
         (
-            "control-pong-v6",
+            "pong-v6",
             Control::Pong(Pong {
                 id: 5,
                 observed: v6,
             }),
         ),
         (
-            "control-binding-open",
+            "binding-open",
             Control::BindingOpen(BindingTrial { trial: 3, nonce: 7 }),
         ),
         (
-            "control-binding-ack",
+            "binding-ack",
             Control::BindingAck(BindingAck {
                 trial: 3,
                 nonce: 7,
@@ -464,39 +532,39 @@ pub fn control_seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
             }),
         ),
         (
-            "control-binding-check",
+            "binding-check",
             Control::BindingCheck(BindingCheck { trial: 3 }),
         ),
         (
-            "control-binding-ping",
+            "binding-ping",
             Control::BindingPing(BindingTrial { trial: 3, nonce: 7 }),
         ),
         (
-            "control-relay",
+            "relay",
             Control::RelayRequest(Relay {
                 key,
                 datagram: &keepalive,
             }),
         ),
         (
-            "control-relayed",
+            "relayed",
             Control::Relayed(Relay {
                 key,
                 datagram: &keepalive,
             }),
         ),
         (
-            "control-punch-offer",
+            "punch-offer",
             Control::PunchOffer(PunchOffer {
                 answer: false,
                 endpoints: Endpoints::from_list(&candidates),
             }),
         ),
-        ("control-punch", Control::Punch),
+        ("punch", Control::Punch),
     ];
     messages
         .iter()
-        .map(|(name, message)| (*name, message.to_vec()))
+        .map(|(name, message)| (format!("control-{name}"), message.to_vec()))
         .collect()
 }
 
@@ -507,7 +575,7 @@ pub fn decapsulate(origin: Instant, data: &[u8]) {
 
 /// Real messages for a fresh [`Target`], each as an input of one or two
 /// records (a flags byte, then the datagram), named for the seed files.
-pub fn seed_corpus(origin: Instant) -> Vec<(&'static str, Vec<u8>)> {
+pub fn seed_corpus(origin: Instant) -> Vec<(String, Vec<u8>)> {
     let m = Target::new(origin).messages;
     let one = |flags: u8, d: &[u8]| [&[flags][..], d].concat();
     let two = |flags: u8, d: &[u8], then: u8, e: &[u8]| {
@@ -521,7 +589,7 @@ pub fn seed_corpus(origin: Instant) -> Vec<(&'static str, Vec<u8>)> {
         ]
         .concat()
     };
-    vec![
+    let real = vec![
         ("data", one(FROM_PEER, &m.data)),
         ("data-bad-source", one(FROM_PEER, &m.data_bad_source)),
         ("keepalive", one(FROM_PEER, &m.keepalive)),
@@ -547,7 +615,19 @@ pub fn seed_corpus(origin: Instant) -> Vec<(&'static str, Vec<u8>)> {
                 &m.fresh_initiation,
             ),
         ),
-    ]
+    ];
+    // Control messages, sealed by the peer: they reach the device's
+    // handlers; mutated, they are still authenticated.
+    let sealed = control_seed_corpus().into_iter().map(|(name, plain)| {
+        (
+            name.replace("control-", "sealed-"),
+            one(FROM_PEER | SEALED, &plain),
+        )
+    });
+    real.into_iter()
+        .map(|(name, input)| (name.to_owned(), input))
+        .chain(sealed)
+        .collect()
 }
 
 #[cfg(test)]

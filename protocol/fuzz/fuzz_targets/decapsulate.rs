@@ -1,6 +1,7 @@
 //! A device with one configured peer and a live session takes the input as
-//! a sequence of datagrams (see `weft_protocol::fuzzing`): no panic, every
-//! drop counted, every delivered packet within bounds and allowed.
+//! a sequence of datagrams, or of plaintexts the peer seals first (see
+//! `weft_protocol::fuzzing`): no panic, every drop counted once, every
+//! delivered packet within bounds and allowed.
 
 #![no_main]
 

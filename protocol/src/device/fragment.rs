@@ -141,7 +141,7 @@ impl Device {
                 out.copy_from_slice(&packet);
                 return Some((id, packet.len()));
             }
-            self.stats.drops[DropReason::TooBig as usize] += 1;
+            self.stats.count_drop(DropReason::TooBig);
         }
     }
 }

@@ -172,7 +172,7 @@ impl Device {
                 self.apply_nat_changes(now);
                 Decapsulated::Consumed
             }
-            Err(reason) => Decapsulated::Dropped(self.drop_packet(reason)),
+            Err(reason) => Decapsulated::Dropped(self.stats.count_drop(reason)),
         }
     }
 

@@ -436,7 +436,7 @@ impl Device {
         // The inner datagram is opened in place: its plaintext stays in
         // the caller's buffer, further in.
         Ok(
-            match self.decapsulate_hop(now, hop, &mut buf[inner_start..start + plain]) {
+            match self.receive(now, hop, &mut buf[inner_start..start + plain])? {
                 Decapsulated::Tun { peer, offset, len } => Decapsulated::Tun {
                     peer,
                     offset: inner_start + offset,
@@ -456,11 +456,10 @@ impl Device {
         buf: &mut [u8],
         n: usize,
         now: Instant,
-    ) -> Option<Transmit> {
+    ) -> Result<Transmit, DropReason> {
         let inner_start = TRANSPORT_HEADER_LEN + RELAY_HEADER_LEN;
         if buf.len() < inner_start + n + TAG_LEN {
-            self.stats.drops[DropReason::TooBig as usize] += 1;
-            return None;
+            return Err(DropReason::TooBig);
         }
         buf.copy_within(..n, inner_start);
         let key = self.peers[id.0 as usize].public_key;
@@ -477,8 +476,10 @@ impl Device {
         n: usize,
         now: Instant,
         buf: &mut [u8],
-    ) -> Option<Transmit> {
-        Relay::emit_request_header(&target, buf.get_mut(TRANSPORT_HEADER_LEN..)?)?;
+    ) -> Result<Transmit, DropReason> {
+        buf.get_mut(TRANSPORT_HEADER_LEN..)
+            .and_then(|b| Relay::emit_request_header(&target, b))
+            .ok_or(DropReason::TooBig)?;
         let r = &mut self.peers[relay.0 as usize];
         let usable = !r.removed && r.via.is_none() && r.endpoint.is_some();
         if r.wants_rekey_on_send(now) || (usable && r.sending_session(now).is_none()) {
@@ -492,16 +493,13 @@ impl Device {
                 .map(|len| Transmit { destination, len }),
             _ => None,
         };
-        let Some(t) = sealed else {
-            self.stats.drops[DropReason::RelayUnavailable as usize] += 1;
-            return None;
-        };
+        let t = sealed.ok_or(DropReason::RelayUnavailable)?;
         Self::on_authenticated_sent(r, now);
         if let Some(edge) = r.edge.as_mut() {
             edge.pmtud.on_active(now);
         }
         self.stats.relay.sent_via_relay += 1;
-        Some(t)
+        Ok(t)
     }
 
     /// The peer whose missing session holds `out` back: the relay of a
@@ -524,7 +522,7 @@ impl Device {
     pub(super) fn park(&mut self, carrier: PeerId, out: Outgoing, now: Instant) {
         if self.parked.len() == PARKED_MAX {
             self.parked.pop_front();
-            self.stats.drops[DropReason::RelayUnavailable as usize] += 1;
+            self.stats.count_drop(DropReason::RelayUnavailable);
         }
         self.parked.push_back((carrier, now, out));
         self.start_handshake(carrier, now, false);
@@ -545,12 +543,13 @@ impl Device {
             if now.saturating_duration_since(since) < crate::timers::REKEY_TIMEOUT {
                 self.outgoing.push_back(out);
             } else {
-                self.stats.drops[DropReason::RelayUnavailable as usize] += 1;
+                self.stats.count_drop(DropReason::RelayUnavailable);
             }
         }
     }
 
-    /// Sends the handshake message `bytes` by `hop`.
+    /// Sends the handshake message `bytes` by `hop`; one the relay cannot
+    /// carry is a counted drop.
     pub(super) fn send_handshake(
         &mut self,
         hop: Hop,
@@ -571,11 +570,14 @@ impl Device {
                 buf.get_mut(inner_start..inner_start + bytes.len() + TAG_LEN)?;
                 buf[inner_start..inner_start + bytes.len()].copy_from_slice(bytes);
                 self.seal_relay_request(relay, peer, bytes.len(), now, buf)
+                    .map_err(|reason| self.stats.count_drop(reason))
+                    .ok()
             }
         }
     }
 
-    /// Sends the sealed datagram `buf[..n]` for `id` on its path.
+    /// Sends the sealed datagram `buf[..n]` for `id` on its path; one the
+    /// relay cannot carry is a counted drop.
     pub(super) fn dispatch(
         &mut self,
         id: PeerId,
@@ -585,7 +587,10 @@ impl Device {
     ) -> Option<Transmit> {
         let peer = &self.peers[id.0 as usize];
         match peer.via {
-            Some(relay) => self.wrap_for_relay(id, relay, buf, n, now),
+            Some(relay) => self
+                .wrap_for_relay(id, relay, buf, n, now)
+                .map_err(|reason| self.stats.count_drop(reason))
+                .ok(),
             None => Some(Transmit {
                 destination: peer.endpoint?,
                 len: n,
@@ -640,7 +645,7 @@ impl Device {
         }
         let t = self.seal_direct(target, plain, destination, now, buf);
         if t.is_none() {
-            self.stats.drops[DropReason::RelayUnavailable as usize] += 1;
+            self.stats.count_drop(DropReason::RelayUnavailable);
         }
         t
     }

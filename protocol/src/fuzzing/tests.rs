@@ -126,6 +126,22 @@ fn real_messages_do_what_they_should_on_a_fresh_target() {
         ("cookie-reply", vec!["consumed"]),
         ("data-then-replay", vec!["tun", "replay"]),
         ("initiation-fresh-then-replay", vec!["consumed", "replay"]),
+        // Control messages from the peer, sealed in its session.
+        ("sealed-probe", vec!["consumed"]),
+        ("sealed-probe-ack", vec!["consumed"]),
+        ("sealed-fragment", vec!["consumed"]),
+        ("sealed-ping", vec!["consumed"]),
+        ("sealed-pong", vec!["consumed"]),
+        ("sealed-pong-v6", vec!["consumed"]),
+        ("sealed-binding-open", vec!["consumed"]),
+        ("sealed-binding-ack", vec!["consumed"]),
+        ("sealed-binding-check", vec!["consumed"]),
+        ("sealed-binding-ping", vec!["consumed"]),
+        // For the peer itself, or from the peer as relayed by itself.
+        ("sealed-relay", vec!["relay_refused"]),
+        ("sealed-relayed", vec!["relay_refused"]),
+        ("sealed-punch-offer", vec!["consumed"]),
+        ("sealed-punch", vec!["consumed"]),
     ];
     assert_eq!(seeds.len(), expect.len());
     for (name, outcomes) in expect {
@@ -196,6 +212,8 @@ fn fuzz_smoke() {
             "decrypt",
             "consumed",
             "tun",
+            "malformed_inner",
+            "relay_refused",
         ] {
             assert!(
                 tally.get(layer).is_some_and(|n| *n > 0),
@@ -264,7 +282,7 @@ fn the_committed_parse_seeds_are_current_and_parse_as_their_type() {
         0x01, 0x02, 0x03, 0x04, 0x05, 0x05, 0x06, 0x07, 0x08, 0x09, 0x10, 0x11, 0x12, 0x13,
     ]) {
         assert_eq!(control(&bytes), Some(kind), "{name}");
-        let on_disk = std::fs::read(parse_seed_dir().join(name))
+        let on_disk = std::fs::read(parse_seed_dir().join(&name))
             .unwrap_or_else(|e| panic!("seed {name}: {e}; run write_parse_fuzz_seeds"));
         assert!(
             on_disk == bytes,
@@ -277,7 +295,7 @@ fn the_committed_parse_seeds_are_current_and_parse_as_their_type() {
 fn the_committed_fuzz_seeds_are_current() {
     // Keys, seeds and times are fixed, so the messages are too.
     for (name, bytes) in seed_corpus(Instant::now()) {
-        let on_disk = std::fs::read(seed_dir().join(name))
+        let on_disk = std::fs::read(seed_dir().join(&name))
             .unwrap_or_else(|e| panic!("seed {name}: {e}; run write_fuzz_seeds"));
         assert!(
             on_disk == bytes,

@@ -178,3 +178,31 @@ fn a_ping_is_answered_with_a_pong_naming_where_it_came_from() {
         }))
     );
 }
+
+#[test]
+fn a_piece_that_completes_a_malformed_packet_is_reported_dropped_and_counted_once() {
+    let now = Instant::now();
+    let (mut a, mut b, ab) = connected(now);
+    let piece = |index: u8, body: &'static [u8]| {
+        Control::Fragment(crate::wire::control::Fragment {
+            id: 7,
+            index,
+            count: 2,
+            payload: body,
+        })
+        .to_vec()
+    };
+    let mut first = sealed_raw(&mut a, ab, &piece(0, &[0xff; 600]), now);
+    assert_eq!(
+        b.decapsulate(now, addr(A_ADDR), &mut first),
+        Decapsulated::Consumed
+    );
+    let drops = total_drops(&b);
+    let mut second = sealed_raw(&mut a, ab, &piece(1, &[0xff; 600]), now);
+    assert_eq!(
+        b.decapsulate(now, addr(A_ADDR), &mut second),
+        Decapsulated::Dropped(DropReason::MalformedInner)
+    );
+    assert_eq!(total_drops(&b), drops + 1);
+    assert_eq!(b.poll_reassembled(&mut [0u8; 2048]), None);
+}

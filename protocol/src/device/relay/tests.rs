@@ -550,3 +550,28 @@ fn a_relay_request_that_arrives_through_a_relay_is_refused() {
         forwarded_by_r + 1
     );
 }
+
+#[test]
+fn a_packet_too_big_to_wrap_for_the_relay_is_reported_under_the_reason_it_is_counted() {
+    let mut now = Instant::now();
+    let mut net = relayed(&mut now);
+    // Room for the packet sealed for C, but not for the relay header and
+    // the relay session's tag around it.
+    let len = 100;
+    let packet = inner::ipv4(overlay(A), overlay(C), 9, len);
+    let mut buf = vec![0u8; 16 + len.next_multiple_of(16) + 16];
+    buf[16..16 + len].copy_from_slice(&packet);
+    let a = &mut net.devices[A];
+    let before: Vec<u64> = DropReason::ALL
+        .iter()
+        .map(|r| a.stats().dropped(*r))
+        .collect();
+    assert_eq!(
+        a.encapsulate(now, &mut buf, len),
+        Encapsulated::Dropped(DropReason::TooBig)
+    );
+    for (r, was) in DropReason::ALL.iter().zip(before) {
+        let more = u64::from(*r == DropReason::TooBig);
+        assert_eq!(a.stats().dropped(*r), was + more, "{r:?}");
+    }
+}
