@@ -818,7 +818,10 @@ impl Device {
         count > self.under_load_threshold
     }
 
-    /// The next datagram to send, written into `buf`.
+    /// The next datagram to send, written into `buf`. `buf` should hold
+    /// the largest datagram the device may send (`max_pmtu` less the IP and
+    /// UDP headers, or more): a path-MTU probe is never cut, and one that
+    /// does not fit waits for a call with room for it.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         while let Some(out) = self.outgoing.pop_front() {
             if let Some(carrier) = self.waits_for_session(&out, now) {

@@ -26,6 +26,13 @@
 //! seconds), and a raise is attempted every [`RAISE_INTERVAL`]; an idle edge
 //! sends no probes at all.
 //!
+//! The state is carried by the [`Pmtud`]'s phase: a round of probes being
+//! sent and resolved, a settled size waiting for its next validation or
+//! raise, or a silent path waiting to be tried again. A probe is in flight
+//! only once the device says it left ([`Pmtud::poll_probe`] names the next
+//! one, [`Pmtud::probe_sent`] commits it), so a probe the device could not
+//! send is never counted sent, nor lost.
+//!
 //! This module only decides; the device sends the probes and routes the
 //! acknowledgements. It never reads the clock.
 
@@ -88,21 +95,80 @@ pub struct PmtuStats {
     pub changes: u64,
 }
 
+/// The next probe to send: what [`Pmtud::poll_probe`] names and
+/// [`Pmtud::probe_sent`] commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Rounds are running.
-    Searching,
-    /// Converged; validate or raise at `next`.
-    Complete,
-    /// Nothing came back; try again at `next`.
-    Silent,
+pub struct NextProbe {
+    /// The probe id to put in the probe.
+    pub id: u32,
+    /// The outer size of the probe datagram.
+    pub size: u16,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct InFlight {
-    id: u32,
-    size: u16,
-    sent: Instant,
+/// What an edge is doing; each phase carries what only it needs.
+#[derive(Debug, Clone)]
+enum Phase {
+    /// A round of probes is queued or in flight: a search, a validation of
+    /// the size in use, or the check of a stored size.
+    Probing(Round),
+    /// Settled on the size in use, validated at `validated`; the next
+    /// validation or raise is due at `next` (`None`: the edge is idle and
+    /// waits for data, [`Pmtud::on_active`]).
+    Complete {
+        validated: Instant,
+        next: Option<Instant>,
+    },
+    /// Nothing came back in the last round: the peer or the path is down.
+    /// Probing starts again at `retry`, with the stored size if `resume`.
+    Silent { retry: Instant, resume: Option<u16> },
+}
+
+/// One round: every size it probes, and the probes still to send.
+#[derive(Debug, Clone)]
+struct Round {
+    /// A size this node confirmed itself on an earlier run, probed alone:
+    /// in use as soon as it is acknowledged.
+    resume: Option<u16>,
+    entries: Vec<Entry>,
+    /// Losses of a size, with no acknowledgement, that give it up.
+    required: u8,
+    /// Sizes of the probes not yet sent, in order.
+    to_send: VecDeque<u16>,
+}
+
+impl Round {
+    fn new(resume: Option<u16>, required: u8) -> Self {
+        Self {
+            resume,
+            entries: Vec::new(),
+            required,
+            to_send: VecDeque::new(),
+        }
+    }
+
+    /// Adds `size` to the round and queues `copies` probes of it.
+    fn probe(&mut self, size: u16, copies: u8) {
+        self.entries.push(Entry {
+            size,
+            queued: copies,
+            lost: 0,
+            counted: 0,
+            counted_sent: 0,
+            acked: false,
+        });
+        for _ in 0..copies {
+            self.to_send.push_back(size);
+        }
+    }
+
+    /// The control probe: the floor, which passes whenever anything does.
+    /// It tells a dead path from a black hole, and its losses measure the
+    /// edge's random loss without bias.
+    fn add_control(&mut self, floor: u16, copies: u8) {
+        if !self.entries.iter().any(|e| e.size == floor) {
+            self.probe(floor, copies);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +180,34 @@ struct Entry {
     counted: u8,
     counted_sent: u8,
     acked: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    id: u32,
+    size: u16,
+    sent: Instant,
+}
+
+/// Probes that left, whatever round they belong to.
+#[derive(Debug, Clone)]
+struct Probes {
+    next_id: u32,
+    in_flight: Vec<InFlight>,
+    /// Ids (and sizes) of probes declared lost, so a late acknowledgement
+    /// still counts.
+    lost: VecDeque<(u32, u16)>,
+}
+
+impl Probes {
+    /// The size of probe `id`, in flight or recently lost.
+    fn size(&self, id: u32) -> Option<u16> {
+        self.in_flight
+            .iter()
+            .find(|p| p.id == id)
+            .map(|p| p.size)
+            .or_else(|| self.lost.iter().find(|(i, _)| *i == id).map(|(_, s)| *s))
+    }
 }
 
 /// RFC 6298 smoothed round-trip time.
@@ -146,38 +240,56 @@ impl Rtt {
     }
 }
 
+/// The edge's random round-trip loss, from probes of sizes that pass.
+#[derive(Debug, Clone, Copy, Default)]
+struct Loss {
+    sent: u32,
+    lost: u32,
+}
+
+impl Loss {
+    fn count(&mut self, sent: u32, lost: u32) {
+        self.sent += sent;
+        self.lost += lost;
+        // Forget slowly, so the estimate follows a path whose loss changes.
+        if self.sent > 1000 {
+            self.sent /= 2;
+            self.lost /= 2;
+        }
+    }
+
+    /// Copies of each size a round sends: at least [`MIN_LOSSES`], more on
+    /// a lossy edge so a fitting size is rarely given up by chance.
+    fn copies(&self) -> u8 {
+        // A cautious estimate: before much is known, assume one probe in
+        // four may be lost (a prior of 1 loss in 4 probes).
+        let loss = f64::from(self.lost + 1) / f64::from(self.sent + 4);
+        let n = (FALSE_GIVE_UP.ln() / loss.min(0.9).ln()).ceil();
+        (n as u8).clamp(MIN_LOSSES, MAX_COPIES)
+    }
+}
+
 /// The discovery state of one edge.
 #[derive(Debug, Clone)]
 pub struct Pmtud {
     limits: PmtuLimits,
+    /// The largest size acknowledged and not ruled out since.
     confirmed: Option<u16>,
+    /// The largest size not ruled out.
     upper: u16,
     in_use: u16,
     phase: Phase,
-    next: Option<Instant>,
-    round: Vec<Entry>,
-    required: u8,
-    to_send: VecDeque<u16>,
-    in_flight: Vec<InFlight>,
-    lost_ids: VecDeque<(u32, u16)>,
-    next_id: u32,
+    probes: Probes,
     rtt: Rtt,
-    /// Probes of sizes that pass, and how many of those were lost: the
-    /// edge's random round-trip loss.
-    fit_sent: u32,
-    fit_lost: u32,
+    loss: Loss,
+    /// When data was last sent on the edge.
     last_active: Option<Instant>,
-    last_validated: Option<Instant>,
+    /// When to search above the size in use next (RFC 8899's
+    /// PMTU_RAISE_TIMER), and how many raises were scheduled so far.
     next_raise: Option<Instant>,
-    /// Raise attempts scheduled since the edge started.
     raises: u32,
     /// Rounds in a row in which nothing was acknowledged.
     silent_rounds: u32,
-    /// A size believed to be the path MTU, tried first (then dropped).
-    prior: Option<u16>,
-    /// A size this node confirmed itself earlier, checked alone first: in
-    /// use as soon as it is acknowledged (then dropped).
-    resume: Option<u16>,
     changed: bool,
     stats: PmtuStats,
 }
@@ -192,8 +304,8 @@ impl Pmtud {
         prior: Option<u16>,
         now: Instant,
     ) -> Self {
-        let mut s = Self::idle(limits, initial_rtt, prior);
-        s.start_search(now);
+        let mut s = Self::idle(limits, initial_rtt);
+        s.start_round(now, prior);
         s
     }
 
@@ -210,18 +322,17 @@ impl Pmtud {
         stored: u16,
         now: Instant,
     ) -> Self {
-        let mut s = Self::idle(limits, initial_rtt, None);
+        let mut s = Self::idle(limits, initial_rtt);
         if (s.limits.floor..=s.limits.max).contains(&stored) {
-            s.resume = Some(stored);
-            s.start_resume(now);
+            s.start_resume(stored);
         } else {
-            s.start_search(now);
+            s.start_round(now, None);
         }
         s
     }
 
-    /// An edge with nothing sent yet.
-    fn idle(limits: PmtuLimits, initial_rtt: Option<Duration>, prior: Option<u16>) -> Self {
+    /// An edge with nothing sent yet (and an empty round, replaced at once).
+    fn idle(limits: PmtuLimits, initial_rtt: Option<Duration>) -> Self {
         let limits = PmtuLimits {
             floor: limits.floor.min(limits.max),
             base: limits.base.clamp(limits.floor.min(limits.max), limits.max),
@@ -236,24 +347,18 @@ impl Pmtud {
             confirmed: None,
             upper: limits.max,
             in_use: limits.base,
-            phase: Phase::Searching,
-            next: None,
-            round: Vec::new(),
-            required: MIN_LOSSES,
-            to_send: VecDeque::new(),
-            in_flight: Vec::new(),
-            lost_ids: VecDeque::new(),
-            next_id: 1,
+            phase: Phase::Probing(Round::new(None, MIN_LOSSES)),
+            probes: Probes {
+                next_id: 1,
+                in_flight: Vec::new(),
+                lost: VecDeque::new(),
+            },
             rtt,
-            fit_sent: 0,
-            fit_lost: 0,
+            loss: Loss::default(),
             last_active: None,
-            last_validated: None,
             next_raise: None,
             raises: 0,
             silent_rounds: 0,
-            prior,
-            resume: None,
             changed: false,
             stats: PmtuStats::default(),
         }
@@ -272,7 +377,7 @@ impl Pmtud {
 
     /// Whether the search has converged.
     pub fn is_complete(&self) -> bool {
-        self.phase == Phase::Complete
+        matches!(self.phase, Phase::Complete { .. })
     }
 
     /// The local MTU toward the endpoint.
@@ -295,34 +400,42 @@ impl Pmtud {
         std::mem::take(&mut self.changed).then_some(self.in_use)
     }
 
-    /// The next probe to send now: its id and size.
-    pub fn poll_probe(&mut self, now: Instant) -> Option<(u32, u16)> {
-        let size = self.to_send.pop_front()?;
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        self.in_flight.push(InFlight {
-            id,
-            size,
+    /// The probe to send next, if one is due. Nothing changes until the
+    /// device has sent it and says so with [`Pmtud::probe_sent`]; a probe
+    /// it cannot send stays the next one.
+    pub fn poll_probe(&self) -> Option<NextProbe> {
+        let Phase::Probing(round) = &self.phase else {
+            return None;
+        };
+        Some(NextProbe {
+            id: self.probes.next_id,
+            size: *round.to_send.front()?,
+        })
+    }
+
+    /// The device sent `probe`, the one [`Pmtud::poll_probe`] named, at
+    /// `now`: it is in flight from now on. Any other is ignored.
+    pub fn probe_sent(&mut self, probe: NextProbe, now: Instant) {
+        if self.poll_probe() != Some(probe) {
+            return;
+        }
+        if let Phase::Probing(round) = &mut self.phase {
+            round.to_send.pop_front();
+        }
+        self.probes.next_id = probe.id.wrapping_add(1).max(1);
+        self.probes.in_flight.push(InFlight {
+            id: probe.id,
+            size: probe.size,
             sent: now,
         });
         self.stats.probes_sent += 1;
-        self.stats.probe_bytes += u64::from(size);
-        Some((id, size))
+        self.stats.probe_bytes += u64::from(probe.size);
     }
 
     /// The size of probe `id` if it is in flight or was recently declared
     /// lost (so the device can check the acknowledged length).
     pub fn probe_size(&self, id: u32) -> Option<u16> {
-        self.in_flight
-            .iter()
-            .find(|p| p.id == id)
-            .map(|p| p.size)
-            .or_else(|| {
-                self.lost_ids
-                    .iter()
-                    .find(|(i, _)| *i == id)
-                    .map(|(_, s)| *s)
-            })
+        self.probes.size(id)
     }
 
     /// Data was sent on the edge: it is active, so validate often.
@@ -331,45 +444,47 @@ impl Pmtud {
             .last_active
             .is_none_or(|t| now.saturating_duration_since(t) >= ACTIVE_WINDOW);
         self.last_active = Some(now);
-        if was_idle && self.phase == Phase::Complete {
-            let due = self
-                .last_validated
-                .map_or(now, |t| (t + VALIDATE_ACTIVE).max(now));
-            self.next = Some(self.next.map_or(due, |n| n.min(due)));
+        if let Phase::Complete { validated, next } = &mut self.phase {
+            if was_idle {
+                let due = (*validated + VALIDATE_ACTIVE).max(now);
+                *next = Some(next.map_or(due, |n| n.min(due)));
+            }
         }
     }
 
     /// Probe `id` was acknowledged.
     pub fn on_ack(&mut self, id: u32, now: Instant) {
-        let size = if let Some(i) = self.in_flight.iter().position(|p| p.id == id) {
-            let p = self.in_flight.swap_remove(i);
+        let probes = &mut self.probes;
+        let size = if let Some(i) = probes.in_flight.iter().position(|p| p.id == id) {
+            let p = probes.in_flight.swap_remove(i);
             self.rtt.sample(now.saturating_duration_since(p.sent));
             p.size
-        } else if let Some(i) = self.lost_ids.iter().position(|(i, _)| *i == id) {
+        } else if let Some(i) = probes.lost.iter().position(|(i, _)| *i == id) {
             // Late, but it arrived: the size passes after all.
-            let (_, size) = self.lost_ids.remove(i).unwrap_or_default();
+            let (_, size) = probes.lost.remove(i).unwrap_or_default();
             self.upper = self.upper.max(size);
             size
         } else {
             return;
         };
-        if let Some(e) = self.round.iter_mut().find(|e| e.size == size) {
-            e.acked = true;
-        }
         self.silent_rounds = 0;
         if self.confirmed.is_none_or(|c| size > c) {
             // Used once the search settles, so routes and events change
             // once per search rather than once per acknowledgement.
             self.confirmed = Some(size);
         }
-        if self.phase == Phase::Searching && self.resume == Some(size) {
-            // The size this edge used before passes again: use it now, and
-            // look above it only at the regular raise interval.
-            self.resume = None;
-            self.upper = size;
-            self.raises = self.raises.max(1);
-            self.complete(now);
-            return;
+        if let Phase::Probing(round) = &mut self.phase {
+            if let Some(e) = round.entries.iter_mut().find(|e| e.size == size) {
+                e.acked = true;
+            }
+            if round.resume == Some(size) {
+                // The size this edge used before passes again: use it now,
+                // and look above it only at the regular raise interval.
+                self.upper = size;
+                self.raises = self.raises.max(1);
+                self.complete(now);
+                return;
+            }
         }
         self.maybe_end_round(now);
     }
@@ -386,7 +501,7 @@ impl Pmtud {
             self.confirmed = None;
         }
         self.recompute();
-        self.start_search(now);
+        self.start_round(now, None);
     }
 
     /// The local interface MTU toward the endpoint changed.
@@ -401,15 +516,20 @@ impl Pmtud {
             self.on_too_big(max, now);
         } else {
             self.upper = max;
-            self.start_search(now);
+            self.start_round(now, None);
         }
     }
 
     /// When [`Pmtud::handle_timeout`] must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timeout = self.rtt.timeout();
-        let probe = self.in_flight.iter().map(|p| p.sent + timeout).min();
-        match (probe, self.next) {
+        let probe = self.probes.in_flight.iter().map(|p| p.sent + timeout).min();
+        let scheduled = match self.phase {
+            Phase::Probing(_) => None,
+            Phase::Complete { next, .. } => next,
+            Phase::Silent { retry, .. } => Some(retry),
+        };
+        match (probe, scheduled) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -419,26 +539,35 @@ impl Pmtud {
     pub fn handle_timeout(&mut self, now: Instant) {
         let timeout = self.rtt.timeout();
         let mut i = 0;
-        while i < self.in_flight.len() {
-            let p = self.in_flight[i];
+        while i < self.probes.in_flight.len() {
+            let p = self.probes.in_flight[i];
             if p.sent + timeout > now {
                 i += 1;
                 continue;
             }
-            self.in_flight.swap_remove(i);
+            self.probes.in_flight.swap_remove(i);
             self.stats.probes_lost += 1;
-            if self.lost_ids.len() == LATE_ACKS {
-                self.lost_ids.pop_front();
+            if self.probes.lost.len() == LATE_ACKS {
+                self.probes.lost.pop_front();
             }
-            self.lost_ids.push_back((p.id, p.size));
-            if let Some(e) = self.round.iter_mut().find(|e| e.size == p.size) {
-                e.lost += 1;
+            self.probes.lost.push_back((p.id, p.size));
+            if let Phase::Probing(round) = &mut self.phase {
+                if let Some(e) = round.entries.iter_mut().find(|e| e.size == p.size) {
+                    e.lost += 1;
+                }
             }
         }
         self.maybe_end_round(now);
-        if self.next.is_some_and(|n| n <= now) {
-            self.next = None;
-            self.scheduled(now);
+        match &mut self.phase {
+            Phase::Complete { next, .. } if next.is_some_and(|n| n <= now) => {
+                *next = None;
+                self.validate_or_raise(now);
+            }
+            Phase::Silent { retry, resume } if *retry <= now => match *resume {
+                Some(stored) => self.start_resume(stored),
+                None => self.start_round(now, None),
+            },
+            _ => {}
         }
     }
 
@@ -461,51 +590,21 @@ impl Pmtud {
         }
     }
 
-    /// Copies of each size a round sends: at least [`MIN_LOSSES`], more on
-    /// a lossy edge so a fitting size is rarely given up by chance.
-    fn copies(&self) -> u8 {
-        // A cautious estimate: before much is known, assume one probe in
-        // four may be lost (a prior of 1 loss in 4 probes).
-        let loss = f64::from(self.fit_lost + 1) / f64::from(self.fit_sent + 4);
-        let n = (FALSE_GIVE_UP.ln() / loss.min(0.9).ln()).ceil();
-        (n as u8).clamp(MIN_LOSSES, MAX_COPIES)
-    }
-
-    fn count_fitting(&mut self, sent: u32, lost: u32) {
-        self.fit_sent += sent;
-        self.fit_lost += lost;
-        // Forget slowly, so the estimate follows a path whose loss changes.
-        if self.fit_sent > 1000 {
-            self.fit_sent /= 2;
-            self.fit_lost /= 2;
-        }
-    }
-
-    fn start_search(&mut self, now: Instant) {
-        self.resume = None;
-        self.phase = Phase::Searching;
-        self.next = None;
-        self.start_round(now);
-    }
-
     /// Probes the stored size alone, as a validation does: one copy first,
     /// escalating only if it is lost, with the floor as control.
-    fn start_resume(&mut self, now: Instant) {
-        let Some(p) = self.resume else {
-            self.start_search(now);
-            return;
-        };
-        self.phase = Phase::Searching;
-        self.next = None;
-        let required = self.copies();
-        self.begin(vec![p], 1, required);
-        if p > self.limits.floor {
-            self.add_control(1);
+    fn start_resume(&mut self, stored: u16) {
+        let mut round = Round::new(Some(stored), self.loss.copies());
+        round.probe(stored, 1);
+        if stored > self.limits.floor {
+            round.add_control(self.limits.floor, 1);
         }
+        self.phase = Phase::Probing(round);
     }
 
-    /// Probes sizes spread over `(confirmed, upper]` plus a control.
-    fn start_round(&mut self, now: Instant) {
+    /// A search round: sizes spread over `(confirmed, upper]` plus a
+    /// control, or `prior` and one byte more if it lies there; the search
+    /// is complete when nothing is left between.
+    fn start_round(&mut self, now: Instant, prior: Option<u16>) {
         let lo = self
             .confirmed
             .map_or(self.limits.floor.saturating_sub(1), |c| c);
@@ -513,112 +612,92 @@ impl Pmtud {
             self.complete(now);
             return;
         }
-        let copies = self.copies();
-        if let Some(p) = self.prior.take().filter(|&p| p > lo && p <= self.upper) {
+        let mut round = Round::new(None, self.loss.copies());
+        if let Some(p) = prior.filter(|&p| p > lo && p <= self.upper) {
             // A prior is checked exactly: it passes and one byte more does
             // not. Either outcome narrows the search to nothing or to a
             // normal search from there.
-            let mut sizes = vec![p];
+            round.probe(p, 1);
             if p < self.upper {
-                sizes.push(p + 1);
+                round.probe(p + 1, 1);
             }
-            self.begin(sizes, 1, copies);
-            self.add_control(CONTROL_COPIES);
-            return;
+        } else {
+            let span = self.upper - lo;
+            let mut sizes: Vec<u16> = (1..=SIZES_PER_ROUND)
+                .map(|j| {
+                    let step = u32::from(span) * u32::from(j);
+                    lo + step.div_ceil(u32::from(SIZES_PER_ROUND)) as u16
+                })
+                .collect();
+            sizes.dedup();
+            // One copy each first; only sizes that go unanswered get the rest.
+            for size in sizes {
+                round.probe(size, 1);
+            }
         }
-        let span = self.upper - lo;
-        let mut sizes: Vec<u16> = (1..=SIZES_PER_ROUND)
-            .map(|j| {
-                lo + ((u32::from(span) * u32::from(j)).div_ceil(u32::from(SIZES_PER_ROUND))) as u16
-            })
-            .collect();
-        sizes.dedup();
-        // One copy each first; only sizes that go unanswered get the rest.
-        self.begin(sizes, 1, copies);
-        self.add_control(CONTROL_COPIES);
+        round.add_control(self.limits.floor, CONTROL_COPIES);
+        self.phase = Phase::Probing(round);
     }
 
     /// Re-validates the confirmed size, one copy first (escalating only if
     /// it is lost), with the floor as control.
     fn start_validation(&mut self, now: Instant) {
         let Some(c) = self.confirmed else {
-            self.start_search(now);
+            self.start_round(now, None);
             return;
         };
-        self.phase = Phase::Searching;
-        let required = self.copies();
-        self.begin(vec![c], 1, required);
+        let mut round = Round::new(None, self.loss.copies());
+        round.probe(c, 1);
         if c > self.limits.floor {
-            self.add_control(1);
+            round.add_control(self.limits.floor, 1);
         }
+        self.phase = Phase::Probing(round);
     }
 
-    /// The control probe: the floor, which passes whenever anything does.
-    /// It tells a dead path from a black hole, and its losses measure the
-    /// edge's random loss without bias.
-    fn add_control(&mut self, copies: u8) {
-        let size = self.limits.floor;
-        if !self.round.iter().any(|e| e.size == size) {
-            self.probe_in_round(size, copies);
-        }
-    }
-
-    fn begin(&mut self, sizes: Vec<u16>, copies: u8, required: u8) {
-        self.round.clear();
-        self.required = required;
-        for size in sizes {
-            self.probe_in_round(size, copies);
-        }
-    }
-
-    /// Adds `size` to the round and queues `copies` probes of it.
-    fn probe_in_round(&mut self, size: u16, copies: u8) {
-        self.round.push(Entry {
-            size,
-            queued: copies,
-            lost: 0,
-            counted: 0,
-            counted_sent: 0,
-            acked: false,
-        });
-        for _ in 0..copies {
-            self.to_send.push_back(size);
-        }
-    }
-
-    /// Ends the round once every probe of it is resolved.
+    /// Ends the round once every probe of it is resolved: escalates the
+    /// sizes still unanswered, or backs off if nothing came back, or
+    /// narrows the search and starts the next round.
     fn maybe_end_round(&mut self, now: Instant) {
-        if self.phase != Phase::Searching || !self.to_send.is_empty() {
+        let Phase::Probing(round) = &mut self.phase else {
+            return;
+        };
+        if !round.to_send.is_empty() {
             return;
         }
-        let open = |size: u16| self.in_flight.iter().any(|p| p.size == size);
-        if self.round.iter().any(|e| !e.acked && open(e.size)) {
+        let in_flight = &self.probes.in_flight;
+        let open = |size: u16| in_flight.iter().any(|p| p.size == size);
+        if round.entries.iter().any(|e| !e.acked && open(e.size)) {
             return;
         }
         // The control's losses measure random loss, once the round shows
         // the path is alive; a lossy edge needs more copies before a size
         // is given up.
-        let best = self.round.iter().filter(|e| e.acked).map(|e| e.size).max();
+        let best = round
+            .entries
+            .iter()
+            .filter(|e| e.acked)
+            .map(|e| e.size)
+            .max();
         let floor = self.limits.floor;
         let (mut sent, mut lost) = (0, 0);
         if best.is_some() {
-            for e in self.round.iter_mut().filter(|e| e.size == floor) {
+            for e in round.entries.iter_mut().filter(|e| e.size == floor) {
                 sent += u32::from(e.queued - e.counted_sent);
                 lost += u32::from(e.lost - e.counted);
                 e.counted_sent = e.queued;
                 e.counted = e.lost;
             }
         }
-        self.count_fitting(sent, lost);
-        self.required = self.required.max(self.copies());
+        self.loss.count(sent, lost);
+        round.required = round.required.max(self.loss.copies());
         // Escalate: a lost size gets more copies before it is given up.
-        let required = self.required;
+        let required = round.required;
         let mut escalated = false;
-        for e in &mut self.round {
+        for e in &mut round.entries {
             let unresolved = best.is_none_or(|b| e.size > b);
             if unresolved && !e.acked && e.lost < required && e.queued < required {
                 for _ in e.queued..required {
-                    self.to_send.push_back(e.size);
+                    round.to_send.push_back(e.size);
                 }
                 e.queued = required;
                 escalated = true;
@@ -627,27 +706,28 @@ impl Pmtud {
         if escalated {
             return;
         }
-        if !self.round.iter().any(|e| e.acked) {
+        if best.is_none() {
             // Nothing came back at all: the peer or the path is down, which
-            // says nothing about sizes. Try again later.
-            self.phase = Phase::Silent;
-            self.round.clear();
-            // Back off while the peer stays silent: 1 s, 2 s, … 64 s.
+            // says nothing about sizes. Try again later, backing off while
+            // the peer stays silent: 1 s, 2 s, … 64 s.
             let backoff = RETRY_SILENT * (1 << self.silent_rounds.min(6));
             self.silent_rounds += 1;
-            self.next = Some(now + backoff);
+            self.phase = Phase::Silent {
+                retry: now + backoff,
+                resume: round.resume,
+            };
             return;
         }
-        // The stored size was given up while the path answers: it no longer
-        // passes, so a normal search runs below it.
-        self.resume = None;
+        // Sizes that went unanswered are ruled out. (A stored size given up
+        // while the path answers no longer passes: a normal search runs
+        // below it.)
         let confirmed = self.confirmed.unwrap_or(0);
         let mut black_hole = false;
-        for e in &self.round {
-            if !e.acked && e.size > confirmed && e.size <= self.upper {
+        for e in round.entries.iter().filter(|e| !e.acked) {
+            if e.size > confirmed && e.size <= self.upper {
                 self.upper = e.size - 1;
             }
-            if !e.acked && Some(e.size) == self.confirmed {
+            if Some(e.size) == self.confirmed {
                 black_hole = true;
             }
         }
@@ -655,8 +735,8 @@ impl Pmtud {
             // The size we were using stopped passing while smaller ones
             // pass: fall back to the largest size still known to pass.
             let fallen = self.confirmed.unwrap_or(self.limits.base);
-            let still = self
-                .round
+            let still = round
+                .entries
                 .iter()
                 .filter(|e| e.acked && e.size < fallen)
                 .map(|e| e.size)
@@ -670,15 +750,13 @@ impl Pmtud {
             // end of the search.
             self.recompute();
         }
-        self.round.clear();
-        self.start_round(now);
+        self.start_round(now, None);
     }
 
+    /// The search settled: the size in use is the one found; validations
+    /// and raises follow while the edge carries data.
     fn complete(&mut self, now: Instant) {
-        self.phase = Phase::Complete;
         self.recompute();
-        self.round.clear();
-        self.last_validated = Some(now);
         let active = self
             .last_active
             .is_some_and(|t| now.saturating_duration_since(t) < ACTIVE_WINDOW);
@@ -691,40 +769,34 @@ impl Pmtud {
         }
         // An idle edge sends nothing: it is validated again as soon as it
         // carries data ([`Pmtud::on_active`]).
-        if !active {
-            self.next = None;
-            return;
-        }
-        let validate = now + VALIDATE_ACTIVE;
-        self.next = Some(match self.next_raise {
-            Some(r) => validate.min(r),
-            None => validate,
+        let next = active.then(|| {
+            let validate = now + VALIDATE_ACTIVE;
+            self.next_raise.map_or(validate, |r| validate.min(r))
         });
+        self.phase = Phase::Complete {
+            validated: now,
+            next,
+        };
     }
 
-    fn scheduled(&mut self, now: Instant) {
-        match self.phase {
-            Phase::Silent if self.resume.is_some() => self.start_resume(now),
-            Phase::Silent => self.start_search(now),
-            Phase::Searching => {}
-            Phase::Complete => {
-                let active = self
-                    .last_active
-                    .is_some_and(|t| now.saturating_duration_since(t) < ACTIVE_WINDOW);
-                if !active {
-                    return;
-                }
-                if self.next_raise.is_some_and(|r| r <= now) {
-                    self.next_raise = None;
-                    if self.in_use < self.limits.max {
-                        self.upper = self.limits.max;
-                        self.start_search(now);
-                        return;
-                    }
-                }
-                self.start_validation(now);
+    /// A complete edge's validation or raise is due: run it if the edge
+    /// carries data (an idle one waits for [`Pmtud::on_active`]).
+    fn validate_or_raise(&mut self, now: Instant) {
+        let active = self
+            .last_active
+            .is_some_and(|t| now.saturating_duration_since(t) < ACTIVE_WINDOW);
+        if !active {
+            return;
+        }
+        if self.next_raise.is_some_and(|r| r <= now) {
+            self.next_raise = None;
+            if self.in_use < self.limits.max {
+                self.upper = self.limits.max;
+                self.start_round(now, None);
+                return;
             }
         }
+        self.start_validation(now);
     }
 }
 

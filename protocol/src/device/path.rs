@@ -82,7 +82,11 @@ impl Device {
         let Some(endpoint) = peer.endpoint else {
             return;
         };
-        if peer.edge.as_ref().is_some_and(|e| e.endpoint == endpoint) {
+        if let Some(edge) = peer.edge.as_ref().filter(|e| e.endpoint == endpoint) {
+            // A probe that waited for a session may go now.
+            if edge.pmtud.poll_probe().is_some() {
+                self.probing = true;
+            }
             return;
         }
         if peer.sending_session(now).is_none() {
@@ -156,14 +160,18 @@ impl Device {
         }
     }
 
-    /// Seals the next due probe of any edge into `buf`.
+    /// Seals the next due probe of any edge into `buf`. A probe counts as
+    /// sent only once it is sealed ([`Pmtud::probe_sent`]): one that finds
+    /// no session waits for the next ([`Device::ensure_edge`] looks again),
+    /// one that finds no room in `buf` for the next call.
     pub(super) fn poll_probe(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         if !self.probing {
             return None;
         }
+        let mut wants_room = false;
         for i in 0..self.peers.len() {
             let peer = &mut self.peers[i];
-            let Some(edge) = peer.edge.as_mut() else {
+            let Some(edge) = peer.edge.as_ref() else {
                 continue;
             };
             // A relayed peer's direct endpoint does not answer: no probes.
@@ -171,30 +179,38 @@ impl Device {
                 continue;
             }
             let endpoint = edge.endpoint;
-            let Some((probe, size)) = edge.pmtud.poll_probe(now) else {
+            let Some(next) = edge.pmtud.poll_probe() else {
                 continue;
             };
-            let plain = usize::from(size - overhead(endpoint));
+            let plain = usize::from(next.size - overhead(endpoint));
             let probe = Control::Probe(Probe {
-                id: probe,
+                id: next.id,
                 len: plain,
             });
             let Some(body) = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain) else {
+                wants_room = true;
                 continue;
             };
             if probe.emit(body).is_none() {
+                wants_room = true;
                 continue;
             }
-            let session = peer.sending_session(now)?;
-            if let Ok(n) = session.seal(buf, plain, plain) {
-                Self::on_authenticated_sent(peer, now);
-                return Some(Transmit {
-                    destination: endpoint,
-                    len: n,
-                });
+            let Some(session) = peer.sending_session(now) else {
+                continue;
+            };
+            let Ok(n) = session.seal(buf, plain, plain) else {
+                continue;
+            };
+            if let Some(edge) = peer.edge.as_mut() {
+                edge.pmtud.probe_sent(next, now);
             }
+            Self::on_authenticated_sent(peer, now);
+            return Some(Transmit {
+                destination: endpoint,
+                len: n,
+            });
         }
-        self.probing = false;
+        self.probing = wants_room;
         None
     }
 

@@ -487,3 +487,75 @@ fn a_gossiped_endpoint_never_overrides_one_the_peer_just_proved() {
     assert!(a.suggest_endpoint(peer, elsewhere, now + GOSSIP_ENDPOINT_GRACE));
     assert_eq!(a.peer_status(peer, now).unwrap().endpoint, Some(elsewhere));
 }
+
+/// A (probing) and B (not) with a session A initiated; A's first data
+/// packet has gone out and its first probe round is due.
+fn probing_pair(now: Instant) -> (Device, Device, PeerId) {
+    let (mut a, mut b) = pair_with(now, |c| c.pmtu_discovery = true);
+    let (out, _) = encap(&mut a, now, A_IP, B_IP, 0, 40);
+    assert!(matches!(out, Encapsulated::Queued { .. }));
+    let mut buf = vec![0u8; 2048];
+    let t = a.poll_transmit(now, &mut buf).expect("an initiation");
+    let mut initiation = buf[..t.len].to_vec();
+    b.decapsulate(now, addr(A_ADDR), &mut initiation);
+    let t = b.poll_transmit(now, &mut buf).expect("a response");
+    let mut response = buf[..t.len].to_vec();
+    assert_eq!(
+        a.decapsulate(now, addr(B_ADDR), &mut response),
+        Decapsulated::Consumed
+    );
+    let t = a.poll_transmit(now, &mut buf).expect("the queued packet");
+    assert_eq!(t.len, 16 + 48 + 16);
+    (a, b, PeerId(0))
+}
+
+#[test]
+fn a_probe_that_never_left_is_not_counted_lost() {
+    let now = Instant::now();
+    let (mut a, _b, peer) = probing_pair(now);
+    // A buffer with room for no probe: none leaves.
+    let mut small = [0u8; 100];
+    assert_eq!(a.poll_transmit(now, &mut small), None);
+    let later = now + Duration::from_secs(1);
+    a.handle_timeout(later);
+    let stats = a.pmtu_stats(peer).unwrap();
+    assert_eq!((stats.probes_sent, stats.probes_lost), (0, 0));
+    // Given room, the probes go out, and only those count.
+    let mut buf = vec![0u8; 2048];
+    let mut sent = 0;
+    while let Some(t) = a.poll_transmit(later, &mut buf) {
+        assert!(t.len >= 576 - 28, "a probe");
+        sent += 1;
+    }
+    assert!(sent > 0);
+    assert_eq!(a.pmtu_stats(peer).unwrap().probes_sent, sent);
+}
+
+#[test]
+fn a_probe_due_once_the_session_expired_is_neither_sent_nor_lost() {
+    let mut now = Instant::now();
+    let (mut a, _b, peer) = probing_pair(now);
+    // Nothing A sends arrives: every round is silent and retried, backing
+    // off, past the session's REJECT_AFTER_TIME.
+    let end = now + REJECT_AFTER_TIME + Duration::from_secs(60);
+    let mut buf = vec![0u8; 2048];
+    let mut probes = 0;
+    while now < end {
+        a.handle_timeout(now);
+        while let Some(t) = a.poll_transmit(now, &mut buf) {
+            // Probes are at least the floor; handshakes and keepalives less.
+            if t.len >= 576 - 28 {
+                probes += 1;
+            }
+        }
+        now = a
+            .poll_timeout()
+            .unwrap_or(end)
+            .min(end)
+            .max(now + Duration::from_millis(1));
+    }
+    a.handle_timeout(now);
+    let stats = a.pmtu_stats(peer).unwrap();
+    assert_eq!(stats.probes_sent, probes);
+    assert_eq!(stats.probes_lost, probes);
+}

@@ -61,9 +61,10 @@ impl Run {
             if self.active {
                 self.edge.on_active(self.now);
             }
-            while let Some((id, size)) = self.edge.poll_probe(self.now) {
-                if size <= self.path.mtu && !self.path.lost() && !self.path.lost() {
-                    self.acks.push((self.now + self.path.rtt, id));
+            while let Some(probe) = self.edge.poll_probe() {
+                self.edge.probe_sent(probe, self.now);
+                if probe.size <= self.path.mtu && !self.path.lost() && !self.path.lost() {
+                    self.acks.push((self.now + self.path.rtt, probe.id));
                 }
             }
             if let Some(c) = self.edge.poll_change() {
@@ -203,7 +204,7 @@ fn a_path_smaller_than_the_base_is_used_once_the_base_fails() {
 fn a_late_acknowledgement_still_confirms_its_size() {
     let mut run = Run::new(1400, 0.0, 8);
     run.time_to(1400, Duration::from_secs(1)).unwrap();
-    let lost = run.edge.lost_ids.len();
+    let lost = run.edge.probes.lost.len();
     assert!(lost > 0, "a black-hole search declares probes lost");
     let (id, _) = (1..u32::MAX)
         .map(|i| (i, run.edge.probe_size(i)))
@@ -321,8 +322,9 @@ fn a_stored_size_survives_a_lost_first_probe() {
     // Every probe of the stored size is lost once; the next copy passes.
     let mut run = Run::new(1400, 0.0, 17);
     run.edge = Pmtud::resume(LIMITS, Some(run.path.rtt), 1400, run.now);
-    let (_, size) = run.edge.poll_probe(run.now).unwrap();
-    assert_eq!(size, 1400, "the stored size goes first");
+    let first = run.edge.poll_probe().unwrap();
+    run.edge.probe_sent(first, run.now);
+    assert_eq!(first.size, 1400, "the stored size goes first");
     let t = run.time_to(1400, Duration::from_secs(1)).unwrap();
     let s = run.edge.stats();
     assert_eq!(s.probes_lost, 1, "{s:?}");
@@ -350,4 +352,31 @@ fn a_stored_size_above_the_local_mtu_starts_a_normal_search() {
     run.edge = Pmtud::resume(LIMITS, Some(run.path.rtt), 9000, run.now);
     run.time_to(1400, Duration::from_secs(1)).unwrap();
     assert!(run.edge.stats().probes_sent > 8, "{:?}", run.edge.stats());
+}
+
+#[test]
+fn a_probe_named_but_not_sent_is_named_again_and_never_counted() {
+    let mut run = Run::new(1400, 0.0, 20);
+    let first = run.edge.poll_probe().expect("a round is due");
+    assert_eq!(
+        run.edge.poll_probe(),
+        Some(first),
+        "naming it changes nothing"
+    );
+    // Long past any probe timeout, nothing is in flight, so nothing is lost.
+    run.now += Duration::from_secs(5);
+    run.edge.handle_timeout(run.now);
+    assert_eq!(run.edge.stats(), PmtuStats::default());
+    assert_eq!(run.edge.poll_probe(), Some(first));
+    // A probe other than the one named is not taken as sent.
+    let other = NextProbe {
+        id: first.id + 1,
+        size: first.size,
+    };
+    run.edge.probe_sent(other, run.now);
+    assert_eq!(run.edge.stats().probes_sent, 0);
+    run.edge.probe_sent(first, run.now);
+    assert_eq!(run.edge.stats().probes_sent, 1);
+    assert_ne!(run.edge.poll_probe(), Some(first));
+    assert_eq!(run.edge.probe_size(first.id), Some(first.size));
 }
