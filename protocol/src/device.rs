@@ -20,6 +20,8 @@
 //! ChaCha20 RNG seeded by the caller, so a simulation replays bit for bit.
 
 mod control;
+#[cfg(test)]
+mod fixtures;
 pub(crate) mod fragment;
 mod handshake;
 mod membership;

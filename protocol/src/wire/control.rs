@@ -25,7 +25,7 @@ use core::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::noise::PublicKey;
-use crate::wire::KEY_LEN;
+use crate::wire::{le32, le64, KEY_LEN};
 
 /// Type byte of a path-MTU probe.
 pub const TYPE_PROBE: u8 = 0x01;
@@ -229,17 +229,6 @@ impl std::error::Error for ControlError {}
 fn le16(b: &[u8]) -> u16 {
     // Callers pass a 2-byte field range of a length-checked buffer.
     u16::from_le_bytes([b[0], b[1]])
-}
-
-fn le32(b: &[u8]) -> u32 {
-    // Callers pass a 4-byte field range of a length-checked buffer.
-    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-}
-
-fn le64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(a)
 }
 
 /// The encoded length of `endpoint`.

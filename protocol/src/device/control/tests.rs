@@ -2,40 +2,13 @@
 //! authenticated control plaintext is parsed once, a malformed one is one
 //! counted drop, and a well-formed one reaches its feature.
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::*;
-use crate::noise::StaticSecret;
-use crate::peer::PeerConfig;
+use crate::device::fixtures::{addr, device, peer, A_ADDR, B_ADDR};
 use crate::wire::control::{
     Ping, Pong, Probe, PROBE_MIN_LEN, PUNCH_OFFER_HEADER_LEN, TYPE_PUNCH_OFFER,
 };
-use crate::{DeviceConfig, Keepalive};
-
-const A_ADDR: &str = "198.51.100.2:51820";
-const B_ADDR: &str = "192.0.2.1:51820";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn device(n: u8, now: Instant) -> Device {
-    let mut config = DeviceConfig::new(StaticSecret::from_bytes([n; 32]));
-    config.pmtu_discovery = false;
-    Device::new(config, now, Duration::from_secs(1_700_000_000), [n; 32])
-}
-
-fn peer(n: u8, endpoint: Option<&str>, ip: &str) -> PeerConfig {
-    PeerConfig {
-        name: format!("n{n}"),
-        public_key: StaticSecret::from_bytes([n; 32]).public_key(),
-        preshared_key: None,
-        endpoint: endpoint.map(addr),
-        allowed_ips: vec![ip.parse().unwrap()],
-        keepalive: Keepalive::Off,
-    }
-}
 
 /// Everything `from` sends, delivered to `to` as from `seen_from`; the
 /// plaintexts `to` would have to open are not looked at.

@@ -5,35 +5,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::noise::StaticSecret;
-use crate::peer::PeerConfig;
-use crate::{DeviceConfig, Keepalive};
+use crate::device::fixtures::{addr, device, peer, A_ADDR, B_ADDR};
 
-const A_ADDR: &str = "198.51.100.2:51820";
-const B_ADDR: &str = "192.0.2.1:51820";
 const PROBE: &str = "203.0.113.1:40100";
 const STRANGER: &str = "203.0.113.66:9999";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn device(n: u8, now: Instant) -> Device {
-    let mut config = DeviceConfig::new(StaticSecret::from_bytes([n; 32]));
-    config.pmtu_discovery = false;
-    Device::new(config, now, Duration::from_secs(1_700_000_000), [n; 32])
-}
-
-fn peer(n: u8, endpoint: Option<&str>, ip: &str) -> PeerConfig {
-    PeerConfig {
-        name: format!("n{n}"),
-        public_key: StaticSecret::from_bytes([n; 32]).public_key(),
-        preshared_key: None,
-        endpoint: endpoint.map(addr),
-        allowed_ips: vec![ip.parse().unwrap()],
-        keepalive: Keepalive::Off,
-    }
-}
 
 /// Delivers everything `from` sends to `to`, as if from `seen_from`;
 /// returns the destinations `from` used.
