@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use libp2p::futures::StreamExt;
-use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId};
 use libp2p::request_response::{self, Message as CredentialMessage, Message as SyncMessage};
 use libp2p::swarm::{dial_opts::DialOpts, ConnectionId, SwarmEvent};
 use libp2p::{core::transport::ListenerId, Multiaddr, PeerId, Swarm};
@@ -137,19 +137,27 @@ impl EventLoop {
                     ..
                 } = event
                 {
-                    self.swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .report_message_validation_result(
-                            &message_id,
-                            &propagation_source,
-                            MessageAcceptance::Ignore,
-                        );
+                    self.validated(&message_id, &propagation_source, MessageAcceptance::Ignore);
                 }
                 debug!("control plane: owner busy, event dropped");
                 Ok(())
             }
         }
+    }
+
+    /// Tells gossipsub the verdict on a record it holds (forward it, drop
+    /// it, or drop it and penalise the peer it came from). Returns whether
+    /// gossipsub still held it.
+    fn validated(
+        &mut self,
+        message_id: &MessageId,
+        propagation_source: &PeerId,
+        acceptance: MessageAcceptance,
+    ) -> bool {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(message_id, propagation_source, acceptance)
     }
 
     /// Publishes the connected members for the owner to read.
@@ -258,14 +266,7 @@ impl EventLoop {
                 });
                 let Some(source) = source else {
                     debug!(peer = %propagation_source, "control plane: record from a non-member rejected");
-                    self.swarm
-                        .behaviour_mut()
-                        .gossipsub
-                        .report_message_validation_result(
-                            &message_id,
-                            &propagation_source,
-                            MessageAcceptance::Reject,
-                        );
+                    self.validated(&message_id, &propagation_source, MessageAcceptance::Reject);
                     return Ok(());
                 };
                 trace!(%source, peer = %propagation_source, id = %message_id, "control plane: record received");
@@ -457,11 +458,7 @@ impl EventLoop {
                     Verdict::Reject => MessageAcceptance::Reject,
                     Verdict::Ignore => MessageAcceptance::Ignore,
                 };
-                let known = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+                let known = self.validated(&message_id, &propagation_source, acceptance);
                 if !known {
                     debug!(id = %message_id, "control plane: verdict on a record no longer cached");
                 }
