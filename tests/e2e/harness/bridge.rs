@@ -26,6 +26,57 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+/// The kernel keeps one IPv4 neighbour (ARP) table for all network namespaces, sized by the
+/// initial namespace's `net.ipv4.neigh.default.gc_thresh1..3` (128, 512 and 1024 by default).
+/// A fleet of 64 members on one switch needs about 64 x 63 entries: past `gc_thresh3` the
+/// kernel refuses new entries and sends fail with ENOBUFS ("neighbor table overflow"), which a
+/// test would misread as weft losing packets. A server has one kernel per host and never meets
+/// this; the harness raises the thresholds for the bridge's life and puts back what it found.
+#[derive(Debug)]
+struct NeighbourRoom {
+    /// Each threshold's setting and the value it had, for the ones this guard raised.
+    raised: Vec<(&'static str, String)>,
+}
+
+impl NeighbourRoom {
+    const THRESHOLDS: [(&'static str, usize); 3] = [
+        ("net.ipv4.neigh.default.gc_thresh1", 1),
+        ("net.ipv4.neigh.default.gc_thresh2", 2),
+        ("net.ipv4.neigh.default.gc_thresh3", 4),
+    ];
+
+    /// Makes room for `entries` more neighbours besides the host's own: gc_thresh3 at least
+    /// `4 x entries`, gc_thresh2 at `2 x`, gc_thresh1 at `1 x` (never lowered).
+    fn make(entries: usize) -> NeighbourRoom {
+        let mut raised = Vec::new();
+        for (setting, factor) in Self::THRESHOLDS {
+            let path = format!("/proc/sys/{}", setting.replace('.', "/"));
+            let Ok(old) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let old = old.trim().to_owned();
+            let want = entries * factor;
+            if old.parse::<usize>().is_ok_and(|v| v < want) {
+                std::fs::write(&path, want.to_string())
+                    .unwrap_or_else(|e| panic!("raising {setting} to {want}: {e}"));
+                raised.push((setting, old));
+            }
+        }
+        NeighbourRoom { raised }
+    }
+}
+
+impl Drop for NeighbourRoom {
+    fn drop(&mut self) {
+        for (setting, old) in &self.raised {
+            let path = format!("/proc/sys/{}", setting.replace('.', "/"));
+            if let Err(e) = std::fs::write(&path, old) {
+                eprintln!("could not restore {setting} to {old}: {e}");
+            }
+        }
+    }
+}
+
 /// Most members a bridge holds: their home and moved addresses share 192.0.2.0/24.
 pub const MAX_MEMBERS: usize = 64;
 
@@ -52,6 +103,8 @@ pub struct Bridge {
     tag: String,
     _switch: Netns,
     members: Vec<Netns>,
+    /// Dropped after the namespaces, whose neighbour entries it made room for.
+    _neighbours: NeighbourRoom,
     /// Dropped last (fields drop in order), once the namespaces are gone.
     _one_at_a_time: MutexGuard<'static, ()>,
 }
@@ -65,6 +118,8 @@ impl Bridge {
             "a bridge holds 2 to {MAX_MEMBERS} members, not {n}"
         );
         let one_at_a_time = ONE_BRIDGE.lock().unwrap_or_else(PoisonError::into_inner);
+        // Every member resolves every other member's home and away address.
+        let neighbours = NeighbourRoom::make(2 * n * (n - 1));
         let switch = lab.netns(&format!("{tag}sw"));
         switch.ip(&["link", "add", "br0", "type", "bridge"]);
         switch.ip(&["link", "set", "br0", "up"]);
@@ -84,6 +139,7 @@ impl Bridge {
             tag: tag.to_owned(),
             _switch: switch,
             members,
+            _neighbours: neighbours,
             _one_at_a_time: one_at_a_time,
         }
     }
