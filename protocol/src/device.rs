@@ -24,6 +24,7 @@ mod control;
 mod fixtures;
 pub(crate) mod fragment;
 mod handshake;
+mod indices;
 mod membership;
 mod nat;
 pub(crate) mod path;
@@ -34,6 +35,7 @@ pub use nat::{NatCounters, ProbeTransmit};
 pub use path::{overhead, PathHint, BASE_INNER_MTU, FLOOR_V4, FLOOR_V6};
 pub use relay::{PeerPath, RelayStats, DEFAULT_RELAY_BYTES_PER_SECOND, RELAY_OVERHEAD};
 
+use indices::Indices;
 use relay::Hop;
 
 use std::collections::{HashMap, VecDeque};
@@ -49,7 +51,7 @@ use crate::cookie::CookieChecker;
 use crate::nat::{Keepalive, NatMachine, NatStatus, ProbeSocket};
 use crate::noise::{PublicKey, StaticSecret, Tai64N};
 use crate::packet;
-use crate::peer::{Peer, PeerConfig, PeerId, PeerStats, Slot};
+use crate::peer::{Peer, PeerConfig, PeerId, PeerStats, Peers, Slot};
 use crate::session::{Session, SessionError};
 use crate::timers::{
     Timer, KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT,
@@ -326,9 +328,9 @@ pub struct Device {
     under_load_threshold: u32,
     queue_limit: usize,
     checker: CookieChecker,
-    peers: Vec<Peer>,
+    peers: Peers,
     by_key: HashMap<PublicKey, PeerId>,
-    by_index: HashMap<u32, PeerId>,
+    indices: Indices,
     routes: IpNetworkTable<PeerId>,
     rng: ChaCha20Rng,
     origin: Instant,
@@ -383,9 +385,9 @@ impl Device {
             mtu: config.mtu,
             under_load_threshold: config.under_load_handshakes_per_second,
             queue_limit: config.queue_limit.max(1),
-            peers: Vec::new(),
+            peers: Peers::default(),
             by_key: HashMap::new(),
-            by_index: HashMap::new(),
+            indices: Indices::default(),
             routes: IpNetworkTable::new(),
             rng: ChaCha20Rng::from_seed(seed),
             origin: now,
@@ -434,7 +436,7 @@ impl Device {
                 });
             }
         }
-        let id = PeerId(self.peers.len() as u32);
+        let id = self.peers.next_id();
         for net in &cfg.allowed_ips {
             self.routes.insert(*net, id);
         }
@@ -462,21 +464,18 @@ impl Device {
 
     /// Every peer's id.
     pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> {
-        (0..self.peers.len() as u32).map(PeerId)
+        self.peers.ids()
     }
 
     /// A snapshot of `peer`.
     pub fn peer_status(&self, peer: PeerId, now: Instant) -> Option<PeerStatus> {
-        let p = self.peers.get(peer.0 as usize)?;
+        let p = self.peers.get(peer)?;
         Some(PeerStatus {
             name: p.name.clone(),
             public_key: p.public_key,
             endpoint: p.endpoint,
-            last_handshake: p.last_handshake,
-            has_session: p
-                .current
-                .as_ref()
-                .is_some_and(|s| now.saturating_duration_since(s.established) < REJECT_AFTER_TIME),
+            last_handshake: p.keys.last_handshake(),
+            has_session: p.keys.has_fresh_session(now),
             allowed_ips: p.allowed_ips.clone(),
             persistent_keepalive: p.persistent_keepalive,
             stats: p.stats,
@@ -487,9 +486,7 @@ impl Device {
 
     /// The name of `peer`, for logs.
     pub fn peer_name(&self, peer: PeerId) -> &str {
-        self.peers
-            .get(peer.0 as usize)
-            .map_or("?", |p| p.name.as_str())
+        self.peers.get(peer).map_or("?", |p| p.name.as_str())
     }
 
     /// Device-wide counters.
@@ -528,7 +525,7 @@ impl Device {
         let mtu = self.inner_mtu(id);
         if len > mtu
             && fragment::wants_pieces(&buf[start..start + len], mtu)
-            && self.peers[id.0 as usize].sending_session(now).is_some()
+            && self.peers[id].keys.sending_session(now).is_some()
         {
             let packet = buf[start..start + len].to_vec();
             self.send_in_pieces(id, &packet, mtu);
@@ -540,15 +537,14 @@ impl Device {
                 mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
             });
         }
-        let peer = &mut self.peers[id.0 as usize];
-        if peer.wants_rekey_on_send(now) {
+        if self.peers[id].keys.wants_rekey_on_send(now) {
             self.start_handshake(id, now, false);
         }
         if !self.reachable(id) && !self.use_relay(id, now) {
             return Err(DropReason::NoEndpoint);
         }
-        let peer = &mut self.peers[id.0 as usize];
-        if let Some(session) = peer.sending_session(now) {
+        let peer = &mut self.peers[id];
+        if let Some(session) = peer.keys.sending_session(now) {
             match session.seal(buf, len, mtu) {
                 Ok(n) => {
                     peer.stats.tx_bytes += len as u64;
@@ -582,7 +578,7 @@ impl Device {
             peer.queue.pop_front();
             self.stats.count_drop(DropReason::QueueFull);
         }
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         peer.queue.push_back(buf[start..start + len].to_vec());
         self.start_handshake(id, now, false);
         Ok(Encapsulated::Queued { peer: id })
@@ -628,15 +624,11 @@ impl Device {
         counter: u64,
         buf: &mut [u8],
     ) -> Result<Decapsulated, DropReason> {
-        let id = *self
-            .by_index
-            .get(&receiver)
+        let id = self.sender_of(receiver, hop)?;
+        let (slot, session) = self.peers[id]
+            .keys
+            .session_mut(receiver)
             .ok_or(DropReason::UnknownIndex)?;
-        if !self.hop_matches(id, hop) {
-            return Err(DropReason::RelayRefused);
-        }
-        let peer = &mut self.peers[id.0 as usize];
-        let (slot, session) = peer.session_mut(receiver).ok_or(DropReason::UnknownIndex)?;
         if now.saturating_duration_since(session.established) >= REJECT_AFTER_TIME {
             return Err(DropReason::Expired);
         }
@@ -659,7 +651,7 @@ impl Device {
         }
         match buf[start..start + plain].first() {
             None => {
-                trace!(peer = %self.peers[id.0 as usize].name, "keepalive received");
+                trace!(peer = %self.peers[id].name, "keepalive received");
                 Ok(Decapsulated::Consumed)
             }
             // An IP packet starts with its version; no control type does.
@@ -672,19 +664,13 @@ impl Device {
     /// arrived by `hop`: paths and roaming, NAT, timers, keeping keys fresh.
     fn authenticated_arrival(&mut self, id: PeerId, hop: Hop, now: Instant) {
         self.arrived(id, hop, now);
-        let previous = self.peers[id.0 as usize].last_received;
+        let previous = self.peers[id].last_received;
         self.nat_on_received(id, now, previous);
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         Self::on_authenticated_received(peer, now);
         // An initiator about to hit REJECT_AFTER_TIME on a session that only
-        // receives (data or keepalives) refreshes it now (WireGuard's
-        // keep-key-fresh on receive).
-        let refresh = peer.current.as_ref().is_some_and(|s| {
-            s.initiator
-                && now.saturating_duration_since(s.established)
-                    >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
-        });
-        if refresh {
+        // receives (data or keepalives) refreshes it now.
+        if peer.keys.wants_rekey_on_receive(now) {
             self.start_handshake(id, now, false);
         }
     }
@@ -706,7 +692,7 @@ impl Device {
             trace!(src = %summary.src, "inner source not allowed for this peer");
             return Err(DropReason::SourceNotAllowed);
         }
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         peer.stats.rx_bytes += summary.len as u64;
         peer.stats.rx_packets += 1;
         peer.timers
@@ -720,36 +706,64 @@ impl Device {
 
     /// The responder's new session proved itself: it becomes current.
     fn confirm_next_session(&mut self, id: PeerId, now: Instant) {
-        let peer = &mut self.peers[id.0 as usize];
-        let Some(next) = peer.next.take() else { return };
-        if let Some(old) = peer.previous.take() {
-            self.by_index.remove(&old.local_index);
-        }
-        peer.previous = peer.current.take();
-        peer.current = Some(next);
-        peer.last_handshake = Some(now);
+        let Some(released) = self.peers[id].keys.confirm_next(now) else {
+            return;
+        };
+        self.indices.release_all(released);
+        self.handshake_completed(id, false, now);
+    }
+
+    /// A handshake with `id` produced the session now current: the one
+    /// place its completion is counted, reported and acted on. As
+    /// initiator the response arrived; as responder the initiator's first
+    /// packet on the new session did.
+    fn handshake_completed(&mut self, id: PeerId, initiator: bool, now: Instant) {
+        let peer = &mut self.peers[id];
         peer.stats.handshakes_completed += 1;
         // A session is up: our own attempt, if any, need not be retried
         // (WireGuard's handshake-complete timer event). A late response to
         // it is still taken.
         peer.timers.stop(Timer::RetransmitHandshake);
-        peer.attempt_started = None;
-        info!(peer = %peer.name, "handshake completed (responder)");
+        let role = if initiator { "initiator" } else { "responder" };
+        info!(peer = %peer.name, "handshake completed ({role})");
         self.events.push_back(Event::HandshakeCompleted {
             peer: id,
-            initiator: false,
+            initiator,
         });
+        // The responder may only send once it hears from us on the new
+        // session: as initiator, release the queue or confirm with a
+        // keepalive.
         if !peer.queue.is_empty() {
             self.flush.push_back(id);
+        } else if initiator {
+            self.outgoing.push_back(Outgoing::Keepalive(id));
         }
         self.unpark(id, now);
         self.nat_after_handshake(id, now);
     }
 
+    /// Erases every session and the handshake of `id`, frees their indices
+    /// and drops what was queued for them.
+    fn erase_keys(&mut self, id: PeerId) {
+        let peer = &mut self.peers[id];
+        self.indices.release_all(peer.keys.erase());
+        peer.queue.clear();
+    }
+
+    /// The peer our index `receiver` belongs to, if a message for it that
+    /// arrived by `hop` is consistent with that peer's path.
+    fn sender_of(&self, receiver: u32, hop: Hop) -> Result<PeerId, DropReason> {
+        let id = self.indices.owner(receiver)?;
+        if !self.hop_matches(id, hop) {
+            return Err(DropReason::RelayRefused);
+        }
+        Ok(id)
+    }
+
     /// Follows a peer to the source address of an authenticated packet
     /// that arrived directly.
     fn update_endpoint(&mut self, id: PeerId, from: SocketAddr) {
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         if peer.endpoint != Some(from) {
             let old = peer.endpoint.replace(from);
             peer.stats.endpoint_changes += 1;
@@ -789,13 +803,7 @@ impl Device {
     }
 
     fn new_index(&mut self, id: PeerId) -> u32 {
-        loop {
-            let i = self.rng.next_u32();
-            if let std::collections::hash_map::Entry::Vacant(e) = self.by_index.entry(i) {
-                e.insert(id);
-                return i;
-            }
-        }
+        self.indices.allocate(id, &mut self.rng)
     }
 
     fn timestamp(&self, now: Instant) -> Tai64N {
@@ -890,14 +898,14 @@ impl Device {
         }
         while let Some(&id) = self.flush.front() {
             let reachable = self.reachable(id);
-            let peer = &mut self.peers[id.0 as usize];
+            let peer = &mut self.peers[id];
             let mtu = if peer.via.is_some() {
                 self.inner_mtu(id)
             } else {
                 self.mtu
             };
-            let peer = &mut self.peers[id.0 as usize];
-            if !reachable || peer.sending_session(now).is_none() {
+            let peer = &mut self.peers[id];
+            if !reachable || peer.keys.sending_session(now).is_none() {
                 self.flush.pop_front();
                 continue;
             }
@@ -912,7 +920,7 @@ impl Device {
                 continue;
             };
             body.copy_from_slice(&packet);
-            let session = peer.sending_session(now)?;
+            let session = peer.keys.sending_session(now)?;
             if let Ok(n) = session.seal(buf, len, mtu) {
                 peer.stats.tx_bytes += len as u64;
                 peer.stats.tx_packets += 1;
@@ -933,14 +941,14 @@ impl Device {
         if !self.reachable(id) {
             return None;
         }
-        let peer = &mut self.peers[id.0 as usize];
-        let n = peer.sending_session(now)?.seal(buf, 0, mtu).ok()?;
+        let peer = &mut self.peers[id];
+        let n = peer.keys.sending_session(now)?.seal(buf, 0, mtu).ok()?;
         peer.stats.keepalives_sent += 1;
         Self::on_authenticated_sent(peer, now);
         trace!(peer = %peer.name, "keepalive sent");
         // Keepalives keep the key fresh like data does (WireGuard's
         // keep-key-fresh on send); the initiation goes out next.
-        if peer.wants_rekey_on_send(now) {
+        if peer.keys.wants_rekey_on_send(now) {
             self.start_handshake(id, now, false);
         }
         self.dispatch(id, buf, n, now)
@@ -967,9 +975,8 @@ impl Device {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for i in 0..self.peers.len() {
-            let id = PeerId(i as u32);
-            while let Some(timer) = self.peers[i].timers.take_expired(now) {
+        for id in self.peers.ids() {
+            while let Some(timer) = self.peers[id].timers.take_expired(now) {
                 self.fire(id, timer, now);
             }
         }
@@ -979,19 +986,13 @@ impl Device {
     }
 
     fn fire(&mut self, id: PeerId, timer: Timer, now: Instant) {
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         match timer {
             Timer::RetransmitHandshake => {
-                let gave_up = peer
-                    .attempt_started
-                    .is_some_and(|t| now.saturating_duration_since(t) >= REKEY_ATTEMPT_TIME);
-                if gave_up {
+                if peer.keys.attempt_expired(now) {
                     info!(peer = %peer.name, "handshake did not complete after {}s, giving up",
                         REKEY_ATTEMPT_TIME.as_secs());
-                    if let Some(h) = peer.handshake.take() {
-                        self.by_index.remove(&h.local_index);
-                    }
-                    peer.attempt_started = None;
+                    self.indices.release_all(peer.keys.give_up());
                     peer.queue.clear();
                     peer.stats.handshakes_failed += 1;
                     peer.timers
@@ -1011,13 +1012,13 @@ impl Device {
                 self.start_handshake(id, now, false);
             }
             Timer::PersistentKeepalive => {
-                if peer.sending_session(now).is_some() {
+                if peer.keys.sending_session(now).is_some() {
                     self.keepalive_due(id, now);
                 } else {
                     self.start_handshake(id, now, false);
                 }
-                if let Some(every) = peer_keepalive(&self.peers[id.0 as usize]) {
-                    self.peers[id.0 as usize]
+                if let Some(every) = peer_keepalive(&self.peers[id]) {
+                    self.peers[id]
                         .timers
                         .set_if_unarmed(Timer::PersistentKeepalive, now + every);
                 }
@@ -1026,41 +1027,21 @@ impl Device {
             Timer::Silence => self.silence(id, now),
             Timer::ZeroKeys => {
                 debug!(peer = %peer.name, "erasing key material after a long silence");
-                let indices: Vec<u32> = peer.local_indices().collect();
-                for i in indices {
-                    self.by_index.remove(&i);
-                }
-                let peer = &mut self.peers[id.0 as usize];
-                peer.current = None;
-                peer.previous = None;
-                peer.next = None;
-                peer.handshake = None;
-                peer.attempt_started = None;
-                peer.queue.clear();
+                self.erase_keys(id);
                 self.events.push_back(Event::SessionsCleared { peer: id });
             }
         }
     }
 
+    /// Installs `session`, from a handshake we initiated, as current.
     fn install_session(&mut self, id: PeerId, session: Session, now: Instant) {
-        let peer = &mut self.peers[id.0 as usize];
-        // As initiator: a pending responder session moves to previous (it
-        // may still receive), the old current is released.
-        let released = if let Some(next) = peer.next.take() {
-            let old_current = peer.current.take();
-            let old_previous = peer.previous.replace(next);
-            [old_current, old_previous]
-        } else {
-            let old_previous = peer.previous.take();
-            peer.previous = peer.current.take();
-            [old_previous, None]
-        };
-        for s in released.into_iter().flatten() {
-            self.by_index.remove(&s.local_index);
-        }
-        let peer = &mut self.peers[id.0 as usize];
-        peer.current = Some(session);
-        peer.last_handshake = Some(now);
+        let peer = &mut self.peers[id];
+        self.indices.release_all(
+            peer.keys
+                .install_initiated(session, now)
+                .into_iter()
+                .flatten(),
+        );
         peer.timers
             .set(Timer::ZeroKeys, now + 3 * REJECT_AFTER_TIME);
     }

@@ -16,13 +16,14 @@ use ip_network::IpNetwork;
 
 use crate::cookie::CookieGenerator;
 use crate::nat::Keepalive;
-use crate::noise::{PendingInitiation, PresharedKey, PublicKey, Tai64N};
-use crate::session::Session;
-use crate::timers::{TimerTable, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME};
+use crate::noise::{PresharedKey, PublicKey};
+use crate::timers::TimerTable;
 
-/// Index of a peer in its device, stable for the device's lifetime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PeerId(pub u32);
+mod id;
+pub(crate) mod keys;
+
+pub use id::PeerId;
+pub(crate) use keys::{Initiated, Keys, Slot};
 
 /// How a peer is configured.
 #[derive(Debug, Clone)]
@@ -65,14 +66,8 @@ pub struct PeerStats {
     pub endpoint_changes: u64,
 }
 
-/// A handshake we initiated, waiting for its response.
-#[derive(Debug)]
-pub(crate) struct Initiated {
-    pub pending: PendingInitiation,
-    pub local_index: u32,
-}
-
-/// State of one peer.
+/// State of one peer: who it is, and each feature's part, in the feature's
+/// own type.
 #[derive(Debug)]
 pub(crate) struct Peer {
     pub name: String,
@@ -96,18 +91,8 @@ pub(crate) struct Peer {
     /// Discovery pings unanswered since the last pong.
     pub discovery_misses: u8,
     pub cookie: CookieGenerator,
-    pub handshake: Option<Initiated>,
-    /// When the current run of handshake attempts began.
-    pub attempt_started: Option<Instant>,
-    /// When the last initiation was sent.
-    pub last_initiation_sent: Option<Instant>,
-    pub current: Option<Session>,
-    pub previous: Option<Session>,
-    pub next: Option<Session>,
-    /// Greatest initiation timestamp accepted from this peer.
-    pub last_timestamp: Option<Tai64N>,
-    pub last_initiation_received: Option<Instant>,
-    pub last_handshake: Option<Instant>,
+    /// Sessions and the handshake.
+    pub keys: Keys,
     pub timers: TimerTable,
     pub queue: VecDeque<Vec<u8>>,
     pub stats: PeerStats,
@@ -115,8 +100,6 @@ pub(crate) struct Peer {
     pub edge: Option<crate::device::path::Edge>,
     /// The local interface MTU toward the endpoint, if the caller said.
     pub local_mtu: Option<u16>,
-    /// Round-trip time of the last handshake we initiated.
-    pub handshake_rtt: Option<Duration>,
     /// Inner packets arriving in pieces.
     pub partials: Vec<crate::device::fragment::Partial>,
     /// When an authenticated packet last came from this peer.
@@ -166,21 +149,12 @@ impl Peer {
             sees_nat: None,
             stream: 0,
             discovery_misses: 0,
-            handshake: None,
-            attempt_started: None,
-            last_initiation_sent: None,
-            current: None,
-            previous: None,
-            next: None,
-            last_timestamp: None,
-            last_initiation_received: None,
-            last_handshake: None,
+            keys: Keys::default(),
             timers: TimerTable::default(),
             queue: VecDeque::new(),
             stats: PeerStats::default(),
             edge: None,
             local_mtu: None,
-            handshake_rtt: None,
             partials: Vec::new(),
             last_received: None,
             removed: false,
@@ -193,60 +167,72 @@ impl Peer {
             relay_budget: None,
         }
     }
+}
 
-    /// The session to send on, if one is still within its limits.
-    pub fn sending_session(&mut self, now: Instant) -> Option<&mut Session> {
-        self.current.as_mut().filter(|s| {
-            now.saturating_duration_since(s.established) < REJECT_AFTER_TIME
-                && s.send_counter() < crate::replay::REJECT_AFTER_MESSAGES
-        })
+/// Every peer of a device, indexed by [`PeerId`].
+///
+/// Slots are only ever added (a removed peer keeps its slot, marked
+/// removed), so an id this table handed out always indexes a peer: indexing
+/// with one cannot panic. Ids from outside the device (the public API) go
+/// through [`Peers::get`] instead.
+#[derive(Debug, Default)]
+pub(crate) struct Peers(Vec<Peer>);
+
+impl Peers {
+    /// The id the next [`Peers::push`] gives.
+    pub fn next_id(&self) -> PeerId {
+        PeerId(self.0.len() as u32)
     }
 
-    /// Whether [`Peer::sending_session`] would give a session.
-    pub fn can_send(&self, now: Instant) -> bool {
-        self.current.as_ref().is_some_and(|s| {
-            now.saturating_duration_since(s.established) < REJECT_AFTER_TIME
-                && s.send_counter() < crate::replay::REJECT_AFTER_MESSAGES
-        })
+    /// Adds `peer` in a new slot.
+    pub fn push(&mut self, peer: Peer) -> PeerId {
+        let id = self.next_id();
+        self.0.push(peer);
+        id
     }
 
-    /// Whether sending on the current session should start a new handshake:
-    /// we initiated it and it is past its age or message budget.
-    pub fn wants_rekey_on_send(&self, now: Instant) -> bool {
-        self.current.as_ref().is_some_and(|s| {
-            (s.initiator && now.saturating_duration_since(s.established) >= REKEY_AFTER_TIME)
-                || s.send_counter() >= REKEY_AFTER_MESSAGES
-        })
+    /// The peer `id`, if the id is one of this table's.
+    pub fn get(&self, id: PeerId) -> Option<&Peer> {
+        self.0.get(id.0 as usize)
     }
 
-    /// The session (current, previous or next) with our index `local`.
-    pub fn session_mut(&mut self, local: u32) -> Option<(Slot, &mut Session)> {
-        for (slot, s) in [
-            (Slot::Current, self.current.as_mut()),
-            (Slot::Previous, self.previous.as_mut()),
-            (Slot::Next, self.next.as_mut()),
-        ] {
-            if let Some(s) = s.filter(|s| s.local_index == local) {
-                return Some((slot, s));
-            }
-        }
-        None
+    /// The peer `id` for changing, if the id is one of this table's.
+    pub fn get_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
+        self.0.get_mut(id.0 as usize)
     }
 
-    /// Every local index this peer holds (sessions and handshake).
-    pub fn local_indices(&self) -> impl Iterator<Item = u32> + '_ {
-        [&self.current, &self.previous, &self.next]
-            .into_iter()
-            .flatten()
-            .map(|s| s.local_index)
-            .chain(self.handshake.as_ref().map(|h| h.local_index))
+    /// Number of slots (removed peers included).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Every id, without borrowing the table (so the loop body may change
+    /// the device).
+    pub fn ids(&self) -> std::iter::Map<std::ops::Range<u32>, fn(u32) -> PeerId> {
+        (0..self.0.len() as u32).map(PeerId as fn(u32) -> PeerId)
+    }
+
+    /// Every peer.
+    pub fn iter(&self) -> std::slice::Iter<'_, Peer> {
+        self.0.iter()
+    }
+
+    /// Every peer, for changing.
+    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Peer> {
+        self.0.iter_mut()
     }
 }
 
-/// Which of a peer's sessions a packet matched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Slot {
-    Current,
-    Previous,
-    Next,
+impl std::ops::Index<PeerId> for Peers {
+    type Output = Peer;
+
+    fn index(&self, id: PeerId) -> &Peer {
+        &self.0[id.0 as usize]
+    }
+}
+
+impl std::ops::IndexMut<PeerId> for Peers {
+    fn index_mut(&mut self, id: PeerId) -> &mut Peer {
+        &mut self.0[id.0 as usize]
+    }
 }

@@ -33,7 +33,7 @@ impl Device {
         let datagram_len = buf.len();
         let start = TRANSPORT_HEADER_LEN;
         let message = Control::parse(&buf[start..start + plain]).map_err(|e| {
-            trace!(peer = %self.peers[id.0 as usize].name, error = %e, "malformed control message");
+            trace!(peer = %self.peers[id].name, error = %e, "malformed control message");
             DropReason::MalformedInner
         })?;
         match message {
@@ -71,7 +71,7 @@ impl Device {
             }
             Control::PunchOffer(offer) => self.take_offer(id, offer, now),
             Control::Punch => {
-                trace!(peer = %self.peers[id.0 as usize].name, ?hop, "punch received");
+                trace!(peer = %self.peers[id].name, ?hop, "punch received");
             }
         }
         Ok(Decapsulated::Consumed)
@@ -117,7 +117,7 @@ impl Device {
         now: Instant,
         buf: &mut [u8],
     ) -> Option<Transmit> {
-        let destination = self.peers.get(id.0 as usize)?.endpoint?;
+        let destination = self.peers.get(id)?.endpoint?;
         self.seal_direct(id, plain, destination, now, buf)
     }
 
@@ -135,8 +135,12 @@ impl Device {
         if !self.reachable(id) {
             return None;
         }
-        let peer = &mut self.peers[id.0 as usize];
-        let n = peer.sending_session(now)?.seal(buf, len, max_padded).ok()?;
+        let peer = &mut self.peers[id];
+        let n = peer
+            .keys
+            .sending_session(now)?
+            .seal(buf, len, max_padded)
+            .ok()?;
         if data {
             Self::on_data_sent(peer, now);
         } else {

@@ -69,7 +69,7 @@ impl Device {
             });
             self.outgoing.push_back(Outgoing::Piece(id, piece.to_vec()));
         }
-        trace!(peer = %self.peers[id.0 as usize].name, len = packet.len(), count, "inner packet sent in pieces");
+        trace!(peer = %self.peers[id].name, len = packet.len(), count, "inner packet sent in pieces");
     }
 
     /// Takes a piece from `id`; once a packet is whole, checks it like any
@@ -86,7 +86,7 @@ impl Device {
             count,
             payload,
         } = piece;
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         peer.partials
             .retain(|p| now.saturating_duration_since(p.started) < REASSEMBLY_TIMEOUT);
         let pos = match peer.partials.iter().position(|p| p.id == frag_id) {
@@ -122,7 +122,7 @@ impl Device {
         if self.route(summary.src) != Some(id) {
             return Err(DropReason::SourceNotAllowed);
         }
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         peer.stats.rx_bytes += summary.len as u64;
         peer.stats.rx_packets += 1;
         let mut whole = whole;

@@ -8,17 +8,15 @@
 use std::time::{Duration, Instant};
 
 use rand_chacha::rand_core::RngCore;
-use tracing::{debug, info, trace};
+use tracing::{debug, trace};
 
 use super::relay::Hop;
-use super::{Decapsulated, Device, Event, Outgoing};
+use super::{Decapsulated, Device, Outgoing};
 use crate::cookie::MacVerdict;
 use crate::noise;
 use crate::peer::{Initiated, PeerId};
 use crate::session::Session;
-use crate::timers::{
-    Timer, MIN_INITIATION_INTERVAL, REJECT_AFTER_TIME, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX,
-};
+use crate::timers::{Timer, REJECT_AFTER_TIME, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX};
 use crate::wire::{self, field, CookieReply, Initiation, Response, INITIATION_LEN, RESPONSE_LEN};
 use crate::DropReason;
 
@@ -26,19 +24,16 @@ impl Device {
     /// Sends an initiation to `id`, unless one went out less than
     /// REKEY_TIMEOUT ago (`retry` is the retransmission timer, which may).
     pub(super) fn start_handshake(&mut self, id: PeerId, now: Instant, retry: bool) {
-        let peer = &self.peers[id.0 as usize];
-        let recent = peer
-            .last_initiation_sent
-            .is_some_and(|t| now.saturating_duration_since(t) < REKEY_TIMEOUT);
-        if !retry && recent {
+        let peer = &self.peers[id];
+        if !retry && peer.keys.initiated_recently(now) {
             return;
         }
         let direct = peer.endpoint;
         if direct.is_none() && peer.via.is_none() && !self.use_relay(id, now) {
-            trace!(peer = %self.peers[id.0 as usize].name, "no endpoint to send a handshake to");
+            trace!(peer = %self.peers[id].name, "no endpoint to send a handshake to");
             return;
         }
-        let peer = &self.peers[id.0 as usize];
+        let peer = &self.peers[id];
         let relayed = peer.via.map(|relay| Hop::Relayed {
             relay,
             peer: peer.public_key,
@@ -56,7 +51,7 @@ impl Device {
                 Err(e) => {
                     // Only a malformed local key can get here.
                     debug!(error = ?e, "could not build an initiation");
-                    self.by_index.remove(&local_index);
+                    self.indices.release(local_index);
                     return;
                 }
             };
@@ -64,17 +59,14 @@ impl Device {
         let jitter = Duration::from_millis(
             u64::from(self.rng.next_u32()) % (REKEY_TIMEOUT_JITTER_MAX.as_millis() as u64 + 1),
         );
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         peer.cookie.seal(&mut msg, now);
-        if let Some(old) = peer.handshake.replace(Initiated {
+        let initiated = Initiated {
             pending,
             local_index,
-        }) {
-            self.by_index.remove(&old.local_index);
-        }
-        let peer = &mut self.peers[id.0 as usize];
-        peer.attempt_started.get_or_insert(now);
-        peer.last_initiation_sent = Some(now);
+        };
+        self.indices
+            .release_all(peer.keys.initiation_sent(initiated, now));
         peer.stats.initiations_sent += 1;
         peer.timers
             .set(Timer::RetransmitHandshake, now + REKEY_TIMEOUT + jitter);
@@ -130,16 +122,12 @@ impl Device {
         if !self.hop_matches(id, hop) {
             return Err(DropReason::RelayRefused);
         }
-        let peer = &self.peers[id.0 as usize];
-        if peer.last_timestamp.is_some_and(|t| received.timestamp <= t) {
-            debug!(peer = %peer.name, "refusing a replayed handshake initiation");
-            return Err(DropReason::Replay);
-        }
-        if peer
-            .last_initiation_received
-            .is_some_and(|t| now.saturating_duration_since(t) < MIN_INITIATION_INTERVAL)
-        {
-            return Err(DropReason::HandshakeFlood);
+        let peer = &self.peers[id];
+        if let Err(reason) = peer.keys.check_initiation(received.timestamp, now) {
+            if reason == DropReason::Replay {
+                debug!(peer = %peer.name, "refusing a replayed handshake initiation");
+            }
+            return Err(reason);
         }
         let psk = peer.psk.clone();
         let timestamp = received.timestamp;
@@ -152,15 +140,12 @@ impl Device {
         let mut msg = [0u8; RESPONSE_LEN];
         wire::write_response_header(&mut msg, local_index, m.sender());
         msg[field::response::NOISE].copy_from_slice(&noise_msg);
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         peer.cookie.seal(&mut msg, now);
-        peer.last_timestamp = Some(timestamp);
-        peer.last_initiation_received = Some(now);
-        if let Some(old) = peer.next.replace(session) {
-            self.by_index.remove(&old.local_index);
-        }
+        self.indices
+            .release_all(peer.keys.answered(session, timestamp, now));
         self.arrived(id, hop, now);
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         peer.timers
             .set(Timer::ZeroKeys, now + 3 * REJECT_AFTER_TIME);
         Self::on_authenticated_received(peer, now);
@@ -178,50 +163,16 @@ impl Device {
     ) -> Result<Decapsulated, DropReason> {
         self.check_macs(now, hop, m.bytes(), m.sender())?;
         let receiver = m.receiver();
-        let id = *self
-            .by_index
-            .get(&receiver)
-            .ok_or(DropReason::UnknownIndex)?;
-        if !self.hop_matches(id, hop) {
-            return Err(DropReason::RelayRefused);
-        }
-        let peer = &mut self.peers[id.0 as usize];
-        let handshake = peer
-            .handshake
-            .as_mut()
-            .filter(|h| h.local_index == receiver)
-            .ok_or(DropReason::UnknownIndex)?;
-        let keys = handshake
-            .pending
-            .finish(m.noise())
-            .map_err(|_| DropReason::HandshakeFailed)?;
+        let id = self.sender_of(receiver, hop)?;
+        let keys = self.peers[id]
+            .keys
+            .finish_initiation(receiver, m.noise(), now)?;
         // Authenticated: the handshake is done.
-        peer.handshake = None;
-        peer.attempt_started = None;
-        peer.timers.stop(Timer::RetransmitHandshake);
-        peer.stats.handshakes_completed += 1;
-        info!(peer = %peer.name, "handshake completed (initiator)");
-        peer.handshake_rtt = peer
-            .last_initiation_sent
-            .map(|t| now.saturating_duration_since(t));
         let session = Session::new(&keys, receiver, m.sender(), true, now);
         self.install_session(id, session, now);
         self.arrived(id, hop, now);
-        let peer = &mut self.peers[id.0 as usize];
-        Self::on_authenticated_received(peer, now);
-        self.events.push_back(Event::HandshakeCompleted {
-            peer: id,
-            initiator: true,
-        });
-        // The responder may only send once it hears from us on the new
-        // session: release the queue, or confirm with a keepalive.
-        if peer.queue.is_empty() {
-            self.outgoing.push_back(Outgoing::Keepalive(id));
-        } else {
-            self.flush.push_back(id);
-        }
-        self.unpark(id, now);
-        self.nat_after_handshake(id, now);
+        Self::on_authenticated_received(&mut self.peers[id], now);
+        self.handshake_completed(id, true, now);
         Ok(Decapsulated::Consumed)
     }
 
@@ -231,15 +182,8 @@ impl Device {
         hop: Hop,
         m: CookieReply<'_>,
     ) -> Result<Decapsulated, DropReason> {
-        let receiver = m.receiver();
-        let id = *self
-            .by_index
-            .get(&receiver)
-            .ok_or(DropReason::UnknownIndex)?;
-        if !self.hop_matches(id, hop) {
-            return Err(DropReason::RelayRefused);
-        }
-        let peer = &mut self.peers[id.0 as usize];
+        let id = self.sender_of(m.receiver(), hop)?;
+        let peer = &mut self.peers[id];
         peer.cookie
             .receive(m.nonce(), m.encrypted_cookie(), now)
             .map_err(|_| DropReason::Decrypt)?;

@@ -29,29 +29,20 @@ impl Device {
     /// Removes `id`: routes, sessions, handshake, queue and timers. Its
     /// datagrams are refused from now on (unknown index, unknown key).
     pub fn remove_peer(&mut self, id: PeerId) {
-        let Some(peer) = self.peers.get_mut(id.0 as usize) else {
+        let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
         if peer.removed {
             return;
         }
-        let indices: Vec<u32> = peer.local_indices().collect();
         let nets = std::mem::take(&mut peer.allowed_ips);
         peer.removed = true;
-        peer.current = None;
-        peer.previous = None;
-        peer.next = None;
-        peer.handshake = None;
-        peer.attempt_started = None;
-        peer.queue.clear();
         peer.timers.stop_all();
         peer.edge = None;
         peer.endpoint = None;
         let key = peer.public_key;
         info!(peer = %peer.name, "peer removed");
-        for i in indices {
-            self.by_index.remove(&i);
-        }
+        self.erase_keys(id);
         for net in nets {
             if self.routes.exact_match(net) == Some(&id) {
                 self.routes.remove(net);
@@ -68,7 +59,7 @@ impl Device {
     /// has none, or has not been heard from directly for
     /// [`GOSSIP_ENDPOINT_GRACE`]. Returns whether it was taken.
     pub fn suggest_endpoint(&mut self, id: PeerId, endpoint: SocketAddr, now: Instant) -> bool {
-        let Some(peer) = self.peers.get_mut(id.0 as usize) else {
+        let Some(peer) = self.peers.get_mut(id) else {
             return false;
         };
         if peer.removed || peer.endpoint == Some(endpoint) {

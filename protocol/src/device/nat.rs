@@ -97,7 +97,7 @@ impl Device {
 
     /// The persistent keepalive interval in use toward `peer` (`None`: off).
     pub fn keepalive_interval(&self, peer: PeerId) -> Option<Duration> {
-        self.peers.get(peer.0 as usize)?.persistent_keepalive
+        self.peers.get(peer)?.persistent_keepalive
     }
 
     /// This node's own addresses and the main socket's port, to tell a
@@ -133,7 +133,7 @@ impl Device {
     /// The next datagram to send from a probe socket, written into `buf`.
     pub fn poll_probe_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<ProbeTransmit> {
         while let Some((socket, id, open)) = self.probe_out.pop_front() {
-            let peer = &mut self.peers[id.0 as usize];
+            let peer = &mut self.peers[id];
             let Some(destination) = peer.endpoint else {
                 continue;
             };
@@ -145,7 +145,7 @@ impl Device {
                 continue;
             };
             let mtu = self.mtu;
-            let Some(session) = peer.sending_session(now) else {
+            let Some(session) = peer.keys.sending_session(now) else {
                 continue;
             };
             if let Ok(len) = session.seal(buf, plain, mtu) {
@@ -187,15 +187,15 @@ impl Device {
         };
         let (receiver, counter) = (t.receiver(), t.counter());
         let (trial, helper, nonce) = self.nat.trial_on(socket).ok_or(DropReason::UnknownIndex)?;
-        let id = *self
-            .by_index
-            .get(&receiver)
-            .ok_or(DropReason::UnknownIndex)?;
+        let id = self.indices.owner(receiver)?;
         if id != helper {
             return Err(DropReason::UnknownPeer);
         }
-        let peer = &mut self.peers[id.0 as usize];
-        let (_, session) = peer.session_mut(receiver).ok_or(DropReason::UnknownIndex)?;
+        let peer = &mut self.peers[id];
+        let (_, session) = peer
+            .keys
+            .session_mut(receiver)
+            .ok_or(DropReason::UnknownIndex)?;
         let plain = session
             .open(counter, &mut buf[TRANSPORT_HEADER_LEN..])
             .map_err(|e| match e {
@@ -257,7 +257,7 @@ impl Device {
             // The longest trial plus time for its check.
             expires: now + SEARCH_CEILING + Duration::from_secs(60),
         });
-        let main = self.peers[id.0 as usize].endpoint.unwrap_or(from);
+        let main = self.peers[id].endpoint.unwrap_or(from);
         let ack = BindingAck {
             trial,
             nonce,
@@ -275,7 +275,7 @@ impl Device {
 
     /// A ping from `id`: answered with the address it came from.
     pub(super) fn answer_ping(&mut self, id: PeerId, ping: Ping) {
-        let Some(seen) = self.peers[id.0 as usize].endpoint else {
+        let Some(seen) = self.peers[id].endpoint else {
             return;
         };
         let pong = Pong {
@@ -294,7 +294,7 @@ impl Device {
     /// is seen at.
     pub(super) fn on_pong(&mut self, id: PeerId, pong: Pong, now: Instant) {
         let seen = pong.observed;
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         if let Some((want, sent, _)) = peer.ping {
             if want == pong.id {
                 let rtt = now.saturating_duration_since(sent);
@@ -349,7 +349,7 @@ impl Device {
     /// Queues a ping to `id` unless one is outstanding.
     pub(super) fn send_ping(&mut self, id: PeerId, now: Instant, keepalive: bool) {
         let ping_id = self.rng.next_u32();
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         if peer.ping.is_some() {
             return;
         }
@@ -359,9 +359,9 @@ impl Device {
     /// Sends try number `tries` of ping `ping_id` to `id` and arms its pong
     /// timer.
     fn queue_ping(&mut self, id: PeerId, ping_id: u32, tries: u8, now: Instant, keepalive: bool) {
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         peer.ping = Some((ping_id, now, tries));
-        let wait = pong_timeout(peer.nat_rtt.or(peer.handshake_rtt));
+        let wait = pong_timeout(peer.nat_rtt.or(peer.keys.handshake_rtt()));
         peer.timers.set(Timer::PongTimeout, now + wait);
         self.nat_counters.pings_sent += 1;
         self.outgoing.push_back(Outgoing::Nat {
@@ -377,7 +377,7 @@ impl Device {
         self.nat_counters.pongs_missed += 1;
         let behind = self.nat.status().behind == Some(true);
         let unknown = self.nat.status().behind.is_none();
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         let Some((ping_id, _, tries)) = peer.ping else {
             return;
         };
@@ -394,7 +394,7 @@ impl Device {
                 .set(Timer::PersistentKeepalive, now + crate::nat::START_INTERVAL);
             return;
         }
-        if !behind || peer.keepalive != Keepalive::Auto || peer.handshake.is_some() {
+        if !behind || peer.keepalive != Keepalive::Auto || peer.keys.initiating() {
             return;
         }
         info!(peer = %peer.name, "mapping lost: re-handshake");
@@ -411,7 +411,7 @@ impl Device {
     /// the silence check.
     pub(super) fn nat_on_received(&mut self, id: PeerId, now: Instant, previous: Option<Instant>) {
         let behind = self.nat.status().behind == Some(true);
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         // Behind a NAT any packet proves the mapping; a discovery ping
         // still waits for its pong, which carries the reflexive address.
         if peer.ping.is_some() && behind {
@@ -428,7 +428,10 @@ impl Device {
             1
         };
         if peer.stream >= STREAM_PACKETS {
-            let rtt = peer.nat_rtt.or(peer.handshake_rtt).unwrap_or_default();
+            let rtt = peer
+                .nat_rtt
+                .or(peer.keys.handshake_rtt())
+                .unwrap_or_default();
             peer.timers
                 .set(Timer::Silence, now + (rtt * 4).max(SILENCE_MIN));
         } else {
@@ -439,9 +442,9 @@ impl Device {
     /// A steady stream from `id` stopped: a NAT may have dropped the
     /// mapping, and a ping (from the same socket) recreates it.
     pub(super) fn silence(&mut self, id: PeerId, now: Instant) {
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         peer.stream = 0;
-        if peer.sending_session(now).is_some() {
+        if peer.keys.sending_session(now).is_some() {
             debug!(peer = %peer.name, "stream stopped; checking the mapping");
             self.send_ping(id, now, true);
         }
@@ -450,7 +453,7 @@ impl Device {
     /// A handshake with `id` completed: a ping learns the reflexive address
     /// (and so whether this node is behind a NAT).
     pub(super) fn nat_after_handshake(&mut self, id: PeerId, now: Instant) {
-        if self.peers[id.0 as usize].keepalive != Keepalive::Off {
+        if self.peers[id].keepalive != Keepalive::Off {
             self.send_ping(id, now, false);
         }
     }
@@ -458,7 +461,7 @@ impl Device {
     /// The persistent keepalive of `id` is due.
     pub(super) fn keepalive_due(&mut self, id: PeerId, now: Instant) {
         let behind = self.nat.status().behind != Some(false);
-        if self.peers[id.0 as usize].keepalive == Keepalive::Auto && behind {
+        if self.peers[id].keepalive == Keepalive::Auto && behind {
             self.send_ping(id, now, true);
         } else {
             self.outgoing.push_back(Outgoing::Keepalive(id));
@@ -500,9 +503,9 @@ impl Device {
     fn helper(&mut self, now: Instant) -> Option<(PeerId, Duration)> {
         let behind = self.nat.status().behind == Some(true);
         let mut best: Option<(PeerId, Duration)> = None;
-        for i in 0..self.peers.len() {
-            let p = &mut self.peers[i];
-            if p.removed || p.endpoint.is_none() || p.sending_session(now).is_none() {
+        for id in self.peers.ids() {
+            let p = &mut self.peers[id];
+            if p.removed || p.endpoint.is_none() || p.keys.sending_session(now).is_none() {
                 continue;
             }
             // A peer on our side of the NAT would prove every lifetime: its
@@ -512,10 +515,10 @@ impl Device {
             }
             let rtt = p
                 .nat_rtt
-                .or(p.handshake_rtt)
+                .or(p.keys.handshake_rtt())
                 .unwrap_or(Duration::from_millis(500));
             if best.is_none_or(|(_, b)| rtt < b) {
-                best = Some((PeerId(i as u32), rtt));
+                best = Some((id, rtt));
             }
         }
         best
@@ -539,7 +542,7 @@ impl Device {
             }
             p.persistent_keepalive = every;
             match every {
-                Some(e) if p.current.is_some() => {
+                Some(e) if p.keys.has_current() => {
                     let due = now + e;
                     if p.timers
                         .get(Timer::PersistentKeepalive)
@@ -570,10 +573,10 @@ impl Device {
         buf: &mut [u8],
     ) -> Option<Transmit> {
         let mtu = self.mtu;
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         let destination = to.or(peer.endpoint)?;
         let plain = message.emit(buf.get_mut(TRANSPORT_HEADER_LEN..)?)?;
-        let len = peer.sending_session(now)?.seal(buf, plain, mtu).ok()?;
+        let len = peer.keys.sending_session(now)?.seal(buf, plain, mtu).ok()?;
         if to.is_none() {
             Self::on_authenticated_sent(peer, now);
         }

@@ -78,7 +78,7 @@ impl Device {
             return;
         }
         let default_max = self.max_pmtu;
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         let Some(endpoint) = peer.endpoint else {
             return;
         };
@@ -89,7 +89,7 @@ impl Device {
             }
             return;
         }
-        if peer.sending_session(now).is_none() {
+        if peer.keys.sending_session(now).is_none() {
             return;
         }
         let floor = if endpoint.is_ipv4() {
@@ -106,7 +106,7 @@ impl Device {
         let hint = peer.path_hint.take();
         // The handshake's round trip is fresh; a stored one is better than
         // none (the responder of a handshake measures none).
-        let rtt = peer.handshake_rtt.or(hint.and_then(|h| h.rtt));
+        let rtt = peer.keys.handshake_rtt().or(hint.and_then(|h| h.rtt));
         let hinted = hint
             .filter(|h| h.endpoint.is_none_or(|e| e == endpoint))
             .and_then(|h| Some((h.pmtu?, h.confirmed_by_self)));
@@ -125,7 +125,7 @@ impl Device {
     /// discovery is off or has not started; through a relay, the relay's
     /// less [`RELAY_OVERHEAD`](super::RELAY_OVERHEAD).
     pub fn inner_mtu(&self, id: PeerId) -> usize {
-        match self.peers[id.0 as usize].via {
+        match self.peers[id].via {
             Some(relay) => self
                 .direct_inner_mtu(relay)
                 .saturating_sub(super::RELAY_OVERHEAD),
@@ -134,7 +134,7 @@ impl Device {
     }
 
     fn direct_inner_mtu(&self, id: PeerId) -> usize {
-        let peer = &self.peers[id.0 as usize];
+        let peer = &self.peers[id];
         match &peer.edge {
             Some(e) if Some(e.endpoint) == peer.endpoint => {
                 usize::from(e.inner_mtu()).min(self.mtu)
@@ -145,7 +145,7 @@ impl Device {
 
     /// `id` acknowledged one of our probes.
     pub(super) fn on_probe_ack(&mut self, id: PeerId, ack: ProbeAck, now: Instant) {
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         if let Some(edge) = peer.edge.as_mut() {
             // The peer reports what arrived; it must be what we sent.
             let expected = edge
@@ -169,8 +169,8 @@ impl Device {
             return None;
         }
         let mut wants_room = false;
-        for i in 0..self.peers.len() {
-            let peer = &mut self.peers[i];
+        for id in self.peers.ids() {
+            let peer = &mut self.peers[id];
             let Some(edge) = peer.edge.as_ref() else {
                 continue;
             };
@@ -195,7 +195,7 @@ impl Device {
                 wants_room = true;
                 continue;
             }
-            let Some(session) = peer.sending_session(now) else {
+            let Some(session) = peer.keys.sending_session(now) else {
                 continue;
             };
             let Ok(n) = session.seal(buf, plain, plain) else {
@@ -216,18 +216,18 @@ impl Device {
 
     /// Runs discovery timers of every edge due at `now`.
     pub(super) fn handle_path_timeouts(&mut self, now: Instant) {
-        for i in 0..self.peers.len() {
-            let due = self.peers[i]
+        for id in self.peers.ids() {
+            let due = self.peers[id]
                 .edge
                 .as_ref()
                 .and_then(|e| e.pmtud.poll_timeout())
                 .is_some_and(|t| t <= now);
             if due {
-                if let Some(e) = self.peers[i].edge.as_mut() {
+                if let Some(e) = self.peers[id].edge.as_mut() {
                     e.pmtud.handle_timeout(now);
                 }
                 self.probing = true;
-                self.pmtu_changes(PeerId(i as u32));
+                self.pmtu_changes(id);
             }
         }
     }
@@ -242,7 +242,7 @@ impl Device {
 
     /// Emits an event if the edge of `id` changed its size in use.
     fn pmtu_changes(&mut self, id: PeerId) {
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         let Some(edge) = peer.edge.as_mut() else {
             return;
         };
@@ -271,7 +271,7 @@ impl Device {
     /// The local interface MTU toward `id`'s endpoint: the upper bound of
     /// its search.
     pub fn set_local_mtu(&mut self, id: PeerId, mtu: u16, now: Instant) {
-        let Some(peer) = self.peers.get_mut(id.0 as usize) else {
+        let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
         peer.local_mtu = Some(mtu);
@@ -285,14 +285,14 @@ impl Device {
     /// An ICMP "too big" (or EMSGSIZE) says packets to `endpoint` larger
     /// than `mtu` do not pass. A hint only: discovery confirms it.
     pub fn handle_too_big(&mut self, endpoint: SocketAddr, mtu: u16, now: Instant) {
-        for i in 0..self.peers.len() {
-            let Some(edge) = self.peers[i].edge.as_mut() else {
+        for id in self.peers.ids() {
+            let Some(edge) = self.peers[id].edge.as_mut() else {
                 continue;
             };
             if edge.endpoint == endpoint && mtu < edge.pmtud.current() {
                 edge.pmtud.on_too_big(mtu, now);
                 self.probing = true;
-                self.pmtu_changes(PeerId(i as u32));
+                self.pmtu_changes(id);
             }
         }
     }
@@ -301,7 +301,7 @@ impl Device {
     /// the next search toward it tries this size first, and uses it only
     /// once a probe confirms it.
     pub fn set_pmtu_prior(&mut self, id: PeerId, pmtu: u16) {
-        if let Some(peer) = self.peers.get_mut(id.0 as usize) {
+        if let Some(peer) = self.peers.get_mut(id) {
             if peer.edge.is_none() {
                 peer.pmtu_prior = Some(pmtu);
             }
@@ -312,7 +312,7 @@ impl Device {
     /// first edge toward it starts from this (see [`PathHint`]). Ignored
     /// once an edge exists.
     pub fn set_path_hint(&mut self, id: PeerId, hint: PathHint) {
-        if let Some(peer) = self.peers.get_mut(id.0 as usize) {
+        if let Some(peer) = self.peers.get_mut(id) {
             if peer.edge.is_none() {
                 peer.path_hint = Some(hint);
             }
@@ -321,7 +321,7 @@ impl Device {
 
     /// The path MTU in use toward `id` and whether it is confirmed.
     pub fn path_mtu(&self, id: PeerId) -> Option<(u16, bool)> {
-        let e = self.peers.get(id.0 as usize)?.edge.as_ref()?;
+        let e = self.peers.get(id)?.edge.as_ref()?;
         Some((
             e.pmtud.current(),
             e.pmtud.confirmed() == Some(e.pmtud.current()),
@@ -330,11 +330,11 @@ impl Device {
 
     /// The round-trip time discovery measured toward `id`.
     pub fn path_rtt(&self, id: PeerId) -> Option<std::time::Duration> {
-        self.peers.get(id.0 as usize)?.edge.as_ref()?.pmtud.rtt()
+        self.peers.get(id)?.edge.as_ref()?.pmtud.rtt()
     }
 
     /// Discovery counters of `id`'s edge.
     pub fn pmtu_stats(&self, id: PeerId) -> Option<crate::pmtu::PmtuStats> {
-        Some(self.peers.get(id.0 as usize)?.edge.as_ref()?.pmtud.stats())
+        Some(self.peers.get(id)?.edge.as_ref()?.pmtud.stats())
     }
 }

@@ -158,11 +158,11 @@ impl Device {
     /// direct path works (`None`: never relay toward `id`). A peer already
     /// relayed moves to the new relay, or back to direct.
     pub fn set_relay(&mut self, id: PeerId, relay: Option<PeerId>, now: Instant) {
-        let unusable = |r: PeerId| self.peers.get(r.0 as usize).is_none_or(|p| p.removed);
+        let unusable = |r: PeerId| self.peers.get(r).is_none_or(|p| p.removed);
         if relay == Some(id) || relay.is_some_and(unusable) {
             return;
         }
-        let Some(peer) = self.peers.get_mut(id.0 as usize) else {
+        let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
         peer.relay = relay;
@@ -185,15 +185,15 @@ impl Device {
     /// to their direct endpoint (and a relay the node names next).
     pub(super) fn forget_relay(&mut self, relay: PeerId) {
         self.parked.retain(|(carrier, _, _)| *carrier != relay);
-        for i in 0..self.peers.len() {
-            let peer = &mut self.peers[i];
+        for id in self.peers.ids() {
+            let peer = &mut self.peers[id];
             if peer.relay == Some(relay) {
                 peer.relay = None;
             }
             if peer.via == Some(relay) {
                 peer.via = None;
                 self.events.push_back(Event::PathChanged {
-                    peer: PeerId(i as u32),
+                    peer: id,
                     via: None,
                     punched: false,
                 });
@@ -216,10 +216,10 @@ impl Device {
     /// node last reached, so they replace their sessions with its old self
     /// at once rather than after their own rekey timeout.
     pub fn connect(&mut self, id: PeerId, now: Instant) {
-        let Some(peer) = self.peers.get_mut(id.0 as usize) else {
+        let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
-        if peer.removed || peer.sending_session(now).is_some() {
+        if peer.removed || peer.keys.sending_session(now).is_some() {
             return;
         }
         self.start_handshake(id, now, true);
@@ -227,7 +227,7 @@ impl Device {
 
     /// The path traffic to `id` takes now.
     pub fn peer_path(&self, id: PeerId) -> Option<PeerPath> {
-        let peer = self.peers.get(id.0 as usize)?;
+        let peer = self.peers.get(id)?;
         Some(match peer.via {
             Some(relay) => PeerPath::Relayed { relay },
             None => PeerPath::Direct(peer.endpoint),
@@ -236,15 +236,15 @@ impl Device {
 
     /// Switches `id` to its relay candidate. Returns whether it is relayed.
     pub(super) fn use_relay(&mut self, id: PeerId, now: Instant) -> bool {
-        let peer = &self.peers[id.0 as usize];
+        let peer = &self.peers[id];
         if peer.via.is_some() {
             return true;
         }
         let Some(relay) = peer.relay else {
             return false;
         };
-        let relay_name = self.peers[relay.0 as usize].name.clone();
-        let peer = &mut self.peers[id.0 as usize];
+        let relay_name = self.peers[relay].name.clone();
+        let peer = &mut self.peers[id];
         peer.via = Some(relay);
         peer.punch.next_offer = Some(now);
         peer.punch.backoff = Duration::ZERO;
@@ -264,9 +264,7 @@ impl Device {
     pub(super) fn hop_matches(&self, id: PeerId, hop: Hop) -> bool {
         match hop {
             Hop::Direct(_) => true,
-            Hop::Relayed { relay, peer } => {
-                relay != id && self.peers[id.0 as usize].public_key == peer
-            }
+            Hop::Relayed { relay, peer } => relay != id && self.peers[id].public_key == peer,
         }
     }
 
@@ -275,7 +273,7 @@ impl Device {
     pub(super) fn hop_address(&self, hop: Hop) -> SocketAddr {
         match hop {
             Hop::Direct(from) => from,
-            Hop::Relayed { relay, .. } => self.peers[relay.0 as usize]
+            Hop::Relayed { relay, .. } => self.peers[relay]
                 .endpoint
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
         }
@@ -288,7 +286,7 @@ impl Device {
         match hop {
             Hop::Direct(from) => {
                 self.update_endpoint(id, from);
-                let peer = &mut self.peers[id.0 as usize];
+                let peer = &mut self.peers[id];
                 peer.last_direct = Some(now);
                 if peer.via.take().is_some() {
                     let punched = peer.punch.last_burst.is_some_and(|t| {
@@ -308,13 +306,13 @@ impl Device {
                 self.ensure_edge(id, now);
             }
             Hop::Relayed { relay, .. } => {
-                let peer = &self.peers[id.0 as usize];
+                let peer = &self.peers[id];
                 let direct_recently = peer
                     .last_direct
                     .is_some_and(|t| now.saturating_duration_since(t) < DIRECT_GRACE);
                 if peer.via != Some(relay) && !direct_recently {
-                    let relay_name = self.peers[relay.0 as usize].name.clone();
-                    let peer = &mut self.peers[id.0 as usize];
+                    let relay_name = self.peers[relay].name.clone();
+                    let peer = &mut self.peers[id];
                     peer.via = Some(relay);
                     peer.punch.next_offer = Some(now);
                     peer.punch.backoff = Duration::ZERO;
@@ -340,7 +338,7 @@ impl Device {
     ) -> Result<Decapsulated, DropReason> {
         let refused = |device: &mut Self, why: &str| {
             device.stats.relay.refused += 1;
-            debug!(peer = %device.peers[from.0 as usize].name, why, "relay request refused");
+            debug!(peer = %device.peers[from].name, why, "relay request refused");
             Err(DropReason::RelayRefused)
         };
         if !matches!(hop, Hop::Direct(_)) {
@@ -359,7 +357,7 @@ impl Device {
         let Some(target) = self.by_key.get(&key).copied() else {
             return refused(self, "unknown target");
         };
-        let t = &self.peers[target.0 as usize];
+        let t = &self.peers[target];
         if target == from || t.removed || t.via.is_some() || t.endpoint.is_none() {
             return refused(self, "target not reachable directly from here");
         }
@@ -367,7 +365,7 @@ impl Device {
             return refused(self, "over the relay budget");
         }
         let relayed = Control::Relayed(Relay {
-            key: self.peers[from.0 as usize].public_key,
+            key: self.peers[from].public_key,
             datagram: inner,
         });
         self.outgoing
@@ -382,7 +380,7 @@ impl Device {
                 "relayed for other members so far"
             );
         }
-        trace!(from = %self.peers[from.0 as usize].name, to = %self.peers[target.0 as usize].name,
+        trace!(from = %self.peers[from].name, to = %self.peers[target].name,
             len = inner.len(), "relaying");
         Ok(Decapsulated::Consumed)
     }
@@ -390,7 +388,7 @@ impl Device {
     /// Takes `len` bytes from `from`'s relay budget; false if it is spent.
     fn charge_relay_budget(&mut self, from: PeerId, len: usize, now: Instant) -> bool {
         let rate = self.relay_bytes_per_second;
-        let peer = &mut self.peers[from.0 as usize];
+        let peer = &mut self.peers[from];
         let (at, tokens) = peer.relay_budget.unwrap_or((now, rate));
         let refill = u128::from(rate) * now.saturating_duration_since(at).as_micros() / 1_000_000;
         let tokens = (u128::from(tokens) + refill).min(u128::from(rate)) as u64;
@@ -462,7 +460,7 @@ impl Device {
             return Err(DropReason::TooBig);
         }
         buf.copy_within(..n, inner_start);
-        let key = self.peers[id.0 as usize].public_key;
+        let key = self.peers[id].public_key;
         self.seal_relay_request(relay, key, n, now, buf)
     }
 
@@ -480,13 +478,13 @@ impl Device {
         buf.get_mut(TRANSPORT_HEADER_LEN..)
             .and_then(|b| Relay::emit_request_header(&target, b))
             .ok_or(DropReason::TooBig)?;
-        let r = &mut self.peers[relay.0 as usize];
+        let r = &mut self.peers[relay];
         let usable = !r.removed && r.via.is_none() && r.endpoint.is_some();
-        if r.wants_rekey_on_send(now) || (usable && r.sending_session(now).is_none()) {
+        if r.keys.wants_rekey_on_send(now) || (usable && r.keys.sending_session(now).is_none()) {
             self.start_handshake(relay, now, false);
         }
-        let r = &mut self.peers[relay.0 as usize];
-        let sealed = match (usable, r.endpoint, r.sending_session(now)) {
+        let r = &mut self.peers[relay];
+        let sealed = match (usable, r.endpoint, r.keys.sending_session(now)) {
             (true, Some(destination), Some(session)) => session
                 .seal(buf, RELAY_HEADER_LEN + n, RELAY_HEADER_LEN + n)
                 .ok()
@@ -513,8 +511,8 @@ impl Device {
             Outgoing::Deliver(target, _) => *target,
             _ => return None,
         };
-        let p = &self.peers[carrier.0 as usize];
-        let waits = !p.removed && p.via.is_none() && p.endpoint.is_some() && !p.can_send(now);
+        let p = &self.peers[carrier];
+        let waits = !p.removed && p.via.is_none() && p.endpoint.is_some() && !p.keys.can_send(now);
         waits.then_some(carrier)
     }
 
@@ -585,7 +583,7 @@ impl Device {
         n: usize,
         now: Instant,
     ) -> Option<Transmit> {
-        let peer = &self.peers[id.0 as usize];
+        let peer = &self.peers[id];
         match peer.via {
             Some(relay) => self
                 .wrap_for_relay(id, relay, buf, n, now)
@@ -601,7 +599,7 @@ impl Device {
     /// Whether anything can be sent to `id`: it has an endpoint or a relay
     /// in use.
     pub(super) fn reachable(&self, id: PeerId) -> bool {
-        let peer = &self.peers[id.0 as usize];
+        let peer = &self.peers[id];
         peer.endpoint.is_some() || peer.via.is_some()
     }
 
@@ -615,10 +613,11 @@ impl Device {
         now: Instant,
         buf: &mut [u8],
     ) -> Option<Transmit> {
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         let body = buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + plain.len())?;
         body.copy_from_slice(plain);
         let n = peer
+            .keys
             .sending_session(now)?
             .seal(buf, plain.len(), plain.len())
             .ok()?;
@@ -638,9 +637,9 @@ impl Device {
         now: Instant,
         buf: &mut [u8],
     ) -> Option<Transmit> {
-        let peer = &mut self.peers[target.0 as usize];
+        let peer = &mut self.peers[target];
         let destination = peer.endpoint?;
-        if peer.sending_session(now).is_none() || peer.wants_rekey_on_send(now) {
+        if peer.keys.sending_session(now).is_none() || peer.keys.wants_rekey_on_send(now) {
             self.start_handshake(target, now, false);
         }
         let t = self.seal_direct(target, plain, destination, now, buf);
@@ -653,7 +652,7 @@ impl Device {
     /// Takes `id`'s candidates: answers an offer with ours, and punches.
     pub(super) fn take_offer(&mut self, id: PeerId, offer: PunchOffer<'_>, now: Instant) {
         let answer = offer.answer;
-        let peer = &mut self.peers[id.0 as usize];
+        let peer = &mut self.peers[id];
         let recent = peer
             .punch
             .last_offer_taken
@@ -676,7 +675,7 @@ impl Device {
             let reply = encode_offer(true, &self.own_candidates);
             self.outgoing.push_back(Outgoing::Control(id, reply));
         }
-        self.peers[id.0 as usize].punch.start_burst(targets, now);
+        self.peers[id].punch.start_burst(targets, now);
     }
 
     /// The earliest punch or offer deadline.
@@ -684,15 +683,14 @@ impl Device {
         self.peers
             .iter()
             .filter(|p| !p.removed)
-            .filter_map(|p| p.punch.deadline(p.via.is_some() && p.current.is_some()))
+            .filter_map(|p| p.punch.deadline(p.via.is_some() && p.keys.has_current()))
             .min()
     }
 
     /// Sends due punches and offers.
     pub(super) fn handle_relay_timeouts(&mut self, now: Instant) {
-        for i in 0..self.peers.len() {
-            let id = PeerId(i as u32);
-            let peer = &mut self.peers[i];
+        for id in self.peers.ids() {
+            let peer = &mut self.peers[id];
             if peer.removed {
                 continue;
             }
@@ -705,14 +703,14 @@ impl Device {
                 }
                 self.stats.relay.punches_sent += punch.targets.len() as u64;
             }
-            let offering = peer.via.is_some() && peer.current.is_some();
+            let offering = peer.via.is_some() && peer.keys.has_current();
             if offering && peer.punch.next_offer.is_some_and(|t| t <= now) {
-                if peer.sending_session(now).is_some() {
+                if peer.keys.sending_session(now).is_some() {
                     debug!(peer = %peer.name, candidates = ?self.own_candidates, "offering punch candidates");
                     let offer = encode_offer(false, &self.own_candidates);
                     self.outgoing.push_back(Outgoing::Control(id, offer));
                 }
-                let punch = &mut self.peers[i].punch;
+                let punch = &mut self.peers[id].punch;
                 punch.backoff = (punch.backoff * 2).clamp(PUNCH_RETRY_FIRST, PUNCH_RETRY_MAX);
                 punch.next_offer = Some(now + punch.backoff);
             }

@@ -107,10 +107,10 @@ fn a_probe_is_acknowledged_with_the_length_of_the_datagram_that_carried_it() {
     let t = b.poll_transmit(now, &mut buf).expect("an acknowledgement");
     let mut ack = buf[..t.len].to_vec();
     // Open it at A by hand: its plaintext is the acknowledgement.
-    let peer = &mut a.peers[ab.0 as usize];
+    let peer = &mut a.peers[ab];
     let receiver = u32::from_le_bytes(ack[4..8].try_into().unwrap());
     let counter = u64::from_le_bytes(ack[8..16].try_into().unwrap());
-    let (_, session) = peer.session_mut(receiver).unwrap();
+    let (_, session) = peer.keys.session_mut(receiver).unwrap();
     let n = session
         .open(counter, &mut ack[TRANSPORT_HEADER_LEN..])
         .unwrap();
@@ -136,10 +136,10 @@ fn a_ping_is_answered_with_a_pong_naming_where_it_came_from() {
     let mut buf = vec![0u8; 2048];
     let t = b.poll_transmit(now, &mut buf).expect("a pong");
     let mut pong = buf[..t.len].to_vec();
-    let peer = &mut a.peers[ab.0 as usize];
+    let peer = &mut a.peers[ab];
     let receiver = u32::from_le_bytes(pong[4..8].try_into().unwrap());
     let counter = u64::from_le_bytes(pong[8..16].try_into().unwrap());
-    let (_, session) = peer.session_mut(receiver).unwrap();
+    let (_, session) = peer.keys.session_mut(receiver).unwrap();
     let n = session
         .open(counter, &mut pong[TRANSPORT_HEADER_LEN..])
         .unwrap();
