@@ -10,6 +10,8 @@
 # port (tunnel), and prints max and mean over the members. `fail:M/P` means M of P pairs never
 # answered within LIMIT seconds; `frozen` counts members that stopped answering `weft status`
 # within 1 s, exited, or ignored SIGTERM, summed over the steps.
+# The daemons log at `info` (WEFT_E2E_LOG=debug to keep everything: at N = 64 debug logging
+# costs more CPU than weft does).
 # Usage: sudo tests/bench/scale.sh [N...]   (IDLE=s, LIMIT=s; 30 and 60; WEFT_BIN=path)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -38,6 +40,7 @@ done
 WEFT_E2E_BIN=$(weft_binary)
 WEFT_SCALE_N=$(IFS=,; echo "${sizes[*]}")
 export WEFT_E2E_BIN WEFT_SCALE_N WEFT_SCALE_IDLE=$idle WEFT_SCALE_LIMIT=$limit
+export WEFT_E2E_LOG=${WEFT_E2E_LOG:-info}
 out=$(mktemp "${TMPDIR:-/tmp}/weft-bench-scale-XXXXXX")
 trap 'rm -f "$out"' EXIT
 say "N = ${sizes[*]}: steps up to ${limit}s each, ${idle}s idle measured ($WEFT_E2E_BIN)"

@@ -4,7 +4,10 @@
 //! A peer is *pending* from its first connection until it presents a
 //! credential the gate accepts (it becomes a *member*) or one the gate
 //! refuses, or until [`CREDENTIAL_TIMEOUT`](super::api::CREDENTIAL_TIMEOUT)
-//! passes without one (it becomes *rejected*, and is blocked for a while).
+//! passes without one (it becomes *rejected*). A refused credential blocks
+//! the peer for long; silence only holds it off briefly, because an honest
+//! member on a saturated host can be slow, and a long block would keep two
+//! members apart long after the load is gone.
 //! A member is *announced* to the caller once it has also joined the records
 //! topic, so that a publish from then on reaches it. The table never calls
 //! the gate, reads the clock or touches the swarm: the loop passes `now` and
@@ -22,7 +25,10 @@ pub(super) struct Admission {
     /// Rejected peers and when their block ends.
     blocked: HashMap<PeerId, Instant>,
     credential_timeout: Duration,
+    /// How long a peer whose credential the gate refused stays blocked.
     block_duration: Duration,
+    /// How long a peer that presented nothing in time stays blocked.
+    silent_block: Duration,
 }
 
 #[derive(Debug)]
@@ -60,20 +66,25 @@ pub(super) enum Presented {
 /// Deadlines that passed, returned by [`Admission::handle_timeout`].
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Expired {
-    /// Pending peers that presented no credential in time: disconnect and
-    /// block them.
+    /// Pending peers that presented no credential in time: disconnect them
+    /// (they are blocked for the short silent-peer block).
     pub(super) silent: Vec<PeerId>,
     /// Rejected peers whose block ended.
     pub(super) unblocked: Vec<PeerId>,
 }
 
 impl Admission {
-    pub(super) fn new(credential_timeout: Duration, block_duration: Duration) -> Self {
+    pub(super) fn new(
+        credential_timeout: Duration,
+        block_duration: Duration,
+        silent_block: Duration,
+    ) -> Self {
         Self {
             peers: HashMap::new(),
             blocked: HashMap::new(),
             credential_timeout,
             block_duration,
+            silent_block,
         }
     }
 
@@ -152,7 +163,14 @@ impl Admission {
     /// Marks `peer` rejected and blocked until `now + block_duration`.
     /// Returns whether it was connected and not already rejected.
     pub(super) fn reject(&mut self, peer: PeerId, now: Instant) -> bool {
-        self.blocked.insert(peer, now + self.block_duration);
+        self.reject_for(peer, now + self.block_duration)
+    }
+
+    /// Marks `peer` rejected and blocked until `until` (a longer block
+    /// already in force stays).
+    fn reject_for(&mut self, peer: PeerId, until: Instant) -> bool {
+        let end = self.blocked.entry(peer).or_insert(until);
+        *end = (*end).max(until);
         match self.peers.get_mut(&peer) {
             Some(entry) if !matches!(entry.state, State::Rejected) => {
                 entry.state = State::Rejected;
@@ -171,7 +189,7 @@ impl Admission {
             .map(|(peer, _)| *peer)
             .collect();
         for peer in &silent {
-            self.reject(*peer, now);
+            self.reject_for(*peer, now + self.silent_block);
         }
         let unblocked: Vec<PeerId> = self
             .blocked
@@ -233,10 +251,11 @@ mod tests {
 
     const TIMEOUT: Duration = Duration::from_secs(5);
     const BLOCK: Duration = Duration::from_secs(600);
+    const SILENT_BLOCK: Duration = Duration::from_secs(15);
 
     fn setup() -> (Admission, PeerId, Instant) {
         (
-            Admission::new(TIMEOUT, BLOCK),
+            Admission::new(TIMEOUT, BLOCK, SILENT_BLOCK),
             PeerId::random(),
             Instant::now(),
         )
@@ -293,7 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_peer_is_rejected_at_its_deadline() {
+    fn a_silent_peer_is_rejected_at_its_deadline_and_held_off_only_briefly() {
         let (mut table, peer, now) = setup();
         table.handle_connected(peer, now);
         assert_eq!(table.next_timeout(), Some(now + TIMEOUT));
@@ -303,7 +322,7 @@ mod tests {
         );
         let expired = table.handle_timeout(now + TIMEOUT);
         assert_eq!(expired.silent, vec![peer]);
-        assert_eq!(table.next_timeout(), Some(now + TIMEOUT + BLOCK));
+        assert_eq!(table.next_timeout(), Some(now + TIMEOUT + SILENT_BLOCK));
         assert!(
             !table.handle_closed(&peer),
             "never announced, so no departure"

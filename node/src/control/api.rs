@@ -21,12 +21,21 @@ use tokio::sync::oneshot;
 /// hundred bytes; anything longer is refused before it reaches the gate.
 pub const MAX_CREDENTIAL_LEN: usize = 4096;
 
-/// How long a newly connected peer has to present a credential.
-pub const CREDENTIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a newly connected peer has to present a credential: a round
+/// trip and one signature check, with room for a host whose CPU is
+/// saturated (a fleet restarting on few cores took over 5 s).
+pub const CREDENTIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a rejected peer's connections are refused. Bounded, so a peer
-/// refused for an expired certificate can come back once renewed.
+/// How long a peer whose credential was refused has its connections
+/// refused. Bounded, so a peer refused for an expired certificate can come
+/// back once renewed.
 pub const REJECTED_PEER_BLOCK: Duration = Duration::from_secs(600);
+
+/// How long a peer that presented no credential in time has its
+/// connections refused: long enough that a silent peer cannot hold a
+/// pending slot in a loop, short enough that an honest member that was
+/// only slow is back within a neighbour redial or two.
+pub const SILENT_PEER_BLOCK: Duration = Duration::from_secs(15);
 
 /// Capacity of the command channel (handle to task). A full queue drops
 /// the command and counts it.

@@ -27,7 +27,7 @@ use tracing::{debug, info, trace, warn};
 use super::admission::{Admission, Presented};
 use super::api::{
     Command, ControlCounters, ControlError, ControlEvent, Gate, PublishError, RejectReason,
-    Verdict, CREDENTIAL_TIMEOUT, REJECTED_PEER_BLOCK,
+    Verdict, CREDENTIAL_TIMEOUT, REJECTED_PEER_BLOCK, SILENT_PEER_BLOCK,
 };
 use super::behaviour::{Behaviour, BehaviourEvent, MEMBER_SCORE, PENDING_SCORE};
 
@@ -82,7 +82,7 @@ impl EventLoop {
             topic,
             credential,
             gate,
-            admission: Admission::new(CREDENTIAL_TIMEOUT, REJECTED_PEER_BLOCK),
+            admission: Admission::new(CREDENTIAL_TIMEOUT, REJECTED_PEER_BLOCK, SILENT_PEER_BLOCK),
             commands,
             events: outputs.events,
             members: outputs.members,

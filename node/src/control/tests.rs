@@ -25,8 +25,9 @@ use super::behaviour::{build_swarm, Behaviour, BehaviourEvent};
 use super::*;
 
 const TOPIC: &str = "weft/00112233/records";
-/// Bound on any wait for something that should happen.
-const WAIT: Duration = Duration::from_secs(10);
+/// Bound on any wait for something that should happen (a silent peer is
+/// closed only after the credential deadline).
+const WAIT: Duration = CREDENTIAL_TIMEOUT.saturating_add(Duration::from_secs(5));
 /// How long we watch for something that must not happen.
 const QUIET: Duration = Duration::from_secs(2);
 

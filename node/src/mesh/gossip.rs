@@ -636,7 +636,8 @@ impl Gossip {
                 added
             }
             ControlEvent::PeerRejected { peer, reason } => {
-                warn!(%peer, %reason, "control-plane peer rejected");
+                // The control task logged it at WARN already.
+                debug!(%peer, %reason, "control-plane peer rejected");
                 Vec::new()
             }
             ControlEvent::Disconnected { peer } => {

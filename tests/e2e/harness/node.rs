@@ -221,7 +221,7 @@ impl<'a> Node<'a> {
             .command(&weft_bin())
             .args(["up", "--config"])
             .arg(config_file)
-            .env("WEFT_LOG", "debug")
+            .env("WEFT_LOG", log_level())
             // The log is a file that CI output quotes: no colour codes.
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -345,4 +345,10 @@ impl Drop for Node<'_> {
             );
         }
     }
+}
+
+/// The daemons' log filter: `$WEFT_E2E_LOG` (e.g. `info` for a benchmark, where debug logging
+/// of many daemons would cost more CPU than weft itself), else `debug`.
+pub fn log_level() -> String {
+    std::env::var("WEFT_E2E_LOG").unwrap_or_else(|_| "debug".to_owned())
 }
