@@ -22,21 +22,21 @@
 mod control;
 #[cfg(test)]
 mod fixtures;
-pub(crate) mod fragment;
+mod fragment;
 mod handshake;
 mod indices;
 mod membership;
 mod nat;
-pub(crate) mod path;
-pub(crate) mod relay;
+mod path;
+mod relay;
+mod stats;
 
-pub use membership::GOSSIP_ENDPOINT_GRACE;
-pub use nat::{NatCounters, ProbeTransmit};
-pub use path::{overhead, PathHint, BASE_INNER_MTU, FLOOR_V4, FLOOR_V6};
-pub use relay::{PeerPath, RelayStats, DEFAULT_RELAY_BYTES_PER_SECOND, RELAY_OVERHEAD};
+pub use crate::peer::edge::{overhead, PathHint, BASE_INNER_MTU, FLOOR_V4, FLOOR_V6};
+pub use crate::peer::path::{PeerPath, GOSSIP_ENDPOINT_GRACE};
+pub use crate::peer::relay::{DEFAULT_RELAY_BYTES_PER_SECOND, RELAY_OVERHEAD};
+pub use stats::{DeviceStats, NatCounters, RelayStats};
 
 use indices::Indices;
-use relay::Hop;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -48,9 +48,11 @@ use rand_chacha::ChaCha20Rng;
 use tracing::{debug, info, trace};
 
 use crate::cookie::CookieChecker;
-use crate::nat::{Keepalive, NatMachine, NatStatus, ProbeSocket};
+use crate::nat::{BindingTable, NatMachine, NatStatus, ProbeSocket};
 use crate::noise::{PublicKey, StaticSecret, Tai64N};
 use crate::packet;
+use crate::peer::path::Hop;
+use crate::peer::reassembly::wants_pieces;
 use crate::peer::{Peer, PeerConfig, PeerId, PeerStats, Peers, Slot};
 use crate::session::{Session, SessionError};
 use crate::timers::{
@@ -58,7 +60,7 @@ use crate::timers::{
 };
 use crate::wire::control::{BindingTrial, Control, ProbeAck, TYPE_BINDING_OPEN, TYPE_PUNCH};
 use crate::wire::{self, Message, COOKIE_REPLY_LEN, INITIATION_LEN, RESPONSE_LEN};
-use crate::{DropCause, DropReason};
+use crate::DropReason;
 
 /// Settings of a device.
 #[derive(Debug)]
@@ -81,7 +83,7 @@ pub struct DeviceConfig {
     /// Bytes per second this node relays for each sending member (also
     /// its burst allowance); 0 relays nothing.
     pub relay_bytes_per_second: u64,
-    /// Whether peers with [`Keepalive::Auto`] and an endpoint handshake as
+    /// Whether peers with [`Keepalive::Auto`](crate::Keepalive::Auto) and an endpoint handshake as
     /// soon as they are added (as fixed keepalives do), which opens a NAT
     /// mapping and tells whether this node is behind a NAT. Off, they
     /// handshake on demand (a mesh, whose members would otherwise all
@@ -99,7 +101,7 @@ impl DeviceConfig {
             queue_limit: 1024,
             pmtu_discovery: true,
             max_pmtu: 1500,
-            relay_bytes_per_second: relay::DEFAULT_RELAY_BYTES_PER_SECOND,
+            relay_bytes_per_second: DEFAULT_RELAY_BYTES_PER_SECOND,
             auto_handshake_at_start: true,
         }
     }
@@ -128,6 +130,17 @@ pub enum PeerConfigError {
 /// A datagram ready to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// Its length at the start of the caller's buffer.
+    pub len: usize,
+}
+
+/// A datagram to send from a probe socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeTransmit {
+    /// The probe socket to send from (open it if new).
+    pub socket: ProbeSocket,
     /// Where to send it.
     pub destination: SocketAddr,
     /// Its length at the start of the caller's buffer.
@@ -237,39 +250,6 @@ pub enum Event {
     NatChanged(NatStatus),
 }
 
-/// Device-wide counters.
-#[derive(Debug, Clone, Default)]
-pub struct DeviceStats {
-    drops: [u64; DropReason::ALL.len()],
-    /// Cookie replies sent while under load.
-    pub cookie_replies_sent: u64,
-    /// Relaying and hole punching.
-    pub relay: RelayStats,
-}
-
-impl DeviceStats {
-    /// Packets dropped for `reason`.
-    pub fn dropped(&self, reason: DropReason) -> u64 {
-        self.drops[reason as usize]
-    }
-
-    /// Packets dropped for any reason of `cause`.
-    pub fn dropped_by(&self, cause: DropCause) -> u64 {
-        DropReason::ALL
-            .iter()
-            .filter(|r| r.cause() == cause)
-            .map(|r| self.dropped(*r))
-            .sum()
-    }
-
-    /// Counts one dropped packet: the only way a drop is counted (see
-    /// [`crate::drops`]). Returns `reason`, for the caller to report.
-    pub(crate) fn count_drop(&mut self, reason: DropReason) -> DropReason {
-        self.drops[reason as usize] += 1;
-        reason
-    }
-}
-
 /// A snapshot of one peer for status output.
 #[derive(Debug, Clone)]
 pub struct PeerStatus {
@@ -358,7 +338,7 @@ pub struct Device {
     /// Binding opens to send from probe sockets.
     probe_out: VecDeque<(ProbeSocket, PeerId, BindingTrial)>,
     /// Trials other nodes run with us.
-    bindings: Vec<nat::Binding>,
+    bindings: BindingTable,
     nat_counters: NatCounters,
     last_nat_log: Option<NatStatus>,
     auto_handshake_at_start: bool,
@@ -407,7 +387,7 @@ impl Device {
             parked: VecDeque::new(),
             nat: NatMachine::new(seed),
             probe_out: VecDeque::new(),
-            bindings: Vec::new(),
+            bindings: BindingTable::default(),
             nat_counters: NatCounters::default(),
             last_nat_log: None,
             auto_handshake_at_start: config.auto_handshake_at_start,
@@ -441,16 +421,12 @@ impl Device {
             self.routes.insert(*net, id);
         }
         self.by_key.insert(cfg.public_key, id);
-        let mut peer = Peer::new(cfg);
-        if peer.keepalive == Keepalive::Auto {
-            peer.persistent_keepalive = self.nat.keepalive_interval();
-        }
+        let mut peer = Peer::new(cfg, self.nat.keepalive_interval());
         // With an endpoint, an Auto peer handshakes at once too: its pong
         // tells whether this node is behind a NAT.
-        let auto_start = self.auto_handshake_at_start
-            && peer.keepalive == Keepalive::Auto
-            && peer.endpoint.is_some();
-        if peer.persistent_keepalive.is_some() || auto_start {
+        let auto_start =
+            self.auto_handshake_at_start && peer.nat.is_auto() && peer.path.endpoint().is_some();
+        if peer.nat.interval().is_some() || auto_start {
             peer.timers.set(Timer::PersistentKeepalive, now);
         }
         self.peers.push(peer);
@@ -473,11 +449,11 @@ impl Device {
         Some(PeerStatus {
             name: p.name.clone(),
             public_key: p.public_key,
-            endpoint: p.endpoint,
+            endpoint: p.path.endpoint(),
             last_handshake: p.keys.last_handshake(),
             has_session: p.keys.has_fresh_session(now),
             allowed_ips: p.allowed_ips.clone(),
-            persistent_keepalive: p.persistent_keepalive,
+            persistent_keepalive: p.nat.interval(),
             stats: p.stats,
             last_received: p.last_received,
             removed: p.removed,
@@ -524,7 +500,7 @@ impl Device {
         };
         let mtu = self.inner_mtu(id);
         if len > mtu
-            && fragment::wants_pieces(&buf[start..start + len], mtu)
+            && wants_pieces(&buf[start..start + len], mtu)
             && self.peers[id].keys.sending_session(now).is_some()
         {
             let packet = buf[start..start + len].to_vec();
@@ -550,7 +526,7 @@ impl Device {
                     peer.stats.tx_bytes += len as u64;
                     peer.stats.tx_packets += 1;
                     Self::on_data_sent(peer, now);
-                    if let Some(relay) = peer.via {
+                    if let Some(relay) = peer.path.via() {
                         let t = self.wrap_for_relay(id, relay, buf, n, now)?;
                         return Ok(Encapsulated::Send {
                             peer: id,
@@ -558,10 +534,8 @@ impl Device {
                             len: t.len,
                         });
                     }
-                    if let Some(edge) = peer.edge.as_mut() {
-                        edge.pmtud.on_active(now);
-                    }
-                    let destination = peer.endpoint.ok_or(DropReason::NoEndpoint)?;
+                    peer.mtu.on_active(now);
+                    let destination = peer.path.endpoint().ok_or(DropReason::NoEndpoint)?;
                     return Ok(Encapsulated::Send {
                         peer: id,
                         destination,
@@ -764,8 +738,7 @@ impl Device {
     /// that arrived directly.
     fn update_endpoint(&mut self, id: PeerId, from: SocketAddr) {
         let peer = &mut self.peers[id];
-        if peer.endpoint != Some(from) {
-            let old = peer.endpoint.replace(from);
+        if let Some(old) = peer.path.move_endpoint(from) {
             peer.stats.endpoint_changes += 1;
             info!(peer = %peer.name, from = ?old, to = %from, "endpoint changed");
             self.events.push_back(Event::EndpointChanged {
@@ -779,19 +752,14 @@ impl Device {
     fn on_authenticated_received(peer: &mut Peer, now: Instant) {
         peer.last_received = Some(now);
         peer.timers.stop(Timer::NewHandshake);
-        // Many NATs refresh a mapping only on outbound packets, so an Auto
-        // keepalive counts from the last send alone.
-        if let Some(every) = peer
-            .persistent_keepalive
-            .filter(|_| peer.keepalive != Keepalive::Auto)
-        {
+        if let Some(every) = peer.nat.interval_after_receipt() {
             peer.timers.set(Timer::PersistentKeepalive, now + every);
         }
     }
 
     fn on_authenticated_sent(peer: &mut Peer, now: Instant) {
         peer.timers.stop(Timer::PassiveKeepalive);
-        if let Some(every) = peer.persistent_keepalive {
+        if let Some(every) = peer.nat.interval() {
             peer.timers.set(Timer::PersistentKeepalive, now + every);
         }
     }
@@ -899,7 +867,7 @@ impl Device {
         while let Some(&id) = self.flush.front() {
             let reachable = self.reachable(id);
             let peer = &mut self.peers[id];
-            let mtu = if peer.via.is_some() {
+            let mtu = if peer.path.via().is_some() {
                 self.inner_mtu(id)
             } else {
                 self.mtu
@@ -1017,7 +985,7 @@ impl Device {
                 } else {
                     self.start_handshake(id, now, false);
                 }
-                if let Some(every) = peer_keepalive(&self.peers[id]) {
+                if let Some(every) = self.peers[id].nat.interval() {
                     self.peers[id]
                         .timers
                         .set_if_unarmed(Timer::PersistentKeepalive, now + every);
@@ -1045,10 +1013,6 @@ impl Device {
         peer.timers
             .set(Timer::ZeroKeys, now + 3 * REJECT_AFTER_TIME);
     }
-}
-
-fn peer_keepalive(peer: &Peer) -> Option<Duration> {
-    peer.persistent_keepalive
 }
 
 #[cfg(test)]

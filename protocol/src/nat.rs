@@ -533,6 +533,71 @@ impl NatMachine {
     }
 }
 
+/// Binding table entries a helper keeps, in all.
+pub const BINDING_TABLE_LIMIT: usize = 64;
+/// Binding table entries per peer.
+pub const BINDING_TABLE_PER_PEER: usize = 4;
+
+/// A trial another node runs with us: where its probe socket is.
+#[derive(Debug, Clone, Copy)]
+struct Binding {
+    peer: PeerId,
+    trial: u32,
+    nonce: u64,
+    probe: SocketAddr,
+    expires: Instant,
+}
+
+/// The helper's side of other nodes' trials: the probe sockets seen in
+/// their authenticated binding opens, so that each open is answered once
+/// with one binding ping when its check arrives. Bounded in all and per
+/// peer; entries expire.
+#[derive(Debug, Default)]
+pub(crate) struct BindingTable(Vec<Binding>);
+
+impl BindingTable {
+    /// Remembers the open of `trial` from `peer`'s probe socket at `probe`
+    /// (replacing an earlier open of the same trial), making room if full.
+    pub fn open(&mut self, peer: PeerId, trial: u32, nonce: u64, probe: SocketAddr, now: Instant) {
+        let table = &mut self.0;
+        table.retain(|b| b.expires > now && !(b.peer == peer && b.trial == trial));
+        if table.iter().filter(|b| b.peer == peer).count() >= BINDING_TABLE_PER_PEER
+            || table.len() >= BINDING_TABLE_LIMIT
+        {
+            // Full: the oldest entry of this peer (or of anyone) goes.
+            let oldest = table.iter().position(|b| b.peer == peer).unwrap_or(0);
+            table.remove(oldest);
+        }
+        table.push(Binding {
+            peer,
+            trial,
+            nonce,
+            probe,
+            // The longest trial plus time for its check.
+            expires: now + SEARCH_CEILING + Duration::from_secs(60),
+        });
+    }
+
+    /// The check of `trial` from `peer` arrived: the open's nonce and probe
+    /// socket, if held. The entry goes, so nothing here can be turned into
+    /// a stream toward an address.
+    pub fn check(&mut self, peer: PeerId, trial: u32, now: Instant) -> Option<(u64, SocketAddr)> {
+        self.0.retain(|b| b.expires > now);
+        let i = self
+            .0
+            .iter()
+            .position(|b| b.peer == peer && b.trial == trial)?;
+        let b = self.0.remove(i);
+        Some((b.nonce, b.probe))
+    }
+
+    /// Entries held.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// `n` points spread geometrically strictly inside `(lo, hi)`, rounded to
 /// milliseconds.
 fn spread(lo: Duration, hi: Duration, n: usize) -> Vec<Duration> {

@@ -1,12 +1,20 @@
-//! What the device knows about one peer: configuration, sessions, the
-//! handshake in flight, timers, queued packets and counters.
+//! What the device knows about one peer, composed of one part per feature.
 //!
-//! The peer holds up to three sessions, as WireGuard does: `current` (used
-//! to send), `previous` (kept so packets still in flight under the old keys
-//! are accepted after a rekey) and `next` (a session we answered as
-//! responder, promoted once the initiator's first packet proves it has the
-//! keys). The decisions that need the whole device (indices, randomness,
-//! output queues) live in [`crate::device`].
+//! Each part is a type in its own module under `peer/`, and that module is
+//! the only place its fields change; the device's features (`device/*.rs`)
+//! call its methods:
+//!
+//! - `keys`: the three sessions and the handshake state;
+//! - `path`: the endpoint, the relay named and the relay in use;
+//! - `relay`: hole punching while relayed, and the relaying budget;
+//! - `edge`: path-MTU discovery toward the endpoint;
+//! - `nat`: the keepalive interval, pings and what they say of NATs;
+//! - `reassembly`: inner packets arriving in pieces.
+//!
+//! These modules import only leaves (the [`PeerId`] of `peer/id.rs`, wire
+//! formats, sessions, timers); none of them imports the device, and none
+//! sends, draws randomness or reads the clock. `Peers` is the device's
+//! table of them, indexed by [`PeerId`].
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -19,11 +27,21 @@ use crate::nat::Keepalive;
 use crate::noise::{PresharedKey, PublicKey};
 use crate::timers::TimerTable;
 
+pub(crate) mod edge;
 mod id;
 pub(crate) mod keys;
+pub(crate) mod nat;
+pub(crate) mod path;
+pub(crate) mod reassembly;
+pub(crate) mod relay;
 
+pub(crate) use edge::PathMtu;
 pub use id::PeerId;
 pub(crate) use keys::{Initiated, Keys, Slot};
+pub(crate) use nat::PeerNat;
+pub(crate) use path::Path;
+pub(crate) use reassembly::Reassembly;
+pub(crate) use relay::RelayBudget;
 
 /// How a peer is configured.
 #[derive(Debug, Clone)]
@@ -66,105 +84,61 @@ pub struct PeerStats {
     pub endpoint_changes: u64,
 }
 
-/// State of one peer: who it is, and each feature's part, in the feature's
-/// own type.
+/// State of one peer: who it is, what waits for it, and each feature's
+/// part in the feature's own type (which alone changes it).
 #[derive(Debug)]
 pub(crate) struct Peer {
     pub name: String,
     pub public_key: PublicKey,
     pub psk: PresharedKey,
-    pub endpoint: Option<SocketAddr>,
+    /// Inner addresses routed to, and accepted from, this peer.
     pub allowed_ips: Vec<IpNetwork>,
-    /// How the persistent keepalive is chosen.
-    pub keepalive: Keepalive,
-    /// The persistent keepalive interval in use.
-    pub persistent_keepalive: Option<Duration>,
-    /// A ping waiting for its pong: id, when sent, tries so far.
-    pub ping: Option<(u32, Instant, u8)>,
-    /// Smoothed round-trip time measured by pings.
-    pub nat_rtt: Option<Duration>,
-    /// Whether the address this peer last reported for our main socket was
-    /// not one of ours (a NAT between us), from its pongs.
-    pub sees_nat: Option<bool>,
-    /// Authenticated packets received in a row at short gaps.
-    pub stream: u8,
-    /// Discovery pings unanswered since the last pong.
-    pub discovery_misses: u8,
+    /// mac1/mac2 of the handshake messages we send it.
     pub cookie: CookieGenerator,
     /// Sessions and the handshake.
     pub keys: Keys,
+    /// Endpoint, relay and hole punching.
+    pub path: Path,
+    /// Path-MTU discovery toward the endpoint.
+    pub mtu: PathMtu,
+    /// Keepalive interval, pings and what they tell about NATs.
+    pub nat: PeerNat,
+    /// Inner packets arriving in pieces.
+    pub reassembly: Reassembly,
+    /// Bytes this node may still relay for this peer.
+    pub relay_budget: RelayBudget,
+    /// Every feature arms its own timers here.
     pub timers: TimerTable,
+    /// Inner packets waiting for a session.
     pub queue: VecDeque<Vec<u8>>,
     pub stats: PeerStats,
-    /// Path-MTU discovery toward the current endpoint.
-    pub edge: Option<crate::device::path::Edge>,
-    /// The local interface MTU toward the endpoint, if the caller said.
-    pub local_mtu: Option<u16>,
-    /// Inner packets arriving in pieces.
-    pub partials: Vec<crate::device::fragment::Partial>,
     /// When an authenticated packet last came from this peer.
     pub last_received: Option<Instant>,
     /// Removed from the mesh (revoked); the slot stays so ids are stable.
     pub removed: bool,
-    /// A size to try first when discovery toward this peer starts.
-    pub pmtu_prior: Option<u16>,
-    /// What this node stored about its path to the peer, for the first edge.
-    pub path_hint: Option<crate::device::PathHint>,
-    /// The member the caller named to relay through when no direct path
-    /// works ([`crate::Device::set_relay`]).
-    pub relay: Option<PeerId>,
-    /// The relay in use: while set, everything for this peer goes through
-    /// it; `endpoint` stays the direct endpoint, retried in the background.
-    pub via: Option<PeerId>,
-    /// When an authenticated packet last arrived from this peer directly.
-    pub last_direct: Option<Instant>,
-    /// Hole punching toward this peer while it is relayed.
-    pub punch: crate::device::relay::Punch,
-    /// Bytes this peer may still have relayed (token bucket) and when the
-    /// bucket was last filled.
-    pub relay_budget: Option<(Instant, u64)>,
 }
 
 impl Peer {
-    pub fn new(cfg: PeerConfig) -> Self {
+    /// A peer as `cfg` describes it; an `Auto` keepalive starts at
+    /// `auto_keepalive`.
+    pub fn new(cfg: PeerConfig, auto_keepalive: Option<Duration>) -> Self {
         Self {
             cookie: CookieGenerator::new(cfg.public_key.as_bytes()),
             name: cfg.name,
             public_key: cfg.public_key,
             psk: cfg.preshared_key.unwrap_or_default(),
-            endpoint: cfg.endpoint,
             allowed_ips: cfg.allowed_ips,
-            // Zero means off, as in WireGuard; armed, it would re-fire at
-            // the same instant forever.
-            persistent_keepalive: match cfg.keepalive {
-                Keepalive::Fixed(d) if !d.is_zero() => Some(d),
-                _ => None,
-            },
-            keepalive: match cfg.keepalive {
-                Keepalive::Fixed(d) if d.is_zero() => Keepalive::Off,
-                k => k,
-            },
-            ping: None,
-            nat_rtt: None,
-            sees_nat: None,
-            stream: 0,
-            discovery_misses: 0,
             keys: Keys::default(),
+            path: Path::new(cfg.endpoint),
+            mtu: PathMtu::default(),
+            nat: PeerNat::new(cfg.keepalive, auto_keepalive),
+            reassembly: Reassembly::default(),
+            relay_budget: RelayBudget::default(),
             timers: TimerTable::default(),
             queue: VecDeque::new(),
             stats: PeerStats::default(),
-            edge: None,
-            local_mtu: None,
-            partials: Vec::new(),
             last_received: None,
             removed: false,
-            pmtu_prior: None,
-            path_hint: None,
-            relay: None,
-            via: None,
-            last_direct: None,
-            punch: Default::default(),
-            relay_budget: None,
         }
     }
 }

@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use tracing::trace;
 
-use super::{Decapsulated, Device, Hop, Outgoing, Transmit};
+use super::{Decapsulated, Device, Outgoing, Transmit};
+use crate::peer::path::Hop;
 use crate::peer::PeerId;
 use crate::wire::control::{Control, ProbeAck};
 use crate::wire::TRANSPORT_HEADER_LEN;
@@ -117,7 +118,7 @@ impl Device {
         now: Instant,
         buf: &mut [u8],
     ) -> Option<Transmit> {
-        let destination = self.peers.get(id)?.endpoint?;
+        let destination = self.peers.get(id)?.path.endpoint()?;
         self.seal_direct(id, plain, destination, now, buf)
     }
 

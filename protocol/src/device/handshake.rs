@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use rand_chacha::rand_core::RngCore;
 use tracing::{debug, trace};
 
-use super::relay::Hop;
 use super::{Decapsulated, Device, Outgoing};
 use crate::cookie::MacVerdict;
 use crate::noise;
+use crate::peer::path::Hop;
 use crate::peer::{Initiated, PeerId};
 use crate::session::Session;
 use crate::timers::{Timer, REJECT_AFTER_TIME, REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX};
@@ -28,13 +28,13 @@ impl Device {
         if !retry && peer.keys.initiated_recently(now) {
             return;
         }
-        let direct = peer.endpoint;
-        if direct.is_none() && peer.via.is_none() && !self.use_relay(id, now) {
+        let direct = peer.path.endpoint();
+        if !peer.path.reachable() && !self.use_relay(id, now) {
             trace!(peer = %self.peers[id].name, "no endpoint to send a handshake to");
             return;
         }
         let peer = &self.peers[id];
-        let relayed = peer.via.map(|relay| Hop::Relayed {
+        let relayed = peer.path.via().map(|relay| Hop::Relayed {
             relay,
             peer: peer.public_key,
         });

@@ -7,18 +7,14 @@
 //! key no longer matches a peer and its session indices are gone.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::info;
 
 use super::{Device, Event};
 use crate::noise::PublicKey;
+use crate::peer::path::GOSSIP_ENDPOINT_GRACE;
 use crate::peer::PeerId;
-
-/// An endpoint learned from gossip replaces the current one only if the peer
-/// has not been heard from directly for this long: a packet the peer sent
-/// itself is better evidence than what others report.
-pub const GOSSIP_ENDPOINT_GRACE: Duration = Duration::from_secs(15);
 
 impl Device {
     /// The peer with static key `key`, if any.
@@ -38,8 +34,8 @@ impl Device {
         let nets = std::mem::take(&mut peer.allowed_ips);
         peer.removed = true;
         peer.timers.stop_all();
-        peer.edge = None;
-        peer.endpoint = None;
+        peer.mtu.clear();
+        peer.path.clear_endpoint();
         let key = peer.public_key;
         info!(peer = %peer.name, "peer removed");
         self.erase_keys(id);
@@ -62,16 +58,17 @@ impl Device {
         let Some(peer) = self.peers.get_mut(id) else {
             return false;
         };
-        if peer.removed || peer.endpoint == Some(endpoint) {
+        if peer.removed || peer.path.endpoint() == Some(endpoint) {
             return false;
         }
         let heard_recently = peer
             .last_received
             .is_some_and(|t| now.saturating_duration_since(t) < GOSSIP_ENDPOINT_GRACE);
-        if peer.endpoint.is_some() && heard_recently {
+        if peer.path.endpoint().is_some() && heard_recently {
             return false;
         }
-        let old = peer.endpoint.replace(endpoint);
+        let old = peer.path.endpoint();
+        peer.path.move_endpoint(endpoint);
         info!(peer = %peer.name, from = ?old, to = %endpoint, "endpoint learned from gossip");
         self.events.push_back(Event::EndpointChanged {
             peer: id,

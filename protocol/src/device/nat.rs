@@ -24,8 +24,10 @@ use std::time::{Duration, Instant};
 use rand_chacha::rand_core::RngCore;
 use tracing::{debug, info, trace};
 
-use super::{Decapsulated, Device, Event, Outgoing, Transmit};
-use crate::nat::{Keepalive, NatAction, NatStatus, ProbeSocket, SEARCH_CEILING};
+use super::{Decapsulated, Device, Event, NatCounters, Outgoing, ProbeTransmit, Transmit};
+#[cfg(test)]
+use crate::nat::BINDING_TABLE_PER_PEER;
+use crate::nat::{Keepalive, NatAction, NatStatus, ProbeSocket};
 use crate::peer::PeerId;
 use crate::timers::Timer;
 use crate::wire::control::{BindingAck, BindingCheck, BindingTrial, Control, Ping, Pong};
@@ -37,53 +39,6 @@ pub const PONG_TIMEOUT_MIN: Duration = Duration::from_millis(300);
 /// Least silence after a steady stream before a ping checks the mapping;
 /// four smoothed RTTs when longer.
 pub const SILENCE_MIN: Duration = Duration::from_millis(500);
-/// Packets received at gaps shorter than this count as a steady stream.
-pub const STREAM_GAP: Duration = Duration::from_millis(250);
-/// Packets in a row that make a steady stream.
-pub const STREAM_PACKETS: u8 = 4;
-/// Discovery pings (each with its retry) sent while no peer has told
-/// whether this node is behind a NAT, before giving up until the next
-/// handshake.
-pub const DISCOVERY_TRIES: u8 = 10;
-/// Binding table entries a helper keeps, in all and per peer.
-pub const BINDING_TABLE_LIMIT: usize = 64;
-/// Binding table entries per peer.
-pub const BINDING_TABLE_PER_PEER: usize = 4;
-
-/// A datagram to send from a probe socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProbeTransmit {
-    /// The probe socket to send from (open it if new).
-    pub socket: ProbeSocket,
-    /// Where to send it.
-    pub destination: SocketAddr,
-    /// Its length at the start of the caller's buffer.
-    pub len: usize,
-}
-
-/// Counters of NAT keepalives and recovery.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NatCounters {
-    /// Pings sent (keepalives behind a NAT, checks, discovery).
-    pub pings_sent: u64,
-    /// Pings that got no pong in time.
-    pub pongs_missed: u64,
-    /// Lost mappings detected (a ping and its retry unanswered).
-    pub mapping_losses: u64,
-    /// Binding messages this node answered as a helper.
-    pub bindings_helped: u64,
-}
-
-/// A trial another node runs with us: where its probe socket is.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Binding {
-    peer: PeerId,
-    trial: u32,
-    nonce: u64,
-    probe: SocketAddr,
-    expires: Instant,
-}
-
 impl Device {
     /// What this node knows about its NAT.
     pub fn nat_status(&self) -> NatStatus {
@@ -97,7 +52,7 @@ impl Device {
 
     /// The persistent keepalive interval in use toward `peer` (`None`: off).
     pub fn keepalive_interval(&self, peer: PeerId) -> Option<Duration> {
-        self.peers.get(peer)?.persistent_keepalive
+        self.peers.get(peer)?.nat.interval()
     }
 
     /// This node's own addresses and the main socket's port, to tell a
@@ -134,7 +89,7 @@ impl Device {
     pub fn poll_probe_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<ProbeTransmit> {
         while let Some((socket, id, open)) = self.probe_out.pop_front() {
             let peer = &mut self.peers[id];
-            let Some(destination) = peer.endpoint else {
+            let Some(destination) = peer.path.endpoint() else {
                 continue;
             };
             let open = Control::BindingOpen(open);
@@ -240,24 +195,8 @@ impl Device {
         open: BindingTrial,
     ) {
         let BindingTrial { trial, nonce } = open;
-        self.bindings
-            .retain(|b| b.expires > now && !(b.peer == id && b.trial == trial));
-        if self.bindings.iter().filter(|b| b.peer == id).count() >= BINDING_TABLE_PER_PEER
-            || self.bindings.len() >= BINDING_TABLE_LIMIT
-        {
-            // Full: the oldest entry of this peer (or of anyone) goes.
-            let oldest = self.bindings.iter().position(|b| b.peer == id).unwrap_or(0);
-            self.bindings.remove(oldest);
-        }
-        self.bindings.push(Binding {
-            peer: id,
-            trial,
-            nonce,
-            probe: from,
-            // The longest trial plus time for its check.
-            expires: now + SEARCH_CEILING + Duration::from_secs(60),
-        });
-        let main = self.peers[id].endpoint.unwrap_or(from);
+        self.bindings.open(id, trial, nonce, from, now);
+        let main = self.peers[id].path.endpoint().unwrap_or(from);
         let ack = BindingAck {
             trial,
             nonce,
@@ -275,7 +214,7 @@ impl Device {
 
     /// A ping from `id`: answered with the address it came from.
     pub(super) fn answer_ping(&mut self, id: PeerId, ping: Ping) {
-        let Some(seen) = self.peers[id].endpoint else {
+        let Some(seen) = self.peers[id].path.endpoint() else {
             return;
         };
         let pong = Pong {
@@ -294,25 +233,15 @@ impl Device {
     /// is seen at.
     pub(super) fn on_pong(&mut self, id: PeerId, pong: Pong, now: Instant) {
         let seen = pong.observed;
-        let peer = &mut self.peers[id];
-        if let Some((want, sent, _)) = peer.ping {
-            if want == pong.id {
-                let rtt = now.saturating_duration_since(sent);
-                peer.nat_rtt = Some(match peer.nat_rtt {
-                    Some(s) => (s * 7 + rtt) / 8,
-                    None => rtt,
-                });
-                peer.ping = None;
-                peer.timers.stop(Timer::PongTimeout);
-            }
-        }
-        peer.discovery_misses = 0;
         let nat_between = !self.nat.is_local(seen);
-        peer.sees_nat = Some(nat_between);
+        let peer = &mut self.peers[id];
+        if peer.nat.pong(pong.id, nat_between, now) {
+            peer.timers.stop(Timer::PongTimeout);
+        }
         // Behind a NAT toward some peers and not toward others (a LAN
         // beside the NAT): the NAT decides, as long as any peer still
         // sees it; a local report alone does not undo it.
-        let nat_elsewhere = self.peers.iter().any(|p| p.sees_nat == Some(true));
+        let nat_elsewhere = self.peers.iter().any(|p| p.nat.sees_nat() == Some(true));
         if nat_between || !nat_elsewhere {
             self.nat.on_reflexive(now, seen);
         }
@@ -323,23 +252,14 @@ impl Device {
     /// the probe socket of the open it names, if this node holds it.
     pub(super) fn on_binding_check(&mut self, id: PeerId, check: BindingCheck, now: Instant) {
         let trial = check.trial;
-        self.bindings.retain(|b| b.expires > now);
-        if let Some(i) = self
-            .bindings
-            .iter()
-            .position(|b| b.peer == id && b.trial == trial)
-        {
-            // One binding ping per open: nothing here can be turned
-            // into a stream toward an address.
-            let b = self.bindings.remove(i);
+        // One binding ping per open: nothing here can be turned into a
+        // stream toward an address.
+        if let Some((nonce, probe)) = self.bindings.check(id, trial, now) {
             self.nat_counters.bindings_helped += 1;
-            let ping = BindingTrial {
-                trial,
-                nonce: b.nonce,
-            };
+            let ping = BindingTrial { trial, nonce };
             self.outgoing.push_back(Outgoing::Nat {
                 peer: id,
-                to: Some(b.probe),
+                to: Some(probe),
                 message: Control::BindingPing(ping),
                 keepalive: false,
             });
@@ -350,7 +270,7 @@ impl Device {
     pub(super) fn send_ping(&mut self, id: PeerId, now: Instant, keepalive: bool) {
         let ping_id = self.rng.next_u32();
         let peer = &mut self.peers[id];
-        if peer.ping.is_some() {
+        if peer.nat.ping().is_some() {
             return;
         }
         self.queue_ping(id, ping_id, 1, now, keepalive);
@@ -360,8 +280,8 @@ impl Device {
     /// timer.
     fn queue_ping(&mut self, id: PeerId, ping_id: u32, tries: u8, now: Instant, keepalive: bool) {
         let peer = &mut self.peers[id];
-        peer.ping = Some((ping_id, now, tries));
-        let wait = pong_timeout(peer.nat_rtt.or(peer.keys.handshake_rtt()));
+        peer.nat.ping_sent(ping_id, tries, now);
+        let wait = pong_timeout(peer.nat.rtt_or(peer.keys.handshake_rtt()));
         peer.timers.set(Timer::PongTimeout, now + wait);
         self.nat_counters.pings_sent += 1;
         self.outgoing.push_back(Outgoing::Nat {
@@ -378,23 +298,22 @@ impl Device {
         let behind = self.nat.status().behind == Some(true);
         let unknown = self.nat.status().behind.is_none();
         let peer = &mut self.peers[id];
-        let Some((ping_id, _, tries)) = peer.ping else {
+        let Some(ping) = peer.nat.ping() else {
             return;
         };
-        if tries < 2 {
-            self.queue_ping(id, ping_id, tries + 1, now, true);
+        if ping.tries < 2 {
+            self.queue_ping(id, ping.id, ping.tries + 1, now, true);
             return;
         }
-        peer.ping = None;
-        if unknown && peer.keepalive == Keepalive::Auto && peer.discovery_misses < DISCOVERY_TRIES {
+        peer.nat.clear_ping();
+        if unknown && peer.nat.is_auto() && peer.nat.discovery_missed() {
             // Still unknown whether we are behind a NAT: ask again soon, at
             // the interval a NAT would need.
-            peer.discovery_misses += 1;
             peer.timers
                 .set(Timer::PersistentKeepalive, now + crate::nat::START_INTERVAL);
             return;
         }
-        if !behind || peer.keepalive != Keepalive::Auto || peer.keys.initiating() {
+        if !behind || !peer.nat.is_auto() || peer.keys.initiating() {
             return;
         }
         info!(peer = %peer.name, "mapping lost: re-handshake");
@@ -414,23 +333,17 @@ impl Device {
         let peer = &mut self.peers[id];
         // Behind a NAT any packet proves the mapping; a discovery ping
         // still waits for its pong, which carries the reflexive address.
-        if peer.ping.is_some() && behind {
-            peer.ping = None;
+        if peer.nat.ping().is_some() && behind {
+            peer.nat.clear_ping();
             peer.timers.stop(Timer::PongTimeout);
         }
-        if !behind || peer.keepalive != Keepalive::Auto {
+        if !behind || !peer.nat.is_auto() {
             return;
         }
-        let steady = previous.is_some_and(|t| now.saturating_duration_since(t) < STREAM_GAP);
-        peer.stream = if steady {
-            peer.stream.saturating_add(1)
-        } else {
-            1
-        };
-        if peer.stream >= STREAM_PACKETS {
+        if peer.nat.received(now, previous) {
             let rtt = peer
-                .nat_rtt
-                .or(peer.keys.handshake_rtt())
+                .nat
+                .rtt_or(peer.keys.handshake_rtt())
                 .unwrap_or_default();
             peer.timers
                 .set(Timer::Silence, now + (rtt * 4).max(SILENCE_MIN));
@@ -443,7 +356,7 @@ impl Device {
     /// mapping, and a ping (from the same socket) recreates it.
     pub(super) fn silence(&mut self, id: PeerId, now: Instant) {
         let peer = &mut self.peers[id];
-        peer.stream = 0;
+        peer.nat.stream_stopped();
         if peer.keys.sending_session(now).is_some() {
             debug!(peer = %peer.name, "stream stopped; checking the mapping");
             self.send_ping(id, now, true);
@@ -453,7 +366,7 @@ impl Device {
     /// A handshake with `id` completed: a ping learns the reflexive address
     /// (and so whether this node is behind a NAT).
     pub(super) fn nat_after_handshake(&mut self, id: PeerId, now: Instant) {
-        if self.peers[id].keepalive != Keepalive::Off {
+        if self.peers[id].nat.keepalive() != Keepalive::Off {
             self.send_ping(id, now, false);
         }
     }
@@ -461,7 +374,7 @@ impl Device {
     /// The persistent keepalive of `id` is due.
     pub(super) fn keepalive_due(&mut self, id: PeerId, now: Instant) {
         let behind = self.nat.status().behind != Some(false);
-        if self.peers[id].keepalive == Keepalive::Auto && behind {
+        if self.peers[id].nat.is_auto() && behind {
             self.send_ping(id, now, true);
         } else {
             self.outgoing.push_back(Outgoing::Keepalive(id));
@@ -505,17 +418,17 @@ impl Device {
         let mut best: Option<(PeerId, Duration)> = None;
         for id in self.peers.ids() {
             let p = &mut self.peers[id];
-            if p.removed || p.endpoint.is_none() || p.keys.sending_session(now).is_none() {
+            if p.removed || p.path.endpoint().is_none() || p.keys.sending_session(now).is_none() {
                 continue;
             }
             // A peer on our side of the NAT would prove every lifetime: its
             // packets never cross the NAT.
-            if behind && p.sees_nat == Some(false) {
+            if behind && p.nat.sees_nat() == Some(false) {
                 continue;
             }
             let rtt = p
-                .nat_rtt
-                .or(p.keys.handshake_rtt())
+                .nat
+                .rtt_or(p.keys.handshake_rtt())
                 .unwrap_or(Duration::from_millis(500));
             if best.is_none_or(|(_, b)| rtt < b) {
                 best = Some((id, rtt));
@@ -532,15 +445,10 @@ impl Device {
         }
         let status = self.nat.status();
         let every = status.keepalive_interval;
-        for p in self
-            .peers
-            .iter_mut()
-            .filter(|p| p.keepalive == Keepalive::Auto)
-        {
-            if p.persistent_keepalive == every {
+        for p in self.peers.iter_mut() {
+            if !p.nat.follow_interval(every) {
                 continue;
             }
-            p.persistent_keepalive = every;
             match every {
                 Some(e) if p.keys.has_current() => {
                     let due = now + e;
@@ -574,7 +482,7 @@ impl Device {
     ) -> Option<Transmit> {
         let mtu = self.mtu;
         let peer = &mut self.peers[id];
-        let destination = to.or(peer.endpoint)?;
+        let destination = to.or(peer.path.endpoint())?;
         let plain = message.emit(buf.get_mut(TRANSPORT_HEADER_LEN..)?)?;
         let len = peer.keys.sending_session(now)?.seal(buf, plain, mtu).ok()?;
         if to.is_none() {

@@ -1,10 +1,12 @@
 //! Relaying through a member, and hole punching between members behind NATs.
 //!
 //! This module owns what control messages `0x10`–`0x13` do (their formats
-//! are [`crate::wire::control`]'s), the choice of path for each peer (direct
-//! to its endpoint, or through a relay member), the relay's side of
-//! forwarding with its per-sender budget, and the coordination of hole
-//! punching. It must never let a relayed packet change a peer's direct
+//! are [`crate::wire::control`]'s), the decisions to switch a peer between
+//! direct and relayed, the relay's side of forwarding, and the coordination
+//! of hole punching. The per-peer state those decisions change is the
+//! peer's ([`crate::peer::path`]: endpoint, relay, punching;
+//! [`crate::peer::relay`]: punch bursts, the per-sender budget), changed
+//! only through its methods. It must never let a relayed packet change a peer's direct
 //! endpoint, and a relay never holds the keys of the pair it relays for: it
 //! forwards the inner datagram (a complete handshake or transport message of
 //! that pair) untouched, inside its own authenticated sessions:
@@ -21,123 +23,34 @@
 //! A peer is relayed when direct initiations went unanswered for
 //! [`REKEY_TIMEOUT`](crate::timers::REKEY_TIMEOUT) and the caller named a
 //! relay for it, or when an authenticated packet from it arrives through a
-//! relay while no direct packet arrived for [`DIRECT_GRACE`]. Any
+//! relay while no direct packet arrived for
+//! [`DIRECT_GRACE`](crate::peer::path::DIRECT_GRACE). Any
 //! authenticated packet that arrives directly makes it direct again. While
 //! relayed, every initiation also goes to the direct endpoint, and both
-//! sides exchange candidates and punch at each other's ([`PUNCH_BURST`]
-//! sends [`PUNCH_SPACING`] apart), retried with backoff.
+//! sides exchange candidates and punch at each other's
+//! ([`PUNCH_BURST`](crate::peer::relay::PUNCH_BURST) sends
+//! [`PUNCH_SPACING`](crate::peer::relay::PUNCH_SPACING) apart), retried
+//! with backoff.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::{debug, trace};
 
 use super::{Decapsulated, Device, Event, Outgoing, Transmit};
 use crate::noise::PublicKey;
+use crate::peer::path::{Hop, PeerPath};
+#[cfg(test)]
+use crate::peer::relay::{PUNCH_BURST, PUNCH_RETRY_MAX, RELAY_OVERHEAD};
 use crate::peer::PeerId;
 use crate::wire::control::{
     Control, Endpoints, PunchOffer, Relay, MAX_CANDIDATES, RELAY_HEADER_LEN,
 };
-use crate::wire::{Message, TAG_LEN, TRANSPORT_HEADER_LEN, TRANSPORT_OVERHEAD};
+use crate::wire::{Message, TAG_LEN, TRANSPORT_HEADER_LEN};
 use crate::DropReason;
-/// What relaying costs an inner packet on top of the direct overhead: the
-/// relay session's transport header and tag, and the relay header.
-pub const RELAY_OVERHEAD: usize = TRANSPORT_OVERHEAD + RELAY_HEADER_LEN;
-/// A packet arriving through a relay switches the peer to that relay only
-/// if nothing arrived directly for this long (packets relayed before a
-/// switch to direct are still in flight for a moment).
-pub const DIRECT_GRACE: Duration = Duration::from_secs(15);
-/// Punches sent to each candidate per burst.
-pub const PUNCH_BURST: u8 = 5;
-/// Time between the punches of a burst.
-pub const PUNCH_SPACING: Duration = Duration::from_millis(150);
-/// First wait before offering candidates again while still relayed; it
-/// doubles up to [`PUNCH_RETRY_MAX`].
-pub const PUNCH_RETRY_FIRST: Duration = Duration::from_secs(5);
-/// Longest wait between offers while relayed.
-pub const PUNCH_RETRY_MAX: Duration = Duration::from_secs(120);
-/// Offers from one peer are taken at most this often (each starts a burst).
-pub const PUNCH_MIN_INTERVAL: Duration = Duration::from_secs(1);
-/// Bytes per second a node relays for one sending peer by default (also
-/// its burst allowance).
-pub const DEFAULT_RELAY_BYTES_PER_SECOND: u64 = 25_000_000;
 
 /// Relay messages kept while a session with their carrier is set up.
 const PARKED_MAX: usize = 32;
-
-/// Where a datagram came from or goes: straight over the socket, or inside
-/// a relay member's session on behalf of the peer with key `peer`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Hop {
-    Direct(SocketAddr),
-    Relayed { relay: PeerId, peer: PublicKey },
-}
-
-/// The path traffic to a peer takes now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerPath {
-    /// Straight to its endpoint (`None`: none known yet).
-    Direct(Option<SocketAddr>),
-    /// Through the member `relay`.
-    Relayed {
-        /// The relay member.
-        relay: PeerId,
-    },
-}
-
-/// Relay and hole-punching counters of a device.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RelayStats {
-    /// Datagrams this node relayed for other members.
-    pub forwarded_packets: u64,
-    /// Bytes of those datagrams (the inner datagrams, as forwarded).
-    pub forwarded_bytes: u64,
-    /// Relay requests refused (unknown or unreachable target, budget).
-    pub refused: u64,
-    /// Datagrams this node sent to a peer through a relay.
-    pub sent_via_relay: u64,
-    /// Datagrams that reached this node through a relay.
-    pub received_via_relay: u64,
-    /// Punches sent.
-    pub punches_sent: u64,
-    /// Relayed peers that became direct within 10 s of a punch burst.
-    pub punches_succeeded: u64,
-}
-
-/// Hole punching toward one peer.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Punch {
-    /// When to offer candidates next, while relayed.
-    next_offer: Option<Instant>,
-    backoff: Duration,
-    /// The addresses of the running burst, and the sends left.
-    targets: Vec<SocketAddr>,
-    left: u8,
-    next_send: Option<Instant>,
-    last_burst: Option<Instant>,
-    last_offer_taken: Option<Instant>,
-}
-
-impl Punch {
-    fn deadline(&self, offering: bool) -> Option<Instant> {
-        let send = self.next_send.filter(|_| self.left > 0);
-        let offer = self.next_offer.filter(|_| offering);
-        match (send, offer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    fn start_burst(&mut self, targets: Vec<SocketAddr>, now: Instant) {
-        if targets.is_empty() {
-            return;
-        }
-        self.targets = targets;
-        self.left = PUNCH_BURST;
-        self.next_send = Some(now);
-        self.last_burst = Some(now);
-    }
-}
 
 /// The endpoints of `offer` worth punching at: nothing could answer from
 /// port 0, an unspecified or a multicast address.
@@ -165,9 +78,7 @@ impl Device {
         let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
-        peer.relay = relay;
-        if peer.via.is_some() && peer.via != relay {
-            peer.via = None;
+        if peer.path.name_relay(relay) {
             match relay {
                 Some(_) => {
                     self.use_relay(id, now);
@@ -186,12 +97,7 @@ impl Device {
     pub(super) fn forget_relay(&mut self, relay: PeerId) {
         self.parked.retain(|(carrier, _, _)| *carrier != relay);
         for id in self.peers.ids() {
-            let peer = &mut self.peers[id];
-            if peer.relay == Some(relay) {
-                peer.relay = None;
-            }
-            if peer.via == Some(relay) {
-                peer.via = None;
+            if self.peers[id].path.forget_relay(relay) {
                 self.events.push_back(Event::PathChanged {
                     peer: id,
                     via: None,
@@ -227,28 +133,19 @@ impl Device {
 
     /// The path traffic to `id` takes now.
     pub fn peer_path(&self, id: PeerId) -> Option<PeerPath> {
-        let peer = self.peers.get(id)?;
-        Some(match peer.via {
-            Some(relay) => PeerPath::Relayed { relay },
-            None => PeerPath::Direct(peer.endpoint),
-        })
+        Some(self.peers.get(id)?.path.peer_path())
     }
 
     /// Switches `id` to its relay candidate. Returns whether it is relayed.
     pub(super) fn use_relay(&mut self, id: PeerId, now: Instant) -> bool {
-        let peer = &self.peers[id];
-        if peer.via.is_some() {
+        if self.peers[id].path.via().is_some() {
             return true;
         }
-        let Some(relay) = peer.relay else {
+        let Some(relay) = self.peers[id].path.use_named_relay(now) else {
             return false;
         };
-        let relay_name = self.peers[relay].name.clone();
-        let peer = &mut self.peers[id];
-        peer.via = Some(relay);
-        peer.punch.next_offer = Some(now);
-        peer.punch.backoff = Duration::ZERO;
-        debug!(peer = %peer.name, relay = %relay_name,
+        let relay_name = &self.peers[relay].name;
+        debug!(peer = %self.peers[id].name, relay = %relay_name,
             "no direct answer: reaching the peer through a relay");
         self.events.push_back(Event::PathChanged {
             peer: id,
@@ -274,29 +171,26 @@ impl Device {
         match hop {
             Hop::Direct(from) => from,
             Hop::Relayed { relay, .. } => self.peers[relay]
-                .endpoint
+                .path
+                .endpoint()
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
         }
     }
 
     /// An authenticated packet from `id` arrived by `hop`: roaming for a
     /// direct one (and back from a relay), the relay for a relayed one
-    /// unless the peer was heard from directly within [`DIRECT_GRACE`].
+    /// unless the peer was heard from directly within
+    /// [`DIRECT_GRACE`](crate::peer::path::DIRECT_GRACE).
     pub(super) fn arrived(&mut self, id: PeerId, hop: Hop, now: Instant) {
         match hop {
             Hop::Direct(from) => {
                 self.update_endpoint(id, from);
                 let peer = &mut self.peers[id];
-                peer.last_direct = Some(now);
-                if peer.via.take().is_some() {
-                    let punched = peer.punch.last_burst.is_some_and(|t| {
-                        now.saturating_duration_since(t) < Duration::from_secs(10)
-                    });
+                if let Some(punched) = peer.path.heard_directly(now) {
                     if punched {
                         self.stats.relay.punches_succeeded += 1;
                     }
                     debug!(peer = %peer.name, endpoint = %from, punched, "direct path established");
-                    peer.punch = Punch::default();
                     self.events.push_back(Event::PathChanged {
                         peer: id,
                         via: None,
@@ -306,17 +200,9 @@ impl Device {
                 self.ensure_edge(id, now);
             }
             Hop::Relayed { relay, .. } => {
-                let peer = &self.peers[id];
-                let direct_recently = peer
-                    .last_direct
-                    .is_some_and(|t| now.saturating_duration_since(t) < DIRECT_GRACE);
-                if peer.via != Some(relay) && !direct_recently {
-                    let relay_name = self.peers[relay].name.clone();
-                    let peer = &mut self.peers[id];
-                    peer.via = Some(relay);
-                    peer.punch.next_offer = Some(now);
-                    peer.punch.backoff = Duration::ZERO;
-                    debug!(peer = %peer.name, relay = %relay_name, "peer reached through a relay");
+                if self.peers[id].path.heard_through(relay, now) {
+                    let relay_name = &self.peers[relay].name;
+                    debug!(peer = %self.peers[id].name, relay = %relay_name, "peer reached through a relay");
                     self.events.push_back(Event::PathChanged {
                         peer: id,
                         via: Some(relay),
@@ -358,7 +244,7 @@ impl Device {
             return refused(self, "unknown target");
         };
         let t = &self.peers[target];
-        if target == from || t.removed || t.via.is_some() || t.endpoint.is_none() {
+        if target == from || t.removed || t.path.direct_endpoint().is_none() {
             return refused(self, "target not reachable directly from here");
         }
         if !self.charge_relay_budget(from, inner.len(), now) {
@@ -388,17 +274,7 @@ impl Device {
     /// Takes `len` bytes from `from`'s relay budget; false if it is spent.
     fn charge_relay_budget(&mut self, from: PeerId, len: usize, now: Instant) -> bool {
         let rate = self.relay_bytes_per_second;
-        let peer = &mut self.peers[from];
-        let (at, tokens) = peer.relay_budget.unwrap_or((now, rate));
-        let refill = u128::from(rate) * now.saturating_duration_since(at).as_micros() / 1_000_000;
-        let tokens = (u128::from(tokens) + refill).min(u128::from(rate)) as u64;
-        let len = len as u64;
-        if tokens < len {
-            peer.relay_budget = Some((now, tokens));
-            return false;
-        }
-        peer.relay_budget = Some((now, tokens - len));
-        true
+        self.peers[from].relay_budget.charge(rate, len, now)
     }
 
     /// As a target: opens the datagram `relay` carried for the member with
@@ -479,13 +355,14 @@ impl Device {
             .and_then(|b| Relay::emit_request_header(&target, b))
             .ok_or(DropReason::TooBig)?;
         let r = &mut self.peers[relay];
-        let usable = !r.removed && r.via.is_none() && r.endpoint.is_some();
+        let direct = r.path.direct_endpoint().filter(|_| !r.removed);
+        let usable = direct.is_some();
         if r.keys.wants_rekey_on_send(now) || (usable && r.keys.sending_session(now).is_none()) {
             self.start_handshake(relay, now, false);
         }
         let r = &mut self.peers[relay];
-        let sealed = match (usable, r.endpoint, r.keys.sending_session(now)) {
-            (true, Some(destination), Some(session)) => session
+        let sealed = match (direct, r.keys.sending_session(now)) {
+            (Some(destination), Some(session)) => session
                 .seal(buf, RELAY_HEADER_LEN + n, RELAY_HEADER_LEN + n)
                 .ok()
                 .map(|len| Transmit { destination, len }),
@@ -493,9 +370,7 @@ impl Device {
         };
         let t = sealed.ok_or(DropReason::RelayUnavailable)?;
         Self::on_authenticated_sent(r, now);
-        if let Some(edge) = r.edge.as_mut() {
-            edge.pmtud.on_active(now);
-        }
+        r.mtu.on_active(now);
         self.stats.relay.sent_via_relay += 1;
         Ok(t)
     }
@@ -512,7 +387,7 @@ impl Device {
             _ => return None,
         };
         let p = &self.peers[carrier];
-        let waits = !p.removed && p.via.is_none() && p.endpoint.is_some() && !p.keys.can_send(now);
+        let waits = !p.removed && p.path.direct_endpoint().is_some() && !p.keys.can_send(now);
         waits.then_some(carrier)
     }
 
@@ -584,13 +459,13 @@ impl Device {
         now: Instant,
     ) -> Option<Transmit> {
         let peer = &self.peers[id];
-        match peer.via {
+        match peer.path.via() {
             Some(relay) => self
                 .wrap_for_relay(id, relay, buf, n, now)
                 .map_err(|reason| self.stats.count_drop(reason))
                 .ok(),
             None => Some(Transmit {
-                destination: peer.endpoint?,
+                destination: peer.path.endpoint()?,
                 len: n,
             }),
         }
@@ -599,8 +474,7 @@ impl Device {
     /// Whether anything can be sent to `id`: it has an endpoint or a relay
     /// in use.
     pub(super) fn reachable(&self, id: PeerId) -> bool {
-        let peer = &self.peers[id];
-        peer.endpoint.is_some() || peer.via.is_some()
+        self.peers[id].path.reachable()
     }
 
     /// Seals `plain` for `id` and sends it straight to `destination`,
@@ -638,7 +512,7 @@ impl Device {
         buf: &mut [u8],
     ) -> Option<Transmit> {
         let peer = &mut self.peers[target];
-        let destination = peer.endpoint?;
+        let destination = peer.path.endpoint()?;
         if peer.keys.sending_session(now).is_none() || peer.keys.wants_rekey_on_send(now) {
             self.start_handshake(target, now, false);
         }
@@ -653,29 +527,22 @@ impl Device {
     pub(super) fn take_offer(&mut self, id: PeerId, offer: PunchOffer<'_>, now: Instant) {
         let answer = offer.answer;
         let peer = &mut self.peers[id];
-        let recent = peer
-            .punch
-            .last_offer_taken
-            .is_some_and(|t| now.saturating_duration_since(t) < PUNCH_MIN_INTERVAL);
-        if recent {
+        if !peer.path.punch_mut().take_offer(now) {
             return;
         }
-        peer.punch.last_offer_taken = Some(now);
         let mut targets = usable_candidates(&offer);
-        if let Some(e) = peer.endpoint.filter(|e| !targets.contains(e)) {
+        if let Some(e) = peer.path.endpoint().filter(|e| !targets.contains(e)) {
             targets.push(e);
         }
         debug!(peer = %peer.name, answer, ?targets, "punch candidates received; punching");
         if !answer {
             // The other side coordinates this round: no offer of our own
             // until the backoff passes.
-            if let Some(t) = peer.punch.next_offer.as_mut() {
-                *t = (*t).max(now + PUNCH_RETRY_FIRST);
-            }
+            peer.path.punch_mut().defer_offer(now);
             let reply = encode_offer(true, &self.own_candidates);
             self.outgoing.push_back(Outgoing::Control(id, reply));
         }
-        self.peers[id].punch.start_burst(targets, now);
+        self.peers[id].path.punch_mut().start_burst(targets, now);
     }
 
     /// The earliest punch or offer deadline.
@@ -683,7 +550,10 @@ impl Device {
         self.peers
             .iter()
             .filter(|p| !p.removed)
-            .filter_map(|p| p.punch.deadline(p.via.is_some() && p.keys.has_current()))
+            .filter_map(|p| {
+                let offering = p.path.offering(p.keys.has_current());
+                p.path.punch().deadline(offering)
+            })
             .min()
     }
 
@@ -694,25 +564,20 @@ impl Device {
             if peer.removed {
                 continue;
             }
-            let punch = &mut peer.punch;
-            if punch.left > 0 && punch.next_send.is_some_and(|t| t <= now) {
-                punch.left -= 1;
-                punch.next_send = (punch.left > 0).then_some(now + PUNCH_SPACING);
-                for &target in &punch.targets {
+            if let Some(targets) = peer.path.punch_mut().due_punches(now) {
+                for &target in targets {
                     self.outgoing.push_back(Outgoing::Punch(id, target));
                 }
-                self.stats.relay.punches_sent += punch.targets.len() as u64;
+                self.stats.relay.punches_sent += targets.len() as u64;
             }
-            let offering = peer.via.is_some() && peer.keys.has_current();
-            if offering && peer.punch.next_offer.is_some_and(|t| t <= now) {
+            let offering = peer.path.offering(peer.keys.has_current());
+            if offering && peer.path.punch().offer_due(now) {
                 if peer.keys.sending_session(now).is_some() {
                     debug!(peer = %peer.name, candidates = ?self.own_candidates, "offering punch candidates");
                     let offer = encode_offer(false, &self.own_candidates);
                     self.outgoing.push_back(Outgoing::Control(id, offer));
                 }
-                let punch = &mut self.peers[id].punch;
-                punch.backoff = (punch.backoff * 2).clamp(PUNCH_RETRY_FIRST, PUNCH_RETRY_MAX);
-                punch.next_offer = Some(now + punch.backoff);
+                peer.path.punch_mut().offer_made(now);
             }
         }
     }

@@ -431,7 +431,7 @@ fn hostile_pieces_are_counted_drops_and_never_delivered() {
         a.receive_piece(peer, piece(8, 0, 2, &[0x60; 10]), now),
         Ok(())
     );
-    let later = now + super::fragment::REASSEMBLY_TIMEOUT + Duration::from_millis(1);
+    let later = now + crate::peer::reassembly::REASSEMBLY_TIMEOUT + Duration::from_millis(1);
     assert_eq!(
         a.receive_piece(peer, piece(8, 1, 2, &[0; 10]), later),
         Ok(())
