@@ -3,7 +3,8 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use super::cert::{Authority, Certificate, SignedCertificate};
+use super::authority::Authority;
+use super::cert::{Certificate, SignedCertificate};
 use super::identity::IdentitySecret;
 use super::network::{NetworkId, NetworkInfo};
 use crate::StaticSecret;

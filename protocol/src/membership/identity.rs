@@ -17,7 +17,7 @@ use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
-use super::{parse_hex, write_hex, SIGNATURE_LEN};
+use super::encoding::{parse_hex, write_hex, SIGNATURE_LEN};
 
 /// Length of an Ed25519 public or secret key.
 pub const IDENTITY_KEY_LEN: usize = 32;

@@ -16,13 +16,19 @@
 //!
 //! - [`identity`]: Ed25519 identity keys and domain-separated signatures;
 //! - [`network`]: the network's id, address prefixes and authority;
-//! - [`cert`]: member certificates and how they are issued and checked;
+//! - [`cert`]: member certificates and how they are checked;
+//! - `authority`: the authority's acts, issuing certificates and
+//!   revocations ([`Authority`]);
 //! - [`invite`]: invite tokens and their text form;
 //! - [`records`]: the gossip records and their encoding;
 //! - [`validator`]: what a record must satisfy before it is believed;
 //! - [`overlay`]: which members keep control connections to which.
+//! - `encoding`: hex, canonical postcard and serde helpers the formats
+//!   share (a leaf: it imports none of them).
 
+mod authority;
 pub mod cert;
+mod encoding;
 pub mod identity;
 pub mod invite;
 pub mod network;
@@ -37,10 +43,9 @@ mod fixtures;
 #[doc(hidden)]
 pub mod fuzzing;
 
-use core::fmt;
-use std::net::{IpAddr, SocketAddr};
-
-pub use cert::{Authority, CertError, Certificate, SignedCertificate};
+pub use authority::Authority;
+pub use cert::{CertError, Certificate, SignedCertificate};
+pub use encoding::SIGNATURE_LEN;
 pub use identity::{IdentityKey, IdentitySecret, ParseKeyError, SignatureError, SigningContext};
 pub use invite::{InviteError, InviteToken};
 pub use network::{derive_ula, is_valid_name, NetworkError, NetworkId, NetworkInfo};
@@ -49,191 +54,3 @@ pub use records::{
     SignedRecord,
 };
 pub use validator::Validator;
-
-/// Length of an Ed25519 signature.
-pub const SIGNATURE_LEN: usize = 64;
-
-/// Writes `bytes` as lowercase hexadecimal.
-fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    for b in bytes {
-        write!(f, "{b:02x}")?;
-    }
-    Ok(())
-}
-
-/// Parses exactly `2 * N` hexadecimal digits (either case).
-fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let s = s.as_bytes();
-    if s.len() != 2 * N {
-        return None;
-    }
-    let digit = |c: u8| (c as char).to_digit(16);
-    let mut out = [0u8; N];
-    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        // to_digit(16) is at most 15, so both fit a byte.
-        *o = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
-    }
-    Some(out)
-}
-
-/// Encodes `value` with postcard. Every type encoded here is made of
-/// integers, arrays, strings, vectors, options and enums, none of which can
-/// fail to serialise into a growable vector.
-fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    postcard::to_allocvec(value).expect("postcard cannot fail to encode plain data into a Vec")
-}
-
-/// Decodes `bytes` as exactly one `T` in its canonical encoding: trailing
-/// bytes, and encodings postcard would not have produced (overlong
-/// varints, for instance), are refused. So every accepted value has one
-/// byte representation, which signatures cover and gossip deduplicates on.
-fn decode_canonical<'a, T>(bytes: &'a [u8]) -> Option<T>
-where
-    T: serde::Deserialize<'a> + serde::Serialize,
-{
-    let (value, rest) = postcard::take_from_bytes::<T>(bytes).ok()?;
-    if !rest.is_empty() || encode(&value) != bytes {
-        return None;
-    }
-    Some(value)
-}
-
-/// Why an endpoint advertised by a member cannot be right, if it cannot:
-/// no address to send to, a group address, or port 0. A link-local IPv6
-/// address is refused too: without its interface scope, which the encoding
-/// does not carry, it means nothing to another host. Loopback is refused
-/// unless `allow_loopback` (single-host test setups).
-fn endpoint_problem(endpoint: &SocketAddr, allow_loopback: bool) -> Option<&'static str> {
-    if endpoint.port() == 0 {
-        return Some("endpoint port is 0");
-    }
-    let ip = endpoint.ip();
-    if ip.is_unspecified() {
-        return Some("endpoint address is unspecified");
-    }
-    if ip.is_multicast() {
-        return Some("endpoint address is multicast");
-    }
-    if !allow_loopback && ip.is_loopback() {
-        return Some("endpoint address is loopback");
-    }
-    match ip {
-        IpAddr::V4(v4) if v4.is_broadcast() => Some("endpoint address is broadcast"),
-        // fe80::/10.
-        IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => {
-            Some("endpoint address is IPv6 link-local")
-        }
-        _ => None,
-    }
-}
-
-/// serde for 64-byte arrays (serde derives stop at 32): a tuple of 64
-/// bytes, which postcard writes as the raw bytes with no length prefix.
-mod sig64 {
-    use core::fmt;
-
-    use serde::de::{Error, SeqAccess, Visitor};
-    use serde::ser::SerializeTuple;
-    use serde::{Deserializer, Serializer};
-
-    use super::SIGNATURE_LEN;
-
-    pub(super) fn serialize<S: Serializer>(
-        sig: &[u8; SIGNATURE_LEN],
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(SIGNATURE_LEN)?;
-        for b in sig {
-            t.serialize_element(b)?;
-        }
-        t.end()
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<[u8; SIGNATURE_LEN], D::Error> {
-        struct Sig;
-        impl<'de> Visitor<'de> for Sig {
-            type Value = [u8; SIGNATURE_LEN];
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{SIGNATURE_LEN} bytes")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut out = [0u8; SIGNATURE_LEN];
-                for (i, o) in out.iter_mut().enumerate() {
-                    *o = seq
-                        .next_element()?
-                        .ok_or_else(|| A::Error::invalid_length(i, &self))?;
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_tuple(SIGNATURE_LEN, Sig)
-    }
-}
-
-/// serde for the data plane's X25519 [`crate::PublicKey`], which has no
-/// serde implementation of its own: its 32 raw bytes.
-mod noise_key {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    use crate::wire::KEY_LEN;
-    use crate::PublicKey;
-
-    pub(super) fn serialize<S: Serializer>(key: &PublicKey, s: S) -> Result<S::Ok, S::Error> {
-        key.as_bytes().serialize(s)
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PublicKey, D::Error> {
-        <[u8; KEY_LEN]>::deserialize(d).map(PublicKey)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hex_round_trips_and_refuses_bad_digits_or_lengths() {
-        assert_eq!(parse_hex::<2>("0aFf"), Some([0x0a, 0xff]));
-        assert_eq!(parse_hex::<2>("0aF"), None);
-        assert_eq!(parse_hex::<2>("0aFg"), None);
-        assert_eq!(parse_hex::<1>("+1"), None);
-    }
-
-    #[test]
-    fn decoding_refuses_trailing_bytes_and_overlong_varints() {
-        assert_eq!(decode_canonical::<u64>(&[5]), Some(5));
-        assert_eq!(decode_canonical::<u64>(&[5, 0]), None);
-        // 5 as a two-byte varint: postcard may accept it, weft does not.
-        assert_eq!(decode_canonical::<u64>(&[0x85, 0x00]), None);
-    }
-
-    #[test]
-    fn implausible_endpoints_are_named() {
-        let bad = [
-            "0.0.0.0:1",
-            "1.2.3.4:0",
-            "224.0.0.1:1",
-            "255.255.255.255:1",
-            "127.0.0.1:1",
-            "[::]:1",
-            "[ff02::1]:1",
-            "[fe80::1]:1",
-            "[::1]:1",
-        ];
-        for a in bad {
-            assert!(
-                endpoint_problem(&a.parse().unwrap(), false).is_some(),
-                "{a}"
-            );
-        }
-        for a in ["192.0.2.1:51820", "[2001:db8::1]:443", "10.0.0.1:1"] {
-            assert_eq!(endpoint_problem(&a.parse().unwrap(), false), None, "{a}");
-        }
-        assert_eq!(
-            endpoint_problem(&"127.0.0.1:1".parse().unwrap(), true),
-            None
-        );
-    }
-}

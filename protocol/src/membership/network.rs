@@ -17,8 +17,8 @@ use ip_network::{Ipv4Network, Ipv6Network};
 use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 
+use super::encoding::{parse_hex, write_hex};
 use super::identity::{IdentityKey, ParseKeyError};
-use super::{parse_hex, write_hex};
 
 /// Length of a network id.
 pub const NETWORK_ID_LEN: usize = 16;
