@@ -247,6 +247,13 @@ const MESH: &[(&str, &str, Source)] = &[
         Source::Counts("reason", |s| Some(&s.mesh.as_ref()?.gossip_publish_failed)),
     ),
     (
+        "weft_control_connections_refused_total",
+        "Control-plane connections refused before any protocol ran on them, by reason",
+        Source::Counts("reason", |s| {
+            Some(&s.mesh.as_ref()?.control_connections_refused)
+        }),
+    ),
+    (
         "weft_queue_dropped_total",
         "Items dropped because a queue between tasks was full, by queue",
         Source::Counts("queue", |s| Some(&s.mesh.as_ref()?.queue_dropped)),

@@ -120,6 +120,9 @@ pub struct MeshStats {
     pub gossip_rejected: Vec<(String, u64)>,
     /// Publishes the control plane could not carry out, by reason.
     pub gossip_publish_failed: Vec<(String, u64)>,
+    /// Control-plane connections refused before any protocol ran on them,
+    /// by reason (`limit`, `blocked`).
+    pub control_connections_refused: Vec<(String, u64)>,
     /// Items dropped because a queue between tasks was full, by queue.
     pub queue_dropped: Vec<(String, u64)>,
     /// Members connected on the control plane now.

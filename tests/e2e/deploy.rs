@@ -46,6 +46,7 @@ const METRICS: &[&str] = &[
     "weft_gossip_received_total",
     "weft_gossip_rejected_total",
     "weft_gossip_publish_failed_total",
+    "weft_control_connections_refused_total",
     "weft_queue_dropped_total",
     "weft_control_connections",
     "weft_control_neighbours_wanted",

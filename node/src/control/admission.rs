@@ -18,12 +18,19 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
+/// Most peers blocked at once. Anyone can make new PeerIds; past this, the
+/// block that ends soonest is lifted early, so the table never grows with
+/// an attacker's identities.
+pub(super) const MAX_BLOCKED: usize = 4096;
+
 /// Membership state of the connected peers and the blocked ones.
 #[derive(Debug)]
 pub(super) struct Admission {
     peers: HashMap<PeerId, Peer>,
-    /// Rejected peers and when their block ends.
+    /// Rejected peers and when their block ends; at most [`MAX_BLOCKED`].
     blocked: HashMap<PeerId, Instant>,
+    /// Blocks lifted early to make room, for the caller to lift in the swarm.
+    evicted: Vec<PeerId>,
     credential_timeout: Duration,
     /// How long a peer whose credential the gate refused stays blocked.
     block_duration: Duration,
@@ -82,6 +89,7 @@ impl Admission {
         Self {
             peers: HashMap::new(),
             blocked: HashMap::new(),
+            evicted: Vec::new(),
             credential_timeout,
             block_duration,
             silent_block,
@@ -169,6 +177,13 @@ impl Admission {
     /// Marks `peer` rejected and blocked until `until` (a longer block
     /// already in force stays).
     fn reject_for(&mut self, peer: PeerId, until: Instant) -> bool {
+        if self.blocked.len() >= MAX_BLOCKED && !self.blocked.contains_key(&peer) {
+            let soonest = self.blocked.iter().min_by_key(|(_, end)| **end);
+            if let Some((&early, _)) = soonest {
+                self.blocked.remove(&early);
+                self.evicted.push(early);
+            }
+        }
         let end = self.blocked.entry(peer).or_insert(until);
         *end = (*end).max(until);
         match self.peers.get_mut(&peer) {
@@ -178,6 +193,11 @@ impl Admission {
             }
             _ => false,
         }
+    }
+
+    /// Blocks lifted early to make room since the last call: unblock them.
+    pub(super) fn take_evicted(&mut self) -> Vec<PeerId> {
+        std::mem::take(&mut self.evicted)
     }
 
     /// Fires the deadlines that passed by `now`.
@@ -360,5 +380,20 @@ mod tests {
             Presented::Ignored
         );
         assert_eq!(table.members().count(), 0);
+    }
+
+    #[test]
+    fn the_block_table_stays_bounded_whatever_the_number_of_identities() {
+        let (mut table, first, now) = setup();
+        table.reject(first, now);
+        for i in 1..MAX_BLOCKED + 100 {
+            let peer = PeerId::random();
+            table.reject(peer, now + Duration::from_millis(i as u64));
+        }
+        assert_eq!(table.blocked.len(), MAX_BLOCKED);
+        let evicted = table.take_evicted();
+        assert_eq!(evicted.len(), 100);
+        assert_eq!(evicted[0], first, "the block that ends soonest goes first");
+        assert!(table.take_evicted().is_empty());
     }
 }

@@ -110,9 +110,18 @@ pub struct ControlCounters {
     pub events_dropped: AtomicU64,
     /// Publishes gossipsub refused, by reason.
     pub publish_failed: Mutex<BTreeMap<&'static str, u64>>,
+    /// Connections refused before any behaviour spent on them, by reason
+    /// (`limit`: over a connection limit; `blocked`: a blocked peer).
+    pub connections_refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl ControlCounters {
+    pub(super) fn connection_refused(&self, reason: &'static str) {
+        if let Ok(mut m) = self.connections_refused.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
+
     pub(super) fn publish_failed(&self, error: &PublishError) {
         if let Ok(mut m) = self.publish_failed.lock() {
             *m.entry(error.as_str()).or_default() += 1;

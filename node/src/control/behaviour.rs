@@ -1,10 +1,11 @@
 //! The control plane's libp2p behaviour and swarm: gossipsub for records,
-//! the credential exchange, the direct record push, and the block list for
-//! rejected peers, on QUIC.
+//! the credential exchange, the direct record push, the block list for
+//! rejected peers and the connection limits, on QUIC.
 //!
 //! This file owns every tuning number of gossipsub (mesh sizes, heartbeat,
-//! peer-scoring weights and thresholds) and why each has its value. It
-//! builds the swarm and nothing more: it never drives it.
+//! peer-scoring weights and thresholds) and of the connection limits, and
+//! why each has its value. It builds the swarm and nothing more: it never
+//! drives it.
 
 use std::time::Duration;
 
@@ -15,19 +16,43 @@ use libp2p::gossipsub::{
 };
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{allow_block_list, Swarm, SwarmBuilder};
+use libp2p::{allow_block_list, connection_limits, Swarm, SwarmBuilder};
 use sha2::{Digest, Sha256};
 
 use super::{credential, sync};
 
 /// The swarm's behaviours. Polled in field order: the block list first, so
-/// a blocked peer is closed before the others act on it.
+/// a blocked peer is closed before the others act on it, then the limits,
+/// which refuse a connection before any other behaviour spends on it.
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
     pub(super) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    pub(super) limits: connection_limits::Behaviour,
     pub(super) credential: credential::Behaviour,
     pub(super) sync: sync::Behaviour,
     pub(super) gossipsub: gossipsub::Behaviour,
+}
+
+/// Most connections being set up at once, each way. Anyone who can reach
+/// the control port can start handshakes; a member dials a few neighbours
+/// at a time and is dialled by about as many.
+pub const MAX_PENDING: u32 = 64;
+/// Most established connections. A member keeps a bounded set of control
+/// neighbours (about two per doubling of the fleet, both ways: under 64
+/// at 10,000 members); the rest is room for joins and redials.
+pub const MAX_ESTABLISHED: u32 = 256;
+/// Most established connections with one peer: two members dialling each
+/// other at once hold two, and a restarted member's new one overlaps its
+/// dead one until the idle timeout.
+pub const MAX_PER_PEER: u32 = 3;
+
+/// The connection limits above.
+fn limits() -> connection_limits::ConnectionLimits {
+    connection_limits::ConnectionLimits::default()
+        .with_max_pending_incoming(Some(MAX_PENDING))
+        .with_max_pending_outgoing(Some(MAX_PENDING))
+        .with_max_established(Some(MAX_ESTABLISHED))
+        .with_max_established_per_peer(Some(MAX_PER_PEER))
 }
 
 /// Gossipsub heartbeat: mesh upkeep, gossip emission and score decay.
@@ -84,6 +109,7 @@ pub(super) fn build_swarm(
         .context("cannot subscribe to the records topic")?;
     let behaviour = Behaviour {
         blocked: allow_block_list::Behaviour::default(),
+        limits: connection_limits::Behaviour::new(limits()),
         credential: credential::behaviour(),
         sync: sync::behaviour(),
         gossipsub,

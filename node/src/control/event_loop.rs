@@ -18,7 +18,10 @@ use std::sync::Arc;
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId};
 use libp2p::request_response::{self, Message as CredentialMessage, Message as SyncMessage};
-use libp2p::swarm::{dial_opts::DialOpts, ConnectionId, SwarmEvent};
+use libp2p::swarm::{
+    dial_opts::DialOpts, ConnectionDenied, ConnectionId, DialError, ListenError, SwarmEvent,
+};
+use libp2p::{allow_block_list, connection_limits};
 use libp2p::{core::transport::ListenerId, Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -176,6 +179,7 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => return self.on_sync(event),
             SwarmEvent::Behaviour(BehaviourEvent::Blocked(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -215,11 +219,23 @@ impl EventLoop {
                 }
                 self.members_changed();
             }
+            SwarmEvent::IncomingConnectionError {
+                error: ListenError::Denied { cause },
+                send_back_addr,
+                ..
+            } => {
+                let reason = refusal(&cause);
+                debug!(address = %send_back_addr, reason, "control plane: connection refused");
+                self.counters.connection_refused(reason);
+            }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
                 peer_id,
                 error,
             } => {
+                if let DialError::Denied { cause } = &error {
+                    self.counters.connection_refused(refusal(cause));
+                }
                 debug!(peer = ?peer_id, %error, "control plane: dial failed");
                 if let Some(Some(reply)) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Err(ControlError::Dial(error)));
@@ -377,6 +393,9 @@ impl EventLoop {
         warn!(%peer, %reason, "control plane: peer rejected");
         self.held.remove(&peer);
         self.swarm.behaviour_mut().blocked.block_peer(peer);
+        for early in self.admission.take_evicted() {
+            self.swarm.behaviour_mut().blocked.unblock_peer(early);
+        }
         // Its score may have reached the member level through a renewed
         // credential; graylist it again for whatever it still sends.
         self.swarm
@@ -500,5 +519,19 @@ impl EventLoop {
                 let _ = waiter.send(self.listen_addrs.clone());
             }
         }
+    }
+}
+
+/// Why the swarm refused a connection, as a metric label.
+fn refusal(cause: &ConnectionDenied) -> &'static str {
+    if cause
+        .downcast_ref::<connection_limits::Exceeded>()
+        .is_some()
+    {
+        "limit"
+    } else if cause.downcast_ref::<allow_block_list::Blocked>().is_some() {
+        "blocked"
+    } else {
+        "other"
     }
 }

@@ -451,3 +451,29 @@ async fn an_owner_that_stops_reading_never_stalls_the_control_task() {
     }
     assert!(queued <= EVENT_CAPACITY, "{queued} events queued");
 }
+
+#[tokio::test]
+async fn one_peer_holds_at_most_three_connections() {
+    let (a, _a_events) = spawn_member(10);
+    let address = loopback(&a).await;
+    // Five swarms with one identity: to A they are one peer dialling five
+    // times (each swarm's own limits see one connection).
+    let mut copies: Vec<Swarm<Behaviour>> = (0..5).map(|_| intruder(11)).collect();
+    for copy in &mut copies {
+        copy.dial(address.clone()).unwrap();
+    }
+    let refused = || {
+        let counts = a.counters().connections_refused.lock().unwrap();
+        counts.get("limit").copied().unwrap_or(0)
+    };
+    bounded(async {
+        while refused() < 2 {
+            for copy in &mut copies {
+                // Let each copy make progress without waiting on any one.
+                let _ = timeout(Duration::from_millis(20), copy.select_next_some()).await;
+            }
+        }
+    })
+    .await;
+    assert_eq!(refused(), 2, "three of the five connections stay");
+}

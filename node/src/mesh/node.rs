@@ -231,6 +231,11 @@ impl MeshNode {
                 .lock()
                 .map(|m| pairs(&m))
                 .unwrap_or_default(),
+            control_connections_refused: control
+                .connections_refused
+                .lock()
+                .map(|m| pairs(&m))
+                .unwrap_or_default(),
             queue_dropped,
             control_connections: self.gossip.control().members().len() as u64,
             control_neighbours_wanted: self.gossip.wanted_neighbours() as u64,
