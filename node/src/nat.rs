@@ -43,6 +43,14 @@ pub struct ProbeSockets {
     buf: Vec<u8>,
 }
 
+impl std::fmt::Debug for ProbeSockets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeSockets")
+            .field("open", &self.open.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for ProbeSockets {
     fn default() -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);

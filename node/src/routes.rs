@@ -1,4 +1,5 @@
-//! Kernel routes through the TUN device, each with its own MTU.
+//! Kernel routes through the TUN device, each with its own MTU, and the
+//! task that programs them.
 //!
 //! Path-MTU discovery finds, per peer, how large an inner packet may be; the
 //! routes toward that peer's prefixes carry that MTU (`RTAX_MTU`) so the
@@ -6,9 +7,20 @@
 //! ever reach weft. This module owns one rtnetlink socket, opened in the
 //! network namespace of the thread that calls [`Routes::new`], and the shape
 //! of weft's routes: unicast, main table, `proto static`, through one
-//! interface, no gateway. It never shells out to `ip`, never touches routes
-//! through any other interface, and never sees a packet.
+//! interface, no gateway.
+//!
+//! The main task never waits for netlink: it puts route changes in a
+//! [`RouteQueue`], which hands them, once per turn, to a task of their own
+//! that owns the socket ([`RouteQueue::spawn`]). The queue is bounded; a
+//! turn's changes that do not fit are dropped and counted
+//! (`weft_queue_dropped_total{queue="routes"}`), and the route keeps its
+//! MTU until the next change for it. The task coalesces what waits: for
+//! each prefix only the last MTU asked for is programmed.
+//!
+//! It never shells out to `ip`, never touches routes through any other
+//! interface, and never sees a packet.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -16,6 +28,122 @@ use anyhow::Context;
 use ip_network::IpNetwork;
 use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteMetric, RouteScope};
 use rtnetlink::{Handle, RouteMessageBuilder};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::watchdog::{self, Probe};
+
+/// Batches of route changes waiting for the route task. The main task
+/// sends at most one batch per turn of its loop, so the task falls this
+/// far behind only if netlink stops answering.
+const QUEUE: usize = 64;
+
+/// One route to program: `prefix` through the interface with path MTU
+/// `mtu` (`None`: the interface's), for peer `peer` (named in logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteUpdate {
+    /// The destination.
+    pub prefix: IpNetwork,
+    /// The route's MTU.
+    pub mtu: Option<u32>,
+    /// The peer the prefix belongs to, for logs.
+    pub peer: String,
+}
+
+/// The main task's side of the route task: collects a turn's route
+/// changes and hands them over without waiting.
+#[derive(Debug)]
+pub struct RouteQueue {
+    tx: mpsc::Sender<Vec<RouteUpdate>>,
+    pending: Vec<RouteUpdate>,
+    dropped: u64,
+}
+
+impl RouteQueue {
+    /// Opens the route socket for interface `ifindex` and spawns the task
+    /// that programs routes through it, both on the current Tokio runtime.
+    /// The task ends when the queue is dropped.
+    pub fn spawn(ifindex: u32) -> anyhow::Result<Self> {
+        let routes = Routes::new(ifindex)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(program(routes, rx));
+        Ok(Self::new(tx))
+    }
+
+    fn new(tx: mpsc::Sender<Vec<RouteUpdate>>) -> Self {
+        Self {
+            tx,
+            pending: Vec::new(),
+            dropped: 0,
+        }
+    }
+
+    /// Asks for the route to `prefix` with `mtu`; handed over by the next
+    /// [`RouteQueue::flush`].
+    pub fn set(&mut self, prefix: IpNetwork, mtu: Option<u32>, peer: &str) {
+        self.pending.push(RouteUpdate {
+            prefix,
+            mtu,
+            peer: peer.to_string(),
+        });
+    }
+
+    /// Hands what was asked since the last flush to the route task, or,
+    /// when its queue is full, drops it and counts every route in it.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        if let Err(e) = self.tx.try_send(batch) {
+            let (mpsc::error::TrySendError::Full(batch) | mpsc::error::TrySendError::Closed(batch)) =
+                e;
+            self.dropped += batch.len() as u64;
+            warn!(
+                routes = batch.len(),
+                "route queue full: route changes dropped"
+            );
+        }
+    }
+
+    /// Route changes dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The queue's length, for the watchdog.
+    pub fn probe(&self) -> Probe {
+        watchdog::channel_probe("routes", &self.tx)
+    }
+}
+
+/// Adds `batch` to the routes to program, replacing what an earlier batch
+/// asked for the same prefix.
+fn coalesce(latest: &mut BTreeMap<IpNetwork, RouteUpdate>, batch: Vec<RouteUpdate>) {
+    for update in batch {
+        latest.insert(update.prefix, update);
+    }
+}
+
+/// The route task: programs each batch, coalesced with every batch already
+/// waiting behind it (the last MTU asked for a prefix wins). A route that
+/// cannot be set is logged; the node goes on without it (ICMP replies and
+/// MSS clamping still make traffic fit).
+async fn program(mut routes: Routes, mut rx: mpsc::Receiver<Vec<RouteUpdate>>) {
+    while let Some(batch) = rx.recv().await {
+        let mut latest = BTreeMap::new();
+        let mut next = Some(batch);
+        while let Some(batch) = next.take() {
+            coalesce(&mut latest, batch);
+            next = rx.try_recv().ok();
+        }
+        for (prefix, update) in latest {
+            if let Err(e) = routes.set(prefix, update.mtu).await {
+                warn!(peer = %update.peer, %prefix, error = %format!("{e:#}"), "cannot set route");
+            }
+        }
+    }
+}
 
 /// The routes through one interface, programmed over rtnetlink.
 ///
@@ -180,6 +308,58 @@ mod tests {
         let words: Vec<&str> = route.split_whitespace().collect();
         let shown = words.windows(2).find(|w| w[0] == "mtu").map(|w| w[1]);
         assert_eq!(shown, mtu.map(|m| m.to_string()).as_deref(), "{route}");
+    }
+
+    fn update(prefix: &str, mtu: u32) -> RouteUpdate {
+        RouteUpdate {
+            prefix: prefix.parse().unwrap(),
+            mtu: Some(mtu),
+            peer: "b".into(),
+        }
+    }
+
+    #[test]
+    fn the_last_mtu_asked_for_a_prefix_wins() {
+        let mut latest = BTreeMap::new();
+        coalesce(
+            &mut latest,
+            vec![update("100.64.5.0/24", 1280), update("fd00:5::/64", 1280)],
+        );
+        coalesce(
+            &mut latest,
+            vec![update("100.64.5.0/24", 1420), update("100.64.5.0/24", 1400)],
+        );
+        let programmed: Vec<(String, Option<u32>)> = latest
+            .values()
+            .map(|u| (u.prefix.to_string(), u.mtu))
+            .collect();
+        assert_eq!(
+            programmed,
+            [
+                ("100.64.5.0/24".to_string(), Some(1400)),
+                ("fd00:5::/64".to_string(), Some(1280)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_queue_drops_a_turns_changes_and_counts_each_route() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut queue = RouteQueue::new(tx);
+        let (_, probe) = queue.probe();
+        queue.flush();
+        assert_eq!(probe(), 0, "nothing asked, nothing sent");
+        queue.set("100.64.5.0/24".parse().unwrap(), Some(1400), "b");
+        queue.flush();
+        assert_eq!((probe(), queue.dropped()), (1, 0));
+        queue.set("100.64.6.0/24".parse().unwrap(), Some(1400), "c");
+        queue.set("fd00:6::/64".parse().unwrap(), Some(1400), "c");
+        queue.flush();
+        assert_eq!((probe(), queue.dropped()), (1, 2));
+        assert_eq!(rx.try_recv().unwrap(), vec![update("100.64.5.0/24", 1400)]);
+        queue.set("100.64.6.0/24".parse().unwrap(), Some(1400), "c");
+        queue.flush();
+        assert_eq!((probe(), queue.dropped()), (1, 2), "room again");
     }
 
     #[test]
