@@ -18,6 +18,15 @@
 //! table lookup and one AEAD call in the caller's buffer, with no allocation.
 //! Randomness (indices, ephemeral keys, jitter, cookie secrets) comes from a
 //! ChaCha20 RNG seeded by the caller, so a simulation replays bit for bit.
+//!
+//! How the code is laid out: each peer is a [`crate::peer`] composed of one
+//! part per feature (keys, path, edge, NAT, reassembly), and each part
+//! changes only through its own methods. The files under `device/` are the
+//! device's side of each feature (`handshake`, `relay`, `path`, `nat`,
+//! `fragment`, `control`, `membership`): they decide, queue outputs and
+//! emit events, calling those methods. This file holds the device's tables
+//! and the data path, and imports only leaves (`indices`, `stats`, the
+//! peer's parts), never a feature file, so no import circle forms.
 
 mod control;
 #[cfg(test)]
@@ -625,7 +634,7 @@ impl Device {
         }
         match buf[start..start + plain].first() {
             None => {
-                trace!(peer = %self.peers[id].name, "keepalive received");
+                trace!(peer = %self.peer_name(id), "keepalive received");
                 Ok(Decapsulated::Consumed)
             }
             // An IP packet starts with its version; no control type does.
@@ -985,9 +994,9 @@ impl Device {
                 } else {
                     self.start_handshake(id, now, false);
                 }
-                if let Some(every) = self.peers[id].nat.interval() {
-                    self.peers[id]
-                        .timers
+                let peer = &mut self.peers[id];
+                if let Some(every) = peer.nat.interval() {
+                    peer.timers
                         .set_if_unarmed(Timer::PersistentKeepalive, now + every);
                 }
             }

@@ -14,7 +14,8 @@
 //! - [`cookie`]: mac1/mac2 and cookie replies, the DoS defences;
 //! - [`session`]: transport encryption in place, counters, [`replay`];
 //! - [`timers`]: the timer table and the protocol's time constants;
-//! - [`peer`], [`device`]: the state machine that ties them together;
+//! - [`peer`]: what the device knows of one peer, one part per feature;
+//! - [`device`]: the state machine that ties them together;
 //! - [`drops`]: why packets are dropped, grouped by cause, counted once;
 //! - [`pmtu`]: per-edge path-MTU discovery;
 //! - [`nat`]: NAT detection, mapping-lifetime trials, keepalive intervals;

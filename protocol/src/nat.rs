@@ -15,7 +15,8 @@
 //!
 //! The machine never touches sessions or sockets: it says which trial
 //! messages to send ([`NatAction`]) and is told what came back. It never
-//! reads a clock; every input takes `now`.
+//! reads a clock; every input takes `now`. `BindingTable` is the other
+//! side of trials, kept by a node that helps others run theirs.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

@@ -34,7 +34,7 @@ impl Device {
         let datagram_len = buf.len();
         let start = TRANSPORT_HEADER_LEN;
         let message = Control::parse(&buf[start..start + plain]).map_err(|e| {
-            trace!(peer = %self.peers[id].name, error = %e, "malformed control message");
+            trace!(peer = %self.peer_name(id), error = %e, "malformed control message");
             DropReason::MalformedInner
         })?;
         match message {
@@ -72,7 +72,7 @@ impl Device {
             }
             Control::PunchOffer(offer) => self.take_offer(id, offer, now),
             Control::Punch => {
-                trace!(peer = %self.peers[id].name, ?hop, "punch received");
+                trace!(peer = %self.peer_name(id), ?hop, "punch received");
             }
         }
         Ok(Decapsulated::Consumed)

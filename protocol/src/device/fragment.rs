@@ -41,7 +41,7 @@ impl Device {
             });
             self.outgoing.push_back(Outgoing::Piece(id, piece.to_vec()));
         }
-        trace!(peer = %self.peers[id].name, len = packet.len(), count, "inner packet sent in pieces");
+        trace!(peer = %self.peer_name(id), len = packet.len(), count, "inner packet sent in pieces");
     }
 
     /// Takes a piece from `id`; once a packet is whole, checks it like any

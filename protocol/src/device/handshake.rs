@@ -4,6 +4,14 @@
 //! Order of checks on every incoming handshake message: mac1 (one hash),
 //! then the load check and mac2, and only then any Diffie-Hellman. Nothing
 //! about a peer changes until its message has been authenticated.
+//!
+//! This module owns the device's side: indices, randomness, cookies, the
+//! retransmission timer and the messages queued. The sessions and the
+//! handshake state are the peer's ([`crate::peer::keys`]) and change only
+//! through its methods; completion is handled in one place,
+//! `Device::handshake_completed`. It never decides a peer's path (it asks
+//! `device/relay.rs`) and never sends a message it has not authenticated
+//! the need for.
 
 use std::time::{Duration, Instant};
 
@@ -30,7 +38,7 @@ impl Device {
         }
         let direct = peer.path.endpoint();
         if !peer.path.reachable() && !self.use_relay(id, now) {
-            trace!(peer = %self.peers[id].name, "no endpoint to send a handshake to");
+            trace!(peer = %self.peer_name(id), "no endpoint to send a handshake to");
             return;
         }
         let peer = &self.peers[id];

@@ -5,6 +5,11 @@
 //! A removed peer keeps its [`PeerId`] slot (ids stay stable) but loses its
 //! routes, sessions, queue and timers, and nothing it sends is accepted: its
 //! key no longer matches a peer and its session indices are gone.
+//!
+//! This module owns the device's tables of who the peers are (by key, by
+//! route) as the mesh changes; the peer's own state (keys, path, edge) is
+//! cleared through its methods. It never takes an endpoint from gossip over
+//! one the peer itself proved recently ([`GOSSIP_ENDPOINT_GRACE`]).
 
 use std::net::SocketAddr;
 use std::time::Instant;

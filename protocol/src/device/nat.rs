@@ -16,7 +16,14 @@
 //!
 //! A binding open never moves the sender's endpoint or touches its timers;
 //! the helper answers only to addresses seen in authenticated opens, once
-//! per open and once per check, from a small table with expiry.
+//! per open and once per check, from a small table with expiry
+//! ([`crate::nat::BindingTable`]).
+//!
+//! This module decides what to send and which timers to arm. The state it
+//! works on is owned elsewhere and changed through methods: the node-wide
+//! search by [`crate::nat::NatMachine`], each peer's pings, RTT and
+//! keepalive interval by [`crate::peer::nat`]. It never moves an endpoint
+//! and never changes a session.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

@@ -144,8 +144,8 @@ impl Device {
         let Some(relay) = self.peers[id].path.use_named_relay(now) else {
             return false;
         };
-        let relay_name = &self.peers[relay].name;
-        debug!(peer = %self.peers[id].name, relay = %relay_name,
+        let relay_name = self.peer_name(relay);
+        debug!(peer = %self.peer_name(id), relay = %relay_name,
             "no direct answer: reaching the peer through a relay");
         self.events.push_back(Event::PathChanged {
             peer: id,
@@ -201,8 +201,8 @@ impl Device {
             }
             Hop::Relayed { relay, .. } => {
                 if self.peers[id].path.heard_through(relay, now) {
-                    let relay_name = &self.peers[relay].name;
-                    debug!(peer = %self.peers[id].name, relay = %relay_name, "peer reached through a relay");
+                    let relay_name = self.peer_name(relay);
+                    debug!(peer = %self.peer_name(id), relay = %relay_name, "peer reached through a relay");
                     self.events.push_back(Event::PathChanged {
                         peer: id,
                         via: Some(relay),
@@ -224,7 +224,7 @@ impl Device {
     ) -> Result<Decapsulated, DropReason> {
         let refused = |device: &mut Self, why: &str| {
             device.stats.relay.refused += 1;
-            debug!(peer = %device.peers[from].name, why, "relay request refused");
+            debug!(peer = %device.peer_name(from), why, "relay request refused");
             Err(DropReason::RelayRefused)
         };
         if !matches!(hop, Hop::Direct(_)) {
@@ -266,7 +266,7 @@ impl Device {
                 "relayed for other members so far"
             );
         }
-        trace!(from = %self.peers[from].name, to = %self.peers[target].name,
+        trace!(from = %self.peer_name(from), to = %self.peer_name(target),
             len = inner.len(), "relaying");
         Ok(Decapsulated::Consumed)
     }
