@@ -8,6 +8,7 @@
 
 mod harness;
 
+mod adversary;
 mod cli;
 mod deploy;
 mod hostile;

@@ -115,6 +115,11 @@ fn a_server_joins_with_an_invite_token_and_both_reach_each_other_over_ipv4_and_i
     );
 
     let b_config = b_dir.join("weft.toml");
+    let text = std::fs::read_to_string(&b_config).unwrap();
+    assert!(
+        text.contains(&format!("weft up --config {}\n", b_config.display())),
+        "the configuration names where it is, not where it was written:\n{text}"
+    );
     let (b4, b6) = addresses(&b_config);
     let (a4, a6) = addresses(&a_config);
     let _b = Node::start_file(&lab, &net.b, "b", &b_config, v4(b4));

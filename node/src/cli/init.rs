@@ -77,6 +77,7 @@ pub fn run(name: &str, prefix: &str, network_name: &str, dir: &Path) -> anyhow::
         store.close().map_err(|e| anyhow!("{e}"))?;
         write_member_files(&MemberFiles {
             dir: &staging,
+            final_dir: dir,
             name,
             info: &info,
             noise: &noise,

@@ -8,8 +8,14 @@
 //! writes its directory under a temporary name renamed into place at the
 //! end (`member_dir`), so a failed join leaves nothing behind. It runs
 //! before any daemon exists on this server and never talks to one.
+//!
+//! An exchange that fails on the way (no answer, a connection cut) is tried
+//! again with the same keys: the inviter answers a joiner that redeemed the
+//! invite already with the same certificate, so an answer lost in transit
+//! does not spend the invite for nothing.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use rand_core::OsRng;
@@ -135,6 +141,7 @@ pub fn run(token_text: &str, name: Option<String>, dir: &Path) -> anyhow::Result
         store.close().map_err(|e| anyhow!("{e}"))?;
         write_member_files(&MemberFiles {
             dir: &staging,
+            final_dir: dir,
             name: &cert.name,
             info: &info,
             noise: &noise,
@@ -164,7 +171,40 @@ pub fn run(token_text: &str, name: Option<String>, dir: &Path) -> anyhow::Result
     Ok(())
 }
 
+/// Rounds over the inviter's endpoints before giving up, and the pause
+/// before each round after the first.
+const ROUNDS: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+];
+
+/// Runs the exchange with the first of the inviter's endpoints that
+/// answers, in up to [`ROUNDS`] rounds.
 async fn exchange(
+    token: &InviteToken,
+    noise: &StaticSecret,
+    request: &JoinRequest,
+) -> anyhow::Result<JoinResponse> {
+    let mut last = anyhow!("the token names no endpoint");
+    for (round, pause) in ROUNDS.into_iter().enumerate() {
+        if round > 0 {
+            eprintln!(
+                "weft join: {last:#}; trying again in {}s with the same keys",
+                pause.as_secs()
+            );
+            tokio::time::sleep(pause).await;
+        }
+        match exchange_once(token, noise, request).await {
+            Ok(response) => return Ok(response),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// One exchange with each of the inviter's endpoints in turn.
+async fn exchange_once(
     token: &InviteToken,
     noise: &StaticSecret,
     request: &JoinRequest,

@@ -21,7 +21,10 @@ use crate::mesh::{write_certificate, write_identity, DEFAULT_JOIN_PORT};
 
 /// What `weft init` and `weft join` write for a member.
 pub struct MemberFiles<'a> {
+    /// Where the files are written (a staging directory).
     pub dir: &'a Path,
+    /// Where they end up once complete: the path the configuration names.
+    pub final_dir: &'a Path,
     pub name: &'a str,
     pub info: &'a NetworkInfo,
     pub noise: &'a StaticSecret,
@@ -115,7 +118,9 @@ per_peer_labels = true
 "#,
         name = f.name,
         network_name = f.info.name(),
-        path = f.dir.join("weft.toml").display(),
+        path = std::path::absolute(f.final_dir.join("weft.toml"))
+            .unwrap_or_else(|_| f.final_dir.join("weft.toml"))
+            .display(),
         port = DEFAULT_PORT,
         ipv4 = f.ipv4,
         v4len = f.info.ipv4().netmask(),

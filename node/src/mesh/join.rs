@@ -8,29 +8,178 @@
 //! data and its own signed announcement, then tells the main task about the
 //! new member through a bounded queue. It never touches protocol state and
 //! never waits on the main task. The joiner's side is `cli::join`.
+//!
+//! The port is open to anyone, so nothing a sender does may cost more than
+//! a bounded share of the node: [`JoinGate`] caps the exchanges in progress
+//! (in all and per source address) and the attempts a source may start per
+//! minute, from a table of bounded size; every read has a deadline; an
+//! `accept` that fails (out of file descriptors) backs off instead of
+//! spinning; store work runs on a blocking thread, never on the runtime
+//! that serves the control plane, the admin socket and the metrics.
+//!
+//! A join is idempotent for its joiner: if the answer is lost, the joiner
+//! that redeemed the invite (same identity and Noise key, same secret) gets
+//! its certificate again until the invite's expiry; anyone else is refused
+//! "already used".
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use rand_core::OsRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use weft_protocol::join::{
     take_frame, JoinGrant, JoinRefusal, JoinRequest, JoinResponder, JoinResponse, MAX_FRAME,
 };
-use weft_protocol::membership::{Authority, Certificate, IdentityKey, InviteToken};
+use weft_protocol::membership::{
+    Authority, Certificate, IdentityKey, InviteToken, SignedCertificate,
+};
 use weft_protocol::StaticSecret;
-use weft_store::{InviteError, MemberRecord};
+use weft_store::{InviteError, InviteRecord, MemberRecord};
 
 use super::{now_unix, Membership, NetworkWire, CERT_LIFETIME_SECS, CLOCK_SKEW_SECS};
 
 /// How long one join exchange may take, on either side.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the listener waits for the joiner's first message; a joiner
+/// sends it right after connecting.
+pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Join exchanges in progress at once, from all sources. Each holds a
+/// socket: the cap keeps the node's file descriptors for its own work.
+pub const MAX_EXCHANGES: usize = 32;
+/// Join exchanges in progress at once from one source address.
+pub const MAX_EXCHANGES_PER_SOURCE: usize = 2;
+/// Join attempts a source address may start in a burst; then one more per
+/// [`ATTEMPT_REFILL`].
+pub const ATTEMPT_BURST: u32 = 10;
+/// How often a source address earns one more attempt.
+pub const ATTEMPT_REFILL: Duration = Duration::from_secs(6);
+/// Source addresses remembered for the attempt limit; past this, the one
+/// heard from longest ago is forgotten.
+pub const MAX_SOURCES: usize = 4096;
+/// Longest pause after a failed `accept` (doubling from 5 ms).
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Why the gate turned a connection away (a label of
+/// `weft_invites_refused_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turned {
+    /// [`MAX_EXCHANGES`] in progress.
+    Busy,
+    /// [`MAX_EXCHANGES_PER_SOURCE`] in progress from this address.
+    SourceBusy,
+    /// The address spent its attempts.
+    RateLimited,
+}
+
+impl Turned {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Turned::Busy => "busy",
+            Turned::SourceBusy => "source_busy",
+            Turned::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// One source address: its exchanges in progress and its attempt bucket.
+#[derive(Debug, Clone, Copy)]
+struct Source {
+    active: usize,
+    tokens: u32,
+    /// When the bucket was last refilled (and the source last heard from).
+    at: Instant,
+}
+
+/// Which connections the listener serves: a sans-IO table of exchanges in
+/// progress and attempt buckets per source address, bounded in size.
+#[derive(Debug, Default)]
+pub struct JoinGate {
+    sources: HashMap<IpAddr, Source>,
+    active: usize,
+}
+
+impl JoinGate {
+    /// Admits a connection from `ip` at `now` (then [`JoinGate::release`]
+    /// it when done), or says why not.
+    pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<(), Turned> {
+        let ip = ip.to_canonical();
+        if !self.sources.contains_key(&ip) && self.sources.len() >= MAX_SOURCES {
+            self.forget_oldest_idle();
+        }
+        let source = self.sources.entry(ip).or_insert(Source {
+            active: 0,
+            tokens: ATTEMPT_BURST,
+            at: now,
+        });
+        let earned = now.saturating_duration_since(source.at).as_millis()
+            / ATTEMPT_REFILL.as_millis().max(1);
+        if earned > 0 {
+            source.tokens =
+                (u128::from(source.tokens) + earned).min(u128::from(ATTEMPT_BURST)) as u32;
+            source.at = now;
+        }
+        if self.active >= MAX_EXCHANGES {
+            return Err(Turned::Busy);
+        }
+        if source.active >= MAX_EXCHANGES_PER_SOURCE {
+            return Err(Turned::SourceBusy);
+        }
+        if source.tokens == 0 {
+            return Err(Turned::RateLimited);
+        }
+        source.tokens -= 1;
+        source.active += 1;
+        self.active += 1;
+        Ok(())
+    }
+
+    /// An exchange admitted from `ip` ended.
+    pub fn release(&mut self, ip: IpAddr) {
+        let ip = ip.to_canonical();
+        if let Some(source) = self.sources.get_mut(&ip) {
+            source.active = source.active.saturating_sub(1);
+            self.active = self.active.saturating_sub(1);
+        }
+    }
+
+    /// Forgets the source with no exchange in progress heard from longest
+    /// ago (one with exchanges in progress is never forgotten: at most
+    /// [`MAX_EXCHANGES`] of them exist).
+    fn forget_oldest_idle(&mut self) {
+        let oldest = self
+            .sources
+            .iter()
+            .filter(|(_, s)| s.active == 0)
+            .min_by_key(|(_, s)| s.at)
+            .map(|(ip, _)| *ip);
+        if let Some(ip) = oldest {
+            self.sources.remove(&ip);
+        }
+    }
+}
+
+/// Releases an admitted exchange when dropped, however it ends.
+struct Admission {
+    gate: Arc<Mutex<JoinGate>>,
+    ip: IpAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .release(self.ip);
+    }
+}
 
 /// Reads one framed join message from `stream`.
 pub async fn read_frame(stream: &mut TcpStream) -> anyhow::Result<Vec<u8>> {
@@ -70,10 +219,39 @@ pub async fn listen(
                 format!("cannot listen for joins on TCP port {port} (mesh.join_port)")
             })?,
     };
+    let gate = Arc::new(Mutex::new(JoinGate::default()));
     Ok(tokio::spawn(async move {
+        let mut backoff = Duration::ZERO;
         loop {
-            let Ok((stream, from)) = listener.accept().await else {
+            let (stream, from) = match listener.accept().await {
+                Ok(accepted) => {
+                    backoff = Duration::ZERO;
+                    accepted
+                }
+                Err(e) => {
+                    // Out of file descriptors, most likely: the pending
+                    // connection stays queued, so retrying at once spins.
+                    backoff = (backoff * 2).clamp(Duration::from_millis(5), ACCEPT_BACKOFF_MAX);
+                    if backoff == ACCEPT_BACKOFF_MAX {
+                        warn!(error = %e, "join listener cannot accept; retrying each second");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            };
+            let admitted_here = gate
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .admit(from.ip(), Instant::now());
+            if let Err(turned) = admitted_here {
+                membership.counters.refused(turned.as_str());
+                debug!(%from, reason = turned.as_str(), "join connection turned away");
+                drop(stream);
                 continue;
+            }
+            let admission = Admission {
+                gate: gate.clone(),
+                ip: from.ip(),
             };
             let (noise, membership, endpoints, admitted) = (
                 noise.clone(),
@@ -82,9 +260,10 @@ pub async fn listen(
                 admitted.clone(),
             );
             tokio::spawn(async move {
+                let _admission = admission;
                 match tokio::time::timeout(
                     JOIN_TIMEOUT,
-                    serve(stream, &noise, &membership, &endpoints, &admitted),
+                    serve(stream, &noise, membership, &endpoints, &admitted),
                 )
                 .await
                 {
@@ -100,13 +279,29 @@ pub async fn listen(
 async fn serve(
     mut stream: TcpStream,
     noise: &StaticSecret,
-    m: &Membership,
+    m: Arc<Membership>,
     endpoints: &[SocketAddr],
     admitted: &mpsc::Sender<Admitted>,
 ) -> anyhow::Result<()> {
-    let first = read_frame(&mut stream).await?;
+    let first = tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, read_frame(&mut stream))
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "no join message within {}s",
+                FIRST_MESSAGE_TIMEOUT.as_secs()
+            )
+        })??;
     let responder = JoinResponder::accept(noise, &first, &mut OsRng).map_err(|e| anyhow!("{e}"))?;
-    let (response, cert) = match decide(m, &responder.request, endpoints) {
+    // Store reads, writes and fsyncs: on a blocking thread, so the runtime
+    // this task shares with the control plane and the admin socket never
+    // waits on the disk.
+    let decided = {
+        let (m, request, endpoints) = (m.clone(), responder.request.clone(), endpoints.to_vec());
+        tokio::task::spawn_blocking(move || decide(&m, &request, &endpoints))
+            .await
+            .map_err(|e| anyhow!("join decision failed: {e}"))?
+    };
+    let (response, cert) = match decided {
         Ok((grant, cert)) => {
             m.counters.invites_used.fetch_add(1, Ordering::Relaxed);
             (JoinResponse::Accepted(grant), Some(cert))
@@ -148,7 +343,7 @@ fn decide(
         .ok_or(JoinRefusal::Unknown)?;
     // Say what is wrong with the invite itself before anything else.
     if invite.used_unix.is_some() {
-        return Err(JoinRefusal::AlreadyUsed);
+        return redeliver(m, req, &invite, endpoints, now);
     }
     if now >= invite.expires_unix {
         return Err(JoinRefusal::Expired);
@@ -220,6 +415,56 @@ fn decide(
     if let Err(e) = m.store.flush() {
         warn!(error = %e, "admitted member not flushed to the store");
     }
+    let grant = grant(m, req, signed.to_bytes(), endpoints, now);
+    Ok((grant, cert))
+}
+
+/// The answer to a joiner that redeemed this invite already and did not
+/// get it (same identity, same Noise key): the certificate it was issued,
+/// while the invite has not expired. Anyone else: already used.
+fn redeliver(
+    m: &Membership,
+    req: &JoinRequest,
+    invite: &InviteRecord,
+    endpoints: &[SocketAddr],
+    now: u64,
+) -> Result<(JoinGrant, Certificate), JoinRefusal> {
+    if invite.used_by != Some(req.identity) || now >= invite.expires_unix {
+        return Err(JoinRefusal::AlreadyUsed);
+    }
+    if m.store
+        .revocations()
+        .is_revoked(&req.identity)
+        .unwrap_or(true)
+    {
+        return Err(JoinRefusal::AlreadyUsed);
+    }
+    let record = m
+        .store
+        .members()
+        .get(&req.identity)
+        .ok()
+        .flatten()
+        .ok_or(JoinRefusal::AlreadyUsed)?;
+    let cert = SignedCertificate::from_bytes(&record.certificate)
+        .and_then(|signed| signed.verify(&m.info, now))
+        .map_err(|_| JoinRefusal::AlreadyUsed)?;
+    if cert.noise_key.0 != req.noise_key {
+        return Err(JoinRefusal::AlreadyUsed);
+    }
+    info!(name = %cert.name, "join answered again for the member that redeemed the invite");
+    Ok((grant(m, req, record.certificate, endpoints, now), cert))
+}
+
+/// The grant for the joiner `req` holding `certificate`: the network, our
+/// announcement, and the other members with the endpoints we reach them at.
+fn grant(
+    m: &Membership,
+    req: &JoinRequest,
+    certificate: Vec<u8>,
+    endpoints: &[SocketAddr],
+    now: u64,
+) -> JoinGrant {
     let me = m.identity.identity();
     let members = m
         .store
@@ -241,12 +486,75 @@ fn decide(
             (record.certificate, endpoints)
         })
         .collect();
-    let grant = JoinGrant {
-        certificate: signed.to_bytes(),
+    JoinGrant {
+        certificate,
         network: postcard::to_stdvec(&NetworkWire::from_info(&m.info)).unwrap_or_default(),
         bootstrap: vec![m.announcement(now, endpoints.to_vec()).to_bytes()],
         control_addresses: Vec::new(),
         members,
-    };
-    Ok((grant, cert))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
+    #[test]
+    fn a_source_holds_at_most_two_exchanges_however_it_writes_its_address() {
+        let (mut gate, now) = (JoinGate::default(), Instant::now());
+        assert_eq!(gate.admit(ip(7), now), Ok(()));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(gate.admit(mapped, now), Ok(()));
+        assert_eq!(gate.admit(ip(7), now), Err(Turned::SourceBusy));
+        assert_eq!(gate.admit(ip(8), now), Ok(()), "another source is served");
+        gate.release(mapped);
+        assert_eq!(gate.admit(ip(7), now), Ok(()));
+    }
+
+    #[test]
+    fn exchanges_in_all_are_capped() {
+        let (mut gate, now) = (JoinGate::default(), Instant::now());
+        for i in 0..MAX_EXCHANGES {
+            assert_eq!(
+                gate.admit(IpAddr::from([198, 51, 100, i as u8]), now),
+                Ok(())
+            );
+        }
+        assert_eq!(gate.admit(ip(1), now), Err(Turned::Busy));
+        gate.release(IpAddr::from([198, 51, 100, 0]));
+        assert_eq!(gate.admit(ip(1), now), Ok(()));
+    }
+
+    #[test]
+    fn a_source_spends_its_burst_then_earns_one_attempt_per_refill() {
+        let (mut gate, now) = (JoinGate::default(), Instant::now());
+        for _ in 0..ATTEMPT_BURST {
+            assert_eq!(gate.admit(ip(9), now), Ok(()));
+            gate.release(ip(9));
+        }
+        assert_eq!(gate.admit(ip(9), now), Err(Turned::RateLimited));
+        let later = now + ATTEMPT_REFILL;
+        assert_eq!(gate.admit(ip(9), later), Ok(()));
+        gate.release(ip(9));
+        assert_eq!(gate.admit(ip(9), later), Err(Turned::RateLimited));
+    }
+
+    #[test]
+    fn the_source_table_stays_bounded_and_keeps_sources_with_exchanges() {
+        let (mut gate, now) = (JoinGate::default(), Instant::now());
+        assert_eq!(gate.admit(ip(1), now), Ok(()), "held open throughout");
+        for i in 0..(MAX_SOURCES as u32 + 500) {
+            let source = IpAddr::from((0xc633_0000u32 + i).to_be_bytes());
+            let at = now + Duration::from_millis(u64::from(i));
+            if gate.admit(source, at).is_ok() {
+                gate.release(source);
+            }
+        }
+        assert!(gate.sources.len() <= MAX_SOURCES);
+        assert_eq!(gate.sources[&ip(1)].active, 1);
+    }
 }

@@ -910,7 +910,7 @@ fn alive(pid: Pid) -> bool {
 }
 
 /// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: Pid) -> u64 {
+pub fn cpu_ticks(pid: Pid) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces): state is the first, utime the 12th.
     let fields: Vec<&str> = stat

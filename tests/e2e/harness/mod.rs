@@ -18,7 +18,7 @@ mod topology;
 mod transfer;
 mod twonat;
 
-pub use bridge::{Bridge, Check, Fleet, Usage, MAX_MEMBERS};
+pub use bridge::{cpu_ticks, Bridge, Check, Fleet, Usage, MAX_MEMBERS};
 pub use intruder::{Intrusion, IntrusionReport, Redial};
 pub use log::{elapsed_between, NodeLog};
 pub use netns::Netns;

@@ -270,6 +270,11 @@ impl<'a> Node<'a> {
     }
 
     /// Whether the process is still running.
+    /// The daemon's process id (`ip netns exec` replaces itself with weft).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.exited().is_none()
     }

@@ -1,0 +1,223 @@
+//! Attacks on a member, from anyone who can reach its ports and from members themselves. Each
+//! scenario is named after what it proves, prints the figure it measures, and fails on a node
+//! without the defence it checks. Every flood is bounded in count and time and aimed only at
+//! namespaces the test made.
+
+use std::io::{ErrorKind, Read};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::unistd::Pid;
+
+use crate::harness::{
+    cpu_ticks, ping_in_background, wait_reachable, Lab, Netns, Node, RoutedHosts,
+};
+use crate::mesh::{addresses, invite, v4, weft};
+
+/// The join listener's TCP port in configs `weft init` writes.
+const JOIN_PORT: u16 = 51821;
+/// Idle connections the flood holds open to the join port.
+const FLOOD_CONNECTIONS: usize = 400;
+/// Connections the flood opens in all, re-opening those the node closed.
+const FLOOD_MAX_CONNECTS: usize = 4_000;
+/// The node's file-descriptor limit during the flood (a common default in containers).
+const FD_LIMIT: u64 = 256;
+
+/// `weft init` of a network 100.64.0.0/16 as member "alpha" into `dir`.
+fn init(ns: &Netns, dir: &Path) {
+    let dir = dir.to_str().unwrap();
+    let args = [
+        "init",
+        "--name",
+        "alpha",
+        "--network",
+        "100.64.0.0/16",
+        "--dir",
+        dir,
+    ];
+    let (ok, _, err) = weft(ns, &args);
+    assert!(ok, "weft init failed: {err}");
+}
+
+/// `weft join TOKEN --dir DIR` in `ns`; returns (success, stderr, how long it took).
+fn join(ns: &Netns, token: &str, dir: &Path) -> (bool, String, Duration) {
+    let started = Instant::now();
+    let (ok, _, err) = weft(ns, &["join", token, "--dir", dir.to_str().unwrap()]);
+    (ok, err, started.elapsed())
+}
+
+/// Sets `pid`'s soft and hard limit on open files.
+fn limit_open_files(pid: u32, limit: u64) {
+    let rlimit = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: prlimit reads `rlimit` and writes nothing (the old-limit pointer is null).
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &rlimit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// Holds up to [`FLOOD_CONNECTIONS`] idle TCP connections to `target` from `ns` until `until`,
+/// re-opening each one the node closes (once a second), at most [`FLOOD_MAX_CONNECTS`] in all.
+/// Returns how many connections it opened.
+fn hold_idle_connections(ns: &Netns, target: SocketAddr, until: Instant) -> usize {
+    ns.run(|| {
+        let mut held: Vec<Option<TcpStream>> = (0..FLOOD_CONNECTIONS).map(|_| None).collect();
+        let mut opened = 0;
+        while Instant::now() < until {
+            for slot in held.iter_mut() {
+                let closed = slot.as_mut().is_none_or(|s| {
+                    let mut byte = [0u8; 1];
+                    !matches!(s.read(&mut byte), Err(e) if e.kind() == ErrorKind::WouldBlock)
+                });
+                if !closed || opened == FLOOD_MAX_CONNECTS || Instant::now() >= until {
+                    continue;
+                }
+                *slot = TcpStream::connect_timeout(&target, Duration::from_millis(500))
+                    .ok()
+                    .inspect(|s| s.set_nonblocking(true).expect("non-blocking socket"));
+                opened += 1;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        opened
+    })
+}
+
+/// `weft status` on the node of `config` in `ns`: how long it took, and whether it answered.
+fn status_latency(ns: &Netns, config: &Path) -> (Duration, bool) {
+    let started = Instant::now();
+    let (ok, _, _) = weft(ns, &["status", "--config", config.to_str().unwrap()]);
+    (started.elapsed(), ok)
+}
+
+/// A GET of /metrics on 127.0.0.1:9820 in `ns` with a 2 s deadline: how long it took, and
+/// whether it answered 200 with weft's metrics.
+fn scrape_latency(ns: &Netns) -> (Duration, bool) {
+    let started = Instant::now();
+    let ok = ns.run(|| {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 9820));
+        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let request = b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        if std::io::Write::write_all(&mut s, request).is_err() {
+            return false;
+        }
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        (body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"))
+            && body.contains("weft_")
+    });
+    (started.elapsed(), ok)
+}
+
+#[test]
+fn a_join_port_flood_at_256_descriptors_stalls_neither_tunnel_nor_status_nor_a_real_join() {
+    let lab = Lab::new("adv-joinflood");
+    let net = RoutedHosts::new(&lab, "jf", 4);
+    let (a_ns, b_ns, attacker, c_ns) = (&net.hosts[0], &net.hosts[1], &net.hosts[2], &net.hosts[3]);
+
+    let a_dir = lab.dir().join("a");
+    init(a_ns, &a_dir);
+    let a_config = a_dir.join("weft.toml");
+    let (a4, _) = addresses(&a_config);
+    let a = Node::start_file(&lab, a_ns, "a", &a_config, v4(a4));
+    let b_token = invite(a_ns, &a_config, "beta", "1h");
+    let c_token = invite(a_ns, &a_config, "gamma", "1h");
+    let b_dir = lab.dir().join("b");
+    let (ok, err, _) = join(b_ns, &b_token, &b_dir);
+    assert!(ok, "weft join of b failed: {err}");
+    let b_config = b_dir.join("weft.toml");
+    let (b4, _) = addresses(&b_config);
+    let _b = Node::start_file(&lab, b_ns, "b", &b_config, v4(b4));
+    wait_reachable(b_ns, a4, Duration::from_secs(15));
+
+    limit_open_files(a.pid(), FD_LIMIT);
+    let target = SocketAddr::from((RoutedHosts::address(0), JOIN_PORT));
+    let flood_for = Duration::from_secs(25);
+    let flood_ends = Instant::now() + flood_for;
+    let c_dir = lab.dir().join("c");
+    std::thread::scope(|s| {
+        let flood = s.spawn(|| hold_idle_connections(attacker, target, flood_ends));
+        // Let the flood fill the node's descriptors before measuring.
+        std::thread::sleep(Duration::from_secs(3));
+        let pings = ping_in_background(b_ns, a4, 150);
+        let pid = Pid::from_raw(a.pid() as i32);
+        let ticks_before = cpu_ticks(pid);
+        let window = Instant::now();
+        let c_dir = &c_dir;
+        let joiner = s.spawn(move || join(c_ns, &c_token, c_dir));
+        let mut statuses = Vec::new();
+        let mut scrapes = Vec::new();
+        while window.elapsed() < Duration::from_secs(12) {
+            statuses.push(status_latency(a_ns, &a_config));
+            scrapes.push(scrape_latency(a_ns));
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let ticks = cpu_ticks(pid) - ticks_before;
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100) as f64;
+        let cpu = 100.0 * ticks as f64 / hz / window.elapsed().as_secs_f64();
+        let pinged = pings.finish(Duration::from_secs(30));
+        let (joined, join_err, join_took) = joiner.join().expect("joiner thread");
+        let opened = flood.join().expect("flood thread");
+
+        let slowest_status = statuses.iter().map(|(d, _)| *d).max().unwrap();
+        let slowest_scrape = scrapes.iter().map(|(d, _)| *d).max().unwrap();
+        println!(
+            "join flood: {opened} connections from one address to a node limited to \
+             {FD_LIMIT} descriptors; node CPU {cpu:.1}%; pings b->a lost {} of {}; weft status \
+             {}/{} answered, slowest {slowest_status:?}; /metrics {}/{} answered, slowest \
+             {slowest_scrape:?}; a join from another address {} in {join_took:?}",
+            pinged.lost(),
+            pinged.transmitted,
+            statuses
+                .iter()
+                .filter(|(d, ok)| *ok && *d < Duration::from_secs(1))
+                .count(),
+            statuses.len(),
+            scrapes
+                .iter()
+                .filter(|(d, ok)| *ok && *d < Duration::from_secs(1))
+                .count(),
+            scrapes.len(),
+            if joined { "succeeded" } else { "FAILED" },
+        );
+        assert!(
+            opened >= FLOOD_CONNECTIONS,
+            "the flood opened only {opened} connections"
+        );
+        assert!(joined, "a real join failed during the flood: {join_err}");
+        assert!(cpu < 10.0, "the node spent {cpu:.1}% CPU under the flood");
+        assert!(
+            pinged.lost() <= 1,
+            "the tunnel lost {} of {} pings under the flood",
+            pinged.lost(),
+            pinged.transmitted
+        );
+        for (latency, ok) in &statuses {
+            assert!(
+                *ok && *latency < Duration::from_secs(1),
+                "weft status answered {ok} after {latency:?}"
+            );
+        }
+        for (latency, ok) in &scrapes {
+            assert!(
+                *ok && *latency < Duration::from_secs(1),
+                "/metrics answered {ok} after {latency:?}"
+            );
+        }
+    });
+}
