@@ -124,9 +124,9 @@ impl Node {
     }
 
     /// What follows every input (and start-up): fires the device's due
-    /// timers, sends what it queued and fans its events out, runs the
-    /// mesh's timers when due, serves the NAT probe sockets, and hands the
-    /// turn's route changes to the route task.
+    /// timers, sends what it queued and fans its events out, serves the
+    /// NAT probe sockets, runs the mesh's timers when due (and drains what
+    /// they caused), and hands the turn's route changes to the route task.
     pub async fn poll(&mut self, io: &mut Io) {
         let now = Instant::now();
         if self.device.poll_timeout().is_some_and(|t| t <= now) {
