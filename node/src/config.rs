@@ -7,13 +7,14 @@
 //! Relative paths are resolved against the config file's directory, so
 //! several nodes can run on one machine from self-contained directories.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use ip_network::IpNetwork;
 use serde::Deserialize;
+use weft_protocol::addr::{self, Loopback};
 use weft_protocol::{Keepalive, PublicKey};
 
 use crate::keys;
@@ -233,11 +234,7 @@ impl Config {
             let endpoint = p
                 .endpoint
                 .as_deref()
-                .map(|e| {
-                    e.parse::<SocketAddr>().map_err(|_| {
-                        anyhow!("{e:?} is not an IP address and port (e.g. \"192.0.2.1:51820\" or \"[2001:db8::1]:51820\")")
-                    })
-                })
+                .map(|e| parse_peer_endpoint(e, interface.listen_port))
                 .transpose()
                 .context(field("endpoint"))?;
             let mut allowed_ips = Vec::new();
@@ -332,10 +329,7 @@ fn parse_mesh(m: RawMesh, base: &Path) -> anyhow::Result<crate::mesh::MeshConfig
         .map_err(|_| anyhow!("mesh.ipv4: {:?} is not an IPv4 prefix", m.ipv4))?;
     let mut advertise = Vec::new();
     for (k, a) in m.advertise.iter().enumerate() {
-        advertise.push(
-            a.parse()
-                .map_err(|_| anyhow!("mesh.advertise[{k}]: {a:?} is not an IP address"))?,
-        );
+        advertise.push(parse_advertised(a).with_context(|| format!("mesh.advertise[{k}]"))?);
     }
     Ok(crate::mesh::MeshConfig {
         network,
@@ -353,6 +347,32 @@ fn parse_mesh(m: RawMesh, base: &Path) -> anyhow::Result<crate::mesh::MeshConfig
             .relay_bytes_per_second
             .unwrap_or(weft_protocol::device::DEFAULT_RELAY_BYTES_PER_SECOND),
     })
+}
+
+/// A static peer's endpoint: an IP address and port that
+/// [`addr::usable`] accepts, IPv4-mapped forms written as IPv4 (so
+/// `[::ffff:127.0.0.1]:51820` is the loopback address it is). Loopback
+/// is allowed, for nodes sharing one host, but not at the node's own
+/// `listen_port`: the node would send its handshakes to itself.
+fn parse_peer_endpoint(e: &str, listen_port: u16) -> anyhow::Result<SocketAddr> {
+    let given: SocketAddr = e.parse().map_err(|_| {
+        anyhow!("{e:?} is not an IP address and port (e.g. \"192.0.2.1:51820\" or \"[2001:db8::1]:51820\")")
+    })?;
+    let endpoint = addr::usable(given, Loopback::Allowed).map_err(|why| anyhow!("{e:?}: {why}"))?;
+    if endpoint.ip().is_loopback() && endpoint.port() == listen_port {
+        bail!("{e:?} is this node's own listen port on loopback: it would send its handshakes to itself");
+    }
+    Ok(endpoint)
+}
+
+/// A `mesh.advertise` address: announced to every member, so one no remote
+/// host could reach is refused here rather than by each of them;
+/// IPv4-mapped forms are written as IPv4.
+fn parse_advertised(a: &str) -> anyhow::Result<IpAddr> {
+    let ip: IpAddr = a
+        .parse()
+        .map_err(|_| anyhow!("{a:?} is not an IP address"))?;
+    addr::usable_ip(ip, Loopback::Allowed).map_err(|why| anyhow!("{a:?}: {why}"))
 }
 
 fn parse_interface_address(s: &str) -> anyhow::Result<IpNetworkWithHost> {
@@ -449,5 +469,80 @@ mod tests {
             Keepalive::Fixed(Duration::from_secs(25))
         );
         assert_eq!(k("persistent_keepalive = 0\n"), Keepalive::Off);
+    }
+
+    #[test]
+    fn a_static_peer_endpoint_is_judged_as_the_ipv4_address_a_mapped_form_stands_for() {
+        let peer =
+            format!("[interface]\nprivate_key_file = \"k\"\n[[peer]]\npublic_key = \"{KEY}\"\n");
+        let endpoint = |e: &str| parse(&format!("{peer}endpoint = \"{e}\"\n"));
+        // The node's own loopback at its own port: it would handshake with
+        // itself.
+        for own in ["[::ffff:127.0.0.1]:51820", "127.0.0.1:51820"] {
+            let bad = format!("{:#}", endpoint(own).unwrap_err());
+            assert!(
+                bad.contains("peer[0].endpoint") && bad.contains("itself"),
+                "{bad}"
+            );
+        }
+        for (e, why) in [
+            ("[::ffff:224.0.0.1]:51820", "multicast"),
+            ("[::ffff:0.0.0.0]:51820", "unspecified"),
+            ("0.0.0.0:51820", "unspecified"),
+            ("[::ffff:255.255.255.255]:51820", "broadcast"),
+            ("192.0.2.2:0", "port is 0"),
+        ] {
+            let bad = format!("{:#}", endpoint(e).unwrap_err());
+            assert!(
+                bad.contains("peer[0].endpoint") && bad.contains(why),
+                "{e}: {bad}"
+            );
+        }
+        let at = |e: &str| endpoint(e).unwrap().peers[0].endpoint;
+        assert_eq!(
+            at("[::ffff:192.0.2.2]:51820"),
+            Some("192.0.2.2:51820".parse().unwrap())
+        );
+        // Another node on the same host.
+        assert_eq!(
+            at("[::ffff:127.0.0.1]:51821"),
+            Some("127.0.0.1:51821".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn an_advertised_address_no_member_could_reach_is_refused_and_a_mapped_one_written_as_ipv4() {
+        let mesh = |advertise: &str| {
+            parse(&format!(
+                r#"
+                [interface]
+                private_key_file = "k"
+                [mesh]
+                network = "{}"
+                network_name = "test"
+                ipv4 = "100.64.0.0/16"
+                authority = "{}"
+                name = "a"
+                identity_key_file = "identity.key"
+                certificate_file = "a.cert"
+                state = "state"
+                advertise = ["{advertise}"]
+                "#,
+                "ab".repeat(16),
+                "cd".repeat(32),
+            ))
+        };
+        let advertised = mesh("::ffff:192.0.2.1").unwrap().mesh.unwrap().advertise;
+        assert_eq!(advertised, vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
+        for (a, why) in [
+            ("::ffff:224.0.0.1", "multicast"),
+            ("::ffff:0.0.0.0", "unspecified"),
+        ] {
+            let bad = format!("{:#}", mesh(a).unwrap_err());
+            assert!(
+                bad.contains("mesh.advertise[0]") && bad.contains(why),
+                "{a}: {bad}"
+            );
+        }
     }
 }

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use snow::{Builder, HandshakeState};
 use zeroize::Zeroizing;
 
+use crate::addr::{self, Loopback};
 use crate::noise::{PublicKey, StaticSecret, NOISE_PARAMS};
 
 /// Prologue of every join handshake.
@@ -122,7 +123,27 @@ pub struct JoinGrant {
     /// Every other member the inviter knows: its certificate (encoded,
     /// signed by the authority, so the joiner checks it) and the endpoints
     /// the inviter last saw it at (hints: the data plane authenticates).
+    /// [`JoinInitiator::finish`] keeps only the hints [`addr::usable`]
+    /// accepts, IPv4-mapped ones written as IPv4, loopback allowed as in
+    /// the token.
     pub members: Vec<(Vec<u8>, Vec<std::net::SocketAddr>)>,
+}
+
+impl JoinGrant {
+    /// Drops the member hints no remote host could be reached at, and
+    /// writes IPv4-mapped ones as IPv4.
+    fn keep_usable_hints(&mut self) {
+        for (_, endpoints) in &mut self.members {
+            let mut kept = Vec::with_capacity(endpoints.len());
+            for e in endpoints.drain(..) {
+                match addr::usable(e, Loopback::Allowed) {
+                    Ok(e) if !kept.contains(&e) => kept.push(e),
+                    _ => {}
+                }
+            }
+            *endpoints = kept;
+        }
+    }
 }
 
 /// Why a join exchange failed.
@@ -206,14 +227,20 @@ impl JoinInitiator {
         Ok((Self { hs }, frame(&msg)))
     }
 
-    /// Reads the inviter's frame (without its length prefix).
+    /// Reads the inviter's frame (without its length prefix). The member
+    /// hints of a grant are checked on the way ([`JoinGrant::members`]).
     pub fn finish(mut self, message: &[u8]) -> Result<JoinResponse, JoinError> {
         let mut payload = vec![0u8; message.len()];
         let n = self
             .hs
             .read_message(message, &mut payload)
             .map_err(|_| JoinError::Handshake)?;
-        postcard::from_bytes(&payload[..n]).map_err(|_| JoinError::Malformed)
+        let mut response: JoinResponse =
+            postcard::from_bytes(&payload[..n]).map_err(|_| JoinError::Malformed)?;
+        if let JoinResponse::Accepted(grant) = &mut response {
+            grant.keep_usable_hints();
+        }
+        Ok(response)
     }
 }
 
@@ -385,6 +412,48 @@ mod tests {
             init.finish(m2).unwrap(),
             JoinResponse::Refused(JoinRefusal::AlreadyUsed)
         );
+    }
+
+    #[test]
+    fn member_hints_no_one_could_be_reached_at_are_dropped_and_mapped_ones_written_as_ipv4() {
+        let mut rng = ChaCha20Rng::seed_from_u64(6);
+        let (inviter, joiner) = (
+            StaticSecret::from_bytes([1; 32]),
+            StaticSecret::from_bytes([2; 32]),
+        );
+        let hints: Vec<std::net::SocketAddr> = [
+            "[::ffff:224.0.0.1]:51820",
+            "[::ffff:0.0.0.0]:51820",
+            "[::ffff:255.255.255.255]:51820",
+            "[::ffff:192.0.2.7]:51820",
+            "192.0.2.7:51820",
+            "[::ffff:127.0.0.1]:51820",
+        ]
+        .iter()
+        .map(|e| e.parse().unwrap())
+        .collect();
+        let mut sent = grant();
+        let JoinResponse::Accepted(g) = &mut sent else {
+            unreachable!("grant() accepts");
+        };
+        g.members = vec![(vec![4; 200], hints)];
+        let req = request(&joiner, [5; 32]);
+        let (init, f1) =
+            JoinInitiator::start(&joiner, &inviter.public_key(), &req, &mut rng).unwrap();
+        let (m1, _) = take_frame(&f1).unwrap().unwrap();
+        let f2 = JoinResponder::accept(&inviter, m1, &mut rng)
+            .unwrap()
+            .respond(&sent)
+            .unwrap();
+        let (m2, _) = take_frame(&f2).unwrap().unwrap();
+        let JoinResponse::Accepted(got) = init.finish(m2).unwrap() else {
+            panic!("not accepted");
+        };
+        let want: Vec<std::net::SocketAddr> = vec![
+            "192.0.2.7:51820".parse().unwrap(),
+            "127.0.0.1:51820".parse().unwrap(),
+        ];
+        assert_eq!(got.members, vec![(vec![4; 200], want)]);
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! - [`peer`]: what the device knows of one peer, one part per feature;
 //! - [`device`]: the state machine that ties them together;
 //! - [`drops`]: why packets are dropped, grouped by cause, counted once;
+//! - [`addr`]: the one rule for endpoints others name (IPv4-mapped forms
+//!   undone, then no loopback, multicast, unspecified or broadcast);
 //! - [`pmtu`]: per-edge path-MTU discovery;
 //! - [`nat`]: NAT detection, mapping-lifetime trials, keepalive intervals;
 //! - [`packet`]: the inner IP header fields routing needs;
@@ -26,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod addr;
 pub mod cookie;
 pub mod device;
 pub mod drops;

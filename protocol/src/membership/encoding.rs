@@ -1,7 +1,6 @@
 //! The encodings every membership format shares: hexadecimal text,
 //! canonical postcard bytes, the serde forms of 64-byte signatures and of
-//! the data plane's keys, and the plausibility check of an advertised
-//! endpoint.
+//! the data plane's keys, and the one spelling of an endpoint.
 //!
 //! A leaf of the membership module: the formats (`identity`, `network`,
 //! `cert`, `invite`, `records`) and the validator import it, and it imports
@@ -9,7 +8,9 @@
 //! written, and nothing in it panics on input from the network or disk.
 
 use core::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+
+use crate::addr::{self, Loopback};
 
 /// Length of an Ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
@@ -59,35 +60,20 @@ where
     Some(value)
 }
 
-/// Why an endpoint advertised by a member cannot be right, if it cannot:
-/// no address to send to, a group address, or port 0. A link-local IPv6
-/// address is refused too: without its interface scope, which the encoding
-/// does not carry, it means nothing to another host. Loopback is refused
-/// unless `allow_loopback` (single-host test setups).
-pub(super) fn endpoint_problem(
-    endpoint: &SocketAddr,
-    allow_loopback: bool,
-) -> Option<&'static str> {
-    if endpoint.port() == 0 {
-        return Some("endpoint port is 0");
-    }
-    let ip = endpoint.ip();
-    if ip.is_unspecified() {
-        return Some("endpoint address is unspecified");
-    }
-    if ip.is_multicast() {
-        return Some("endpoint address is multicast");
-    }
-    if !allow_loopback && ip.is_loopback() {
-        return Some("endpoint address is loopback");
-    }
-    match ip {
-        IpAddr::V4(v4) if v4.is_broadcast() => Some("endpoint address is broadcast"),
-        // fe80::/10.
-        IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80 => {
-            Some("endpoint address is IPv6 link-local")
+/// Why an endpoint a member wrote into a record or a token cannot be
+/// right, if it cannot: a reason of [`addr::usable`], which judges an
+/// IPv4-mapped IPv6 address as the IPv4 address it stands for, or, for a
+/// usable one, the mapped spelling itself. These encodings are signed or
+/// checksummed as written and members compare the endpoints in them, so an
+/// IPv4 endpoint has one spelling, `a.b.c.d:port`. Loopback is refused
+/// unless `loopback` allows it (single-host test setups).
+pub(super) fn endpoint_problem(endpoint: &SocketAddr, loopback: Loopback) -> Option<&'static str> {
+    match addr::usable(*endpoint, loopback) {
+        Err(why) => Some(why.as_str()),
+        Ok(canonical) if canonical != *endpoint => {
+            Some("endpoint address is IPv4-mapped IPv6 (an IPv4 endpoint is written as IPv4)")
         }
-        _ => None,
+        Ok(_) => None,
     }
 }
 
@@ -193,16 +179,41 @@ mod tests {
         ];
         for a in bad {
             assert!(
-                endpoint_problem(&a.parse().unwrap(), false).is_some(),
+                endpoint_problem(&a.parse().unwrap(), Loopback::Refused).is_some(),
                 "{a}"
             );
         }
         for a in ["192.0.2.1:51820", "[2001:db8::1]:443", "10.0.0.1:1"] {
-            assert_eq!(endpoint_problem(&a.parse().unwrap(), false), None, "{a}");
+            assert_eq!(
+                endpoint_problem(&a.parse().unwrap(), Loopback::Refused),
+                None,
+                "{a}"
+            );
         }
         assert_eq!(
-            endpoint_problem(&"127.0.0.1:1".parse().unwrap(), true),
+            endpoint_problem(&"127.0.0.1:1".parse().unwrap(), Loopback::Allowed),
             None
         );
+    }
+
+    #[test]
+    fn a_mapped_endpoint_is_judged_as_its_ipv4_address_and_never_taken_as_written() {
+        let problem = |a: &str, l| endpoint_problem(&a.parse().unwrap(), l);
+        assert_eq!(
+            problem("[::ffff:127.0.0.1]:51820", Loopback::Refused),
+            Some("endpoint address is loopback")
+        );
+        assert_eq!(
+            problem("[::ffff:224.0.0.1]:51820", Loopback::Allowed),
+            Some("endpoint address is multicast")
+        );
+        assert_eq!(
+            problem("[::ffff:0.0.0.0]:51820", Loopback::Allowed),
+            Some("endpoint address is unspecified")
+        );
+        for l in [Loopback::Refused, Loopback::Allowed] {
+            let why = problem("[::ffff:192.0.2.1]:51820", l).unwrap();
+            assert!(why.contains("IPv4-mapped"), "{why}");
+        }
     }
 }

@@ -24,6 +24,7 @@ use zeroize::Zeroize;
 
 use super::encoding::{encode, endpoint_problem};
 use super::network::{is_valid_name, NetworkId};
+use crate::addr::{self, Loopback};
 use crate::PublicKey;
 
 /// Version of the token format, the digit in the text prefix.
@@ -112,7 +113,9 @@ impl Drop for TokenWire {
 impl InviteToken {
     /// A new token for `network`, valid for `ttl_secs` from `now_unix`,
     /// with a fresh secret from `rng` (which must be cryptographically
-    /// secure). Refuses what [`InviteToken::parse`] would refuse.
+    /// secure). IPv4-mapped endpoints are written as the IPv4 endpoints
+    /// they stand for ([`addr::canonical`]); anything else
+    /// [`InviteToken::parse`] would refuse is refused.
     pub fn generate(
         network: NetworkId,
         inviter_noise_key: PublicKey,
@@ -128,7 +131,7 @@ impl InviteToken {
         let mut token = InviteToken {
             network,
             inviter_noise_key,
-            inviter_endpoints,
+            inviter_endpoints: inviter_endpoints.into_iter().map(addr::canonical).collect(),
             secret: [0; INVITE_SECRET_LEN],
             expires_unix: now_unix.saturating_add(ttl_secs),
             name,
@@ -204,7 +207,7 @@ impl InviteToken {
         }
         for e in &self.inviter_endpoints {
             // Loopback is allowed: a single-host test of the join is fine.
-            if let Some(problem) = endpoint_problem(e, true) {
+            if let Some(problem) = endpoint_problem(e, Loopback::Allowed) {
                 return Err(InviteError::Invalid(problem));
             }
         }

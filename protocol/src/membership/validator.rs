@@ -15,6 +15,7 @@ use super::encoding::endpoint_problem;
 use super::identity::IdentityKey;
 use super::network::NetworkInfo;
 use super::records::{RecordBody, RecordError, RecordKind, SignedRecord};
+use crate::addr::Loopback;
 
 /// Most endpoints an announcement may list (local and server-reflexive).
 pub const MAX_ANNOUNCED_ENDPOINTS: usize = 8;
@@ -194,7 +195,12 @@ impl Validator {
     }
 
     fn check_plausible(&self, record: &SignedRecord, now_unix: u64) -> Result<(), RecordError> {
-        let endpoint_ok = |e| match endpoint_problem(e, self.allow_loopback) {
+        let loopback = if self.allow_loopback {
+            Loopback::Allowed
+        } else {
+            Loopback::Refused
+        };
+        let endpoint_ok = |e| match endpoint_problem(e, loopback) {
             Some(problem) => Err(RecordError::Implausible(problem)),
             None => Ok(()),
         };

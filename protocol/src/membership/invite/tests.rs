@@ -223,3 +223,40 @@ fn the_secret_is_redacted_in_debug() {
     assert!(debug.contains("<redacted>"));
     assert!(!debug.contains(&format!("{:?}", t.secret)));
 }
+
+#[test]
+fn a_token_naming_a_mapped_multicast_or_unspecified_inviter_is_refused() {
+    let key = StaticSecret::from_bytes([3; 32]).public_key();
+    let rng = &mut ChaCha20Rng::seed_from_u64(1);
+    for bad in ["[::ffff:224.0.0.1]:51820", "[::ffff:0.0.0.0]:51820"] {
+        let endpoints = vec![bad.parse().unwrap()];
+        let got = InviteToken::generate(NETWORK_ID, key, endpoints, None, 60, NOW, rng);
+        assert!(
+            matches!(got, Err(InviteError::Invalid(_))),
+            "{bad}: {got:?}"
+        );
+        // Written by hand past `generate`, with a good checksum.
+        let mut t = simple();
+        t.inviter_endpoints = vec![bad.parse().unwrap()];
+        let parsed = InviteToken::parse(&t.to_text(), NOW);
+        assert!(
+            matches!(parsed, Err(InviteError::Invalid(_))),
+            "{bad}: {parsed:?}"
+        );
+    }
+}
+
+#[test]
+fn a_mapped_inviter_endpoint_is_generated_as_ipv4_and_refused_as_written() {
+    let t = token(vec!["[::ffff:192.0.2.1]:51820".parse().unwrap()], None);
+    assert_eq!(
+        t.inviter_endpoints,
+        vec!["192.0.2.1:51820".parse::<SocketAddr>().unwrap()]
+    );
+    let mut mapped = simple();
+    mapped.inviter_endpoints = vec!["[::ffff:192.0.2.1]:51820".parse().unwrap()];
+    assert!(matches!(
+        InviteToken::parse(&mapped.to_text(), NOW),
+        Err(InviteError::Invalid(_))
+    ));
+}

@@ -355,3 +355,67 @@ fn a_full_validator_forgets_non_members_then_the_longest_silent() {
     assert_eq!(v.last_seq(&id(2), RecordKind::PathObservation), Some(1));
     assert_eq!(v.last_seq(&id(3), RecordKind::PathObservation), Some(1));
 }
+
+#[test]
+fn mapped_endpoints_in_records_are_judged_as_ipv4_and_never_taken_as_written() {
+    let mapped = |e: &str| -> SocketAddr { e.parse().unwrap() };
+    let mut allowing = Validator::new();
+    allowing.set_allow_loopback(true);
+    // Announcements: a mapped loopback is loopback, a mapped multicast is
+    // multicast even where loopback is allowed.
+    for (endpoint, loopback_allowed, why) in [
+        (
+            "[::ffff:127.0.0.1]:51820",
+            false,
+            "endpoint address is loopback",
+        ),
+        (
+            "[::ffff:224.0.0.1]:51820",
+            true,
+            "endpoint address is multicast",
+        ),
+        (
+            "[::ffff:0.0.0.0]:51820",
+            true,
+            "endpoint address is unspecified",
+        ),
+    ] {
+        let mut a = announcement(1);
+        a.endpoints[1] = mapped(endpoint);
+        let v = if loopback_allowed {
+            &mut allowing
+        } else {
+            &mut Validator::new()
+        };
+        assert_eq!(
+            check(v, &announced(1, 1, a)),
+            Err(RecordError::Implausible(why)),
+            "{endpoint}"
+        );
+    }
+    // Observations and NAT lifetimes likewise.
+    let mut p = observation(2);
+    p.endpoint = mapped("[::ffff:127.0.0.1]:51820");
+    assert_eq!(
+        check(&mut Validator::new(), &observed(1, 1, p)),
+        Err(RecordError::Implausible("endpoint address is loopback"))
+    );
+    let n = super::super::records::NatLifetime {
+        public: mapped("[::ffff:224.0.0.1]:40001"),
+        lifetime_ms: 25_000,
+        measured_unix: NOW,
+    };
+    let n = SignedRecord::sign(&fixtures::member(1), 1, RecordBody::NatLifetime(n)).to_bytes();
+    assert_eq!(
+        check(&mut Validator::new(), &n),
+        Err(RecordError::Implausible("endpoint address is multicast"))
+    );
+    // A usable address spelt mapped is refused too: members compare the
+    // endpoints of records, and the signature covers the spelling.
+    let mut a = announcement(1);
+    a.endpoints[1] = mapped("[::ffff:192.0.2.9]:51820");
+    assert!(matches!(
+        check(&mut Validator::new(), &announced(1, 1, a)),
+        Err(RecordError::Implausible(why)) if why.contains("IPv4-mapped")
+    ));
+}
