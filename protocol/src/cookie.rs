@@ -3,10 +3,13 @@
 //! Every handshake message carries `mac1`, a keyed BLAKE2s-128 over the
 //! message keyed by a hash of the *receiver's* static public key: a sender
 //! that does not know who it is talking to cannot make one, so garbage is
-//! dropped for the price of one hash. Under load, the responder also demands
-//! `mac2`, keyed by a cookie that only a sender able to receive at its source
-//! address can know; a handshake without it is answered with a cookie reply
-//! (the cookie encrypted with XChaCha20-Poly1305) instead of being processed.
+//! dropped for the price of one hash, and only a message that passes counts
+//! toward load. Under load, the responder also demands `mac2`, keyed by a
+//! cookie that only a sender able to receive at its source address can
+//! know; a handshake without it is answered with a cookie reply (the cookie
+//! encrypted with XChaCha20-Poly1305) instead of being processed. When the
+//! device is under load, and how often one source may then be processed,
+//! is `ratelimit.rs`'s to say, not this module's.
 //!
 //! The construction and labels follow WireGuard's (whitepaper §5.4.4–5.4.7).
 //! Nothing here reads the clock or an unseeded RNG.
@@ -112,8 +115,32 @@ impl CookieChecker {
         }
     }
 
-    /// Checks the macs of a whole handshake message (`msg` ends with mac1,
-    /// mac2). `under_load` demands a valid mac2.
+    /// Whether mac1 of the whole handshake message `msg` (which ends with
+    /// mac1, mac2) is ours: one hash, nothing changes. Only a message that
+    /// passes counts toward load.
+    pub fn check_mac1(&self, msg: &[u8]) -> bool {
+        let mac2_start = msg.len() - MAC_LEN;
+        let mac1_start = mac2_start - MAC_LEN;
+        let expected = mac(&self.keys.mac1, &msg[..mac1_start]);
+        ct_eq(&expected, &msg[mac1_start..mac2_start])
+    }
+
+    /// Whether mac2 of `msg` is made with the cookie of its source `src`
+    /// (the cookie secret is renewed first if it is stale).
+    pub fn check_mac2(
+        &mut self,
+        msg: &[u8],
+        src: SocketAddr,
+        now: Instant,
+        rng: &mut dyn RngCore,
+    ) -> bool {
+        let mac2_start = msg.len() - MAC_LEN;
+        let cookie = self.cookie_for(src, now, rng);
+        let expected = mac(&cookie, &msg[..mac2_start]);
+        ct_eq(&expected, &msg[mac2_start..])
+    }
+
+    /// Both checks at once: mac1, then, if `under_load`, mac2.
     pub fn verify(
         &mut self,
         msg: &[u8],
@@ -122,21 +149,12 @@ impl CookieChecker {
         now: Instant,
         rng: &mut dyn RngCore,
     ) -> MacVerdict {
-        let mac2_start = msg.len() - MAC_LEN;
-        let mac1_start = mac2_start - MAC_LEN;
-        let expected = mac(&self.keys.mac1, &msg[..mac1_start]);
-        if !ct_eq(&expected, &msg[mac1_start..mac2_start]) {
-            return MacVerdict::BadMac1;
-        }
-        if !under_load {
-            return MacVerdict::Accept;
-        }
-        let cookie = self.cookie_for(src, now, rng);
-        let expected = mac(&cookie, &msg[..mac2_start]);
-        if ct_eq(&expected, &msg[mac2_start..]) {
-            MacVerdict::Accept
-        } else {
+        if !self.check_mac1(msg) {
+            MacVerdict::BadMac1
+        } else if under_load && !self.check_mac2(msg, src, now, rng) {
             MacVerdict::NeedCookie
+        } else {
+            MacVerdict::Accept
         }
     }
 

@@ -68,6 +68,7 @@ use crate::packet;
 use crate::peer::path::Hop;
 use crate::peer::reassembly::wants_pieces;
 use crate::peer::{Peer, PeerConfig, PeerId, Peers, Slot};
+use crate::ratelimit::{HandshakeLimiter, LoadMeter};
 use crate::session::{Session, SessionError};
 use crate::timers::{
     Timer, KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_ATTEMPT_TIME, REKEY_TIMEOUT,
@@ -119,7 +120,10 @@ pub struct Device {
     outgoing: VecDeque<Outgoing>,
     flush: VecDeque<PeerId>,
     events: VecDeque<Event>,
-    load_window: Option<(Instant, u32)>,
+    /// Handshake messages with a valid mac1, counted toward load.
+    load: LoadMeter,
+    /// Per-source budgets of handshakes under load.
+    limiter: HandshakeLimiter,
     stats: DeviceStats,
     pmtu_discovery: bool,
     max_pmtu: u16,
@@ -176,7 +180,8 @@ impl Device {
             outgoing: VecDeque::new(),
             flush: VecDeque::new(),
             events: VecDeque::new(),
-            load_window: None,
+            load: LoadMeter::default(),
+            limiter: HandshakeLimiter::default(),
             stats: DeviceStats::default(),
             pmtu_discovery: config.pmtu_discovery,
             max_pmtu: config.max_pmtu,
@@ -583,18 +588,6 @@ impl Device {
         let mut s = [0u8; 32];
         self.rng.fill_bytes(&mut s);
         s
-    }
-
-    /// Counts a handshake message and says whether the device is under load.
-    fn under_load(&mut self, now: Instant) -> bool {
-        let (start, count) = match self.load_window {
-            Some((start, n)) if now.saturating_duration_since(start) < Duration::from_secs(1) => {
-                (start, n + 1)
-            }
-            _ => (now, 1),
-        };
-        self.load_window = Some((start, count));
-        count > self.under_load_threshold
     }
 
     /// The next datagram to send, written into `buf`. `buf` should hold

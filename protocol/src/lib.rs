@@ -11,7 +11,8 @@
 //! - [`wire`]: byte layouts of the four data-plane messages, and
 //!   ([`wire::control`]) of the control messages inside transport messages;
 //! - [`noise`]: keys and the Noise `IKpsk2` handshake (through snow);
-//! - [`cookie`]: mac1/mac2 and cookie replies, the DoS defences;
+//! - [`cookie`]: mac1/mac2 and cookie replies, the DoS defences, with
+//!   `ratelimit`: per-source buckets for handshakes under load;
 //! - [`session`]: transport encryption in place, counters, [`replay`];
 //! - [`timers`]: the timer table and the protocol's time constants;
 //! - [`peer`]: what the device knows of one peer, one part per feature;
@@ -39,6 +40,7 @@ pub mod noise;
 pub mod packet;
 pub mod peer;
 pub mod pmtu;
+mod ratelimit;
 pub mod replay;
 pub mod session;
 pub mod timers;

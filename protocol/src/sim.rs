@@ -14,6 +14,7 @@
 //! Test-only code: it is the one place in this crate that reads the clock
 //! (once, for the origin), and it panics freely on broken invariants.
 
+mod floods;
 mod gossip_model;
 pub(crate) mod inner;
 mod nat;

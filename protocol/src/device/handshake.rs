@@ -1,9 +1,14 @@
 //! The device's handshake paths: starting and retransmitting initiations,
 //! answering them, and taking responses and cookie replies.
 //!
-//! Order of checks on every incoming handshake message: mac1 (one hash),
-//! then the load check and mac2, and only then any Diffie-Hellman. Nothing
-//! about a peer changes until its message has been authenticated.
+//! Order of checks on every incoming handshake message: mac1 (one hash;
+//! a message that fails it is dropped and never counted toward load), then
+//! the load check, and under load mac2 (or a cookie reply) and the
+//! source's token bucket ([`crate::ratelimit`]), and only then any
+//! Diffie-Hellman. Nothing about a peer changes until its message has been
+//! authenticated. A cookie reply to our pending initiation is answered at
+//! once with a fresh initiation carrying mac2, once per initiation the
+//! retransmission timer sent, so forged cookie replies cannot make it spin.
 //!
 //! This module owns the device's side: indices, randomness, cookies, the
 //! retransmission timer and the messages queued. The sessions and the
@@ -19,7 +24,6 @@ use rand_chacha::rand_core::RngCore;
 use tracing::{debug, trace};
 
 use super::{Decapsulated, Device, Outgoing};
-use crate::cookie::MacVerdict;
 use crate::noise;
 use crate::peer::path::Hop;
 use crate::peer::{Initiated, PeerId};
@@ -32,6 +36,12 @@ impl Device {
     /// Sends an initiation to `id`, unless one went out less than
     /// REKEY_TIMEOUT ago (`retry` is the retransmission timer, which may).
     pub(super) fn start_handshake(&mut self, id: PeerId, now: Instant, retry: bool) {
+        self.send_initiation(id, now, retry, false);
+    }
+
+    /// [`Device::start_handshake`]; `after_cookie` marks the initiation as
+    /// the immediate answer to a cookie reply, which gets none of its own.
+    fn send_initiation(&mut self, id: PeerId, now: Instant, retry: bool, after_cookie: bool) {
         let peer = &self.peers[id];
         if !retry && peer.keys.initiated_recently(now) {
             return;
@@ -72,6 +82,7 @@ impl Device {
         let initiated = Initiated {
             pending,
             local_index,
+            after_cookie,
         };
         self.indices
             .release_all(peer.keys.initiation_sent(initiated, now));
@@ -87,8 +98,9 @@ impl Device {
         }
     }
 
-    /// Runs the mac checks; under load without a valid mac2, queues a cookie
-    /// reply and refuses the message.
+    /// Runs the checks before any Diffie-Hellman: mac1; then, if the
+    /// device is under load, mac2 (without it, queues a cookie reply) and
+    /// the source's token bucket.
     fn check_macs(
         &mut self,
         now: Instant,
@@ -96,21 +108,26 @@ impl Device {
         msg: &[u8],
         sender: u32,
     ) -> Result<(), DropReason> {
-        let from = self.hop_address(hop);
-        let under_load = self.under_load(now);
-        match self
-            .checker
-            .verify(msg, from, under_load, now, &mut self.rng)
-        {
-            MacVerdict::Accept => Ok(()),
-            MacVerdict::BadMac1 => Err(DropReason::BadMac),
-            MacVerdict::NeedCookie => {
-                let reply = self.checker.reply(msg, sender, from, now, &mut self.rng);
-                self.outgoing.push_back(Outgoing::CookieReply(hop, reply));
-                self.stats.cookie_replies_sent += 1;
-                Err(DropReason::UnderLoad)
-            }
+        if !self.checker.check_mac1(msg) {
+            return Err(DropReason::BadMac);
         }
+        // Only now does the message count toward load: junk costs one hash
+        // and never makes the node demand cookies from honest peers.
+        if !self.load.count(now, self.under_load_threshold) {
+            return Ok(());
+        }
+        let from = self.hop_address(hop);
+        if !self.checker.check_mac2(msg, from, now, &mut self.rng) {
+            let reply = self.checker.reply(msg, sender, from, now, &mut self.rng);
+            self.outgoing.push_back(Outgoing::CookieReply(hop, reply));
+            self.stats.cookie_replies_sent += 1;
+            return Err(DropReason::UnderLoad);
+        }
+        if !self.limiter.allow(from.ip(), now) {
+            trace!(?hop, "handshake over its source's budget under load");
+            return Err(DropReason::UnderLoad);
+        }
+        Ok(())
     }
 
     pub(super) fn handle_initiation(
@@ -121,6 +138,7 @@ impl Device {
     ) -> Result<Decapsulated, DropReason> {
         self.check_macs(now, hop, m.bytes(), m.sender())?;
         let seed = self.seed();
+        self.stats.handshake_dh += 1;
         let received = noise::receive_initiation(&self.secret, seed, m.noise())
             .map_err(|_| DropReason::HandshakeFailed)?;
         let id = *self
@@ -172,9 +190,14 @@ impl Device {
         self.check_macs(now, hop, m.bytes(), m.sender())?;
         let receiver = m.receiver();
         let id = self.sender_of(receiver, hop)?;
-        let keys = self.peers[id]
+        let finished = self.peers[id]
             .keys
-            .finish_initiation(receiver, m.noise(), now)?;
+            .finish_initiation(receiver, m.noise(), now);
+        // Only a response to our pending initiation reaches Diffie-Hellman.
+        if !matches!(finished, Err(DropReason::UnknownIndex)) {
+            self.stats.handshake_dh += 1;
+        }
+        let keys = finished?;
         // Authenticated: the handshake is done.
         let session = Session::new(&keys, receiver, m.sender(), true, now);
         self.install_session(id, session, now);
@@ -190,12 +213,20 @@ impl Device {
         hop: Hop,
         m: CookieReply<'_>,
     ) -> Result<Decapsulated, DropReason> {
-        let id = self.sender_of(m.receiver(), hop)?;
+        let receiver = m.receiver();
+        let id = self.sender_of(receiver, hop)?;
         let peer = &mut self.peers[id];
         peer.cookie
             .receive(m.nonce(), m.encrypted_cookie(), now)
             .map_err(|_| DropReason::Decrypt)?;
-        debug!(peer = %peer.name, "cookie received; the peer is under load");
+        // The cookie answers our pending initiation: retry at once with
+        // mac2 rather than after REKEY_TIMEOUT. Not if that initiation was
+        // itself such a retry, so a forged reply cannot make us spin.
+        let retry = peer.keys.retries_after_cookie(receiver);
+        debug!(peer = %peer.name, retry, "cookie received; the peer is under load");
+        if retry {
+            self.send_initiation(id, now, true, true);
+        }
         Ok(Decapsulated::Consumed)
     }
 }

@@ -1,5 +1,6 @@
-//! The device's counters: drops by reason, cookie replies, relaying and
-//! hole punching, NAT keepalives and recovery.
+//! The device's counters: drops by reason, cookie replies, handshakes that
+//! reached Diffie-Hellman, relaying and hole punching, NAT keepalives and
+//! recovery.
 //!
 //! A leaf: plain counters the device and its features add to, read by the
 //! caller for status and metrics. Nothing here decides anything, and a
@@ -13,6 +14,9 @@ pub struct DeviceStats {
     drops: [u64; DropReason::ALL.len()],
     /// Cookie replies sent while under load.
     pub cookie_replies_sent: u64,
+    /// Handshake messages received that reached Diffie-Hellman
+    /// (initiations, and responses to an initiation of ours).
+    pub handshake_dh: u64,
     /// Relaying and hole punching.
     pub relay: RelayStats,
 }

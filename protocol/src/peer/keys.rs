@@ -30,6 +30,9 @@ pub(crate) struct Initiated {
     pub pending: PendingInitiation,
     /// Our index: the response carries it.
     pub local_index: u32,
+    /// Sent at once in answer to a cookie reply (not by a timer or for
+    /// data): a cookie reply to this one brings no further retry.
+    pub after_cookie: bool,
 }
 
 /// Our side of the handshake with a peer.
@@ -183,6 +186,19 @@ impl Keys {
     /// Whether an initiation of ours is outstanding.
     pub fn initiating(&self) -> bool {
         self.handshake.initiated().is_some()
+    }
+
+    /// Whether a cookie reply to our initiation with index `receiver`
+    /// should be answered at once with a new initiation: the attempt is
+    /// running, that initiation is the last one sent, and it was not
+    /// itself an answer to a cookie reply.
+    pub fn retries_after_cookie(&self, receiver: u32) -> bool {
+        match &self.handshake {
+            Handshake::Initiating { initiated, .. } => {
+                initiated.local_index == receiver && !initiated.after_cookie
+            }
+            _ => false,
+        }
     }
 
     /// Whether an initiation went out less than REKEY_TIMEOUT ago.
