@@ -110,6 +110,8 @@ pub struct ControlCounters {
     pub events_dropped: AtomicU64,
     /// Publishes gossipsub refused, by reason.
     pub publish_failed: Mutex<BTreeMap<&'static str, u64>>,
+    /// Records dropped because their origin sent more than its budget.
+    pub records_over_rate: AtomicU64,
     /// Connections refused before any behaviour spent on them, by reason
     /// (`limit`: over a connection limit; `blocked`: a blocked peer).
     pub connections_refused: Mutex<BTreeMap<&'static str, u64>>,

@@ -33,6 +33,7 @@ use super::api::{
     Verdict, CREDENTIAL_TIMEOUT, REJECTED_PEER_BLOCK, SILENT_PEER_BLOCK,
 };
 use super::behaviour::{Behaviour, BehaviourEvent, MEMBER_SCORE, PENDING_SCORE};
+use super::origin_rate::OriginRate;
 
 /// The event receiver was dropped: time to stop.
 struct Closed;
@@ -61,6 +62,8 @@ pub(super) struct EventLoop {
     /// does (its push can overtake its credential). One push per pending
     /// peer, so bounded by the connections.
     held: HashMap<PeerId, Vec<Vec<u8>>>,
+    /// Each origin's budget of records.
+    origin_rate: OriginRate,
     /// Dials waiting for their connection.
     dials: HashMap<ConnectionId, Option<oneshot::Sender<Result<PeerId, ControlError>>>>,
     /// The IPv4 listener, until it reports an address (or closes).
@@ -91,6 +94,7 @@ impl EventLoop {
             members: outputs.members,
             counters: outputs.counters,
             held: HashMap::new(),
+            origin_rate: OriginRate::default(),
             dials: HashMap::new(),
             quiet_listener: Some(ipv4_listener),
             listen_addrs: Vec::new(),
@@ -285,6 +289,22 @@ impl EventLoop {
                     self.validated(&message_id, &propagation_source, MessageAcceptance::Reject);
                     return Ok(());
                 };
+                if !self.origin_rate.allow(source, Instant::now().into_std()) {
+                    self.counters
+                        .records_over_rate
+                        .fetch_add(1, Ordering::Relaxed);
+                    // Straight from the flooding member: score it down. Passed
+                    // on by another member, whose budget for that origin may
+                    // differ from ours: drop it without blame.
+                    let verdict = if propagation_source == source {
+                        MessageAcceptance::Reject
+                    } else {
+                        MessageAcceptance::Ignore
+                    };
+                    trace!(%source, peer = %propagation_source, "control plane: record over its origin's budget");
+                    self.validated(&message_id, &propagation_source, verdict);
+                    return Ok(());
+                }
                 trace!(%source, peer = %propagation_source, id = %message_id, "control plane: record received");
                 self.emit(ControlEvent::Message {
                     message_id,

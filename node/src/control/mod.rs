@@ -35,6 +35,7 @@ mod api;
 pub(crate) mod behaviour;
 mod credential;
 mod event_loop;
+mod origin_rate;
 mod sync;
 #[cfg(test)]
 mod tests;

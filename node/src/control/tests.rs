@@ -406,23 +406,28 @@ async fn a_member_pushes_records_directly_and_they_arrive_whole() {
 /// control task keeps answering.
 #[tokio::test]
 async fn an_owner_that_stops_reading_never_stalls_the_control_task() {
-    let (a, mut a_events) = spawn_member(23);
     let (b, mut b_events) = spawn_member(24);
-    bounded(a.dial(loopback(&b).await)).await.unwrap();
-    member_connected(&mut a_events, b.peer_id()).await;
-    member_connected(&mut b_events, a.peer_id()).await;
+    let b_addr = loopback(&b).await;
+    // Several members, since each origin's records are limited to a budget
+    // smaller than b's event queue.
+    let mut floods = Vec::new();
+    for seed in [23, 25, 26, 27, 28, 29] {
+        let (a, mut a_events) = spawn_member(seed);
+        bounded(a.dial(b_addr.clone())).await.unwrap();
+        member_connected(&mut a_events, b.peer_id()).await;
+        member_connected(&mut b_events, a.peer_id()).await;
+        floods.push((a, a_events));
+    }
 
-    // b's owner reads nothing from here on. a floods b with more records
-    // than b's event queue holds (bounded: 3 × the queue).
-    let flood = 3 * EVENT_CAPACITY;
-    for i in 0..flood {
-        // A full command queue only drops: yield now and then so the
-        // control task drains it.
-        let _ = a.try_publish(format!("record {i}").into_bytes());
-        if i % 64 == 0 {
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(2)).await;
+    // b's owner reads nothing from here on. They flood b with more records
+    // than b's event queue holds (bounded: each sends its budget).
+    for i in 0..origin_rate::BURST as usize {
+        for (n, (a, _)) in floods.iter().enumerate() {
+            // Distinct records (message ids are content hashes). A full
+            // command queue only drops: the pause lets the tasks drain.
+            let _ = a.try_publish(format!("record {n}.{i}").into_bytes());
         }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let started = Instant::now();
     let dropped = bounded(async {
@@ -435,10 +440,10 @@ async fn an_owner_that_stops_reading_never_stalls_the_control_task() {
         }
     })
     .await;
-    // The task still answers a command at once, and still knows a.
+    // The task still answers a command at once, and still knows them all.
     let addrs = bounded(b.listen_addrs()).await.unwrap();
     assert!(!addrs.is_empty());
-    assert_eq!(b.members(), vec![a.peer_id()]);
+    assert_eq!(b.members().len(), floods.len());
     println!(
         "control: {dropped} events dropped and counted after {:.1} s; the task still answers",
         started.elapsed().as_secs_f64()
@@ -476,4 +481,70 @@ async fn one_peer_holds_at_most_three_connections() {
     })
     .await;
     assert_eq!(refused(), 2, "three of the five connections stay");
+}
+
+#[tokio::test]
+async fn a_member_flooding_records_is_cut_to_its_budget_and_the_others_still_publish() {
+    let (a, mut a_events) = spawn_member(12);
+    let (b, mut b_events) = spawn_member(13);
+    let (c, mut c_events) = spawn_member(14);
+    let b_addr = loopback(&b).await;
+    bounded(a.dial(b_addr.clone())).await.unwrap();
+    bounded(c.dial(b_addr)).await.unwrap();
+    member_connected(&mut a_events, b.peer_id()).await;
+    member_connected(&mut c_events, b.peer_id()).await;
+    member_connected(&mut b_events, a.peer_id()).await;
+    member_connected(&mut b_events, c.peer_id()).await;
+
+    // A publishes 1,000 distinct records.
+    let flood = 1_000;
+    let started = Instant::now();
+    let mut queued = 0;
+    while queued < flood {
+        if a.try_publish(format!("record {queued}").into_bytes())
+            .is_ok()
+        {
+            queued += 1;
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+    // B takes what arrives until the flood has been quiet for a while.
+    let mut handed_on = 0;
+    while let Ok(Some(event)) = timeout(Duration::from_secs(2), b_events.recv()).await {
+        if let ControlEvent::Message {
+            message_id,
+            propagation_source,
+            ..
+        } = event
+        {
+            handed_on += 1;
+            b.report(message_id, propagation_source, Verdict::Accept)
+                .await
+                .unwrap();
+        }
+    }
+    let elapsed = started.elapsed();
+    let over = b.counters().records_over_rate.load(Ordering::Relaxed);
+    let budget = origin_rate::BURST as usize
+        + (elapsed.as_millis() / origin_rate::REFILL.as_millis()) as usize;
+    println!("flood of {flood}: {handed_on} handed on, {over} over budget, in {elapsed:?}");
+    assert!(
+        handed_on <= budget,
+        "{handed_on} records handed on, budget {budget}"
+    );
+    // Three records over budget straight from their origin are three invalid
+    // messages: B graylists A, and gossipsub drops the rest unseen.
+    assert!(over >= 1, "nothing counted over budget");
+
+    // B's own records still reach the other member, C (past the share of
+    // A's records B passed on).
+    b.publish(b"after the flood".to_vec()).await.unwrap();
+    loop {
+        let (_, source, _, data) = message(&mut c_events).await;
+        if source == b.peer_id() {
+            assert_eq!(data, b"after the flood");
+            break;
+        }
+    }
 }

@@ -225,7 +225,14 @@ impl MeshNode {
             members: self.gossip.members.len() as u64 + 1,
             gossip_published: pairs(&self.gossip.published),
             gossip_received: pairs(&self.gossip.received),
-            gossip_rejected: pairs(&self.gossip.rejected),
+            gossip_rejected: {
+                let mut rejected = pairs(&self.gossip.rejected);
+                let over_rate = control.records_over_rate.load(Ordering::Relaxed);
+                if over_rate > 0 {
+                    rejected.push(("origin_over_rate".to_string(), over_rate));
+                }
+                rejected
+            },
             gossip_publish_failed: control
                 .publish_failed
                 .lock()
