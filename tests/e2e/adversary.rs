@@ -221,3 +221,110 @@ fn a_join_port_flood_at_256_descriptors_stalls_neither_tunnel_nor_status_nor_a_r
         }
     });
 }
+
+/// Junk initiations a second in the handshake-flood scenario.
+const JUNK_PER_SECOND: u32 = 300;
+/// How long the junk flood lasts.
+const JUNK_FOR: Duration = Duration::from_secs(10);
+/// When, counted from the flood's start, the honest member starts (twice, with the same key):
+/// half a second or more into a one-second load window, when 150 or more junk messages of that
+/// window have arrived, more than the 128 a second that once put the member under load.
+const HONEST_STARTS: [Duration; 2] = [Duration::from_millis(2_500), Duration::from_millis(5_600)];
+
+/// Sends [`JUNK_PER_SECOND`] 148-byte datagrams shaped as handshake initiations (type 1, reserved
+/// bytes zero) with random contents, so mac1 is wrong, from `ns` to `target` until `until`.
+/// Returns how many went out: at most `JUNK_PER_SECOND` a second, never more.
+fn throw_junk_initiations(ns: &Netns, target: SocketAddr, until: Instant) -> usize {
+    use crate::harness::XorShift64;
+    use std::net::UdpSocket;
+
+    ns.run(|| {
+        let socket = UdpSocket::bind("0.0.0.0:0").expect("bind the attacker's socket");
+        let mut rng = XorShift64::new(0x0dd_1417);
+        let every = Duration::from_secs(1) / JUNK_PER_SECOND;
+        let mut buf = [0u8; 148];
+        let mut sent = 0;
+        let mut next = Instant::now();
+        while next < until {
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            rng.fill(&mut buf);
+            buf[..4].copy_from_slice(&[1, 0, 0, 0]);
+            // A send the local stack refuses is only counted: the test asserts most went out.
+            if socket.send_to(&buf, target).is_ok() {
+                sent += 1;
+            }
+            next += every;
+        }
+        sent
+    })
+}
+
+/// The UTC time of day now, as node logs stamp their lines.
+fn time_of_day_now() -> Duration {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is past 1970");
+    Duration::new(since_epoch.as_secs() % 86_400, since_epoch.subsec_nanos())
+}
+
+#[test]
+fn junk_initiations_at_300_per_second_do_not_delay_an_honest_members_first_handshake() {
+    use crate::harness::{elapsed_between, poll, Keypair, NodeConfig, PeerConfig, DEFAULT_PORT};
+
+    let lab = Lab::new("adv-junkinit");
+    let net = RoutedHosts::new(&lab, "ji", 3);
+    let (a_ns, b_ns, attacker) = (&net.hosts[0], &net.hosts[1], &net.hosts[2]);
+    let (key_a, key_b) = (Keypair::generate(&lab, "a"), Keypair::generate(&lab, "b"));
+    // a has no endpoint for b: only b's own handshake can bring the tunnel up.
+    let a_config = NodeConfig::new("a", &key_a, 1).peer(PeerConfig::new("b", &key_b, 2));
+    let a_endpoint = SocketAddr::from((RoutedHosts::address(0), DEFAULT_PORT));
+    let _a = Node::start(&lab, a_ns, &a_config);
+
+    let flood_started = Instant::now();
+    let flood_ends = flood_started + JUNK_FOR;
+    std::thread::scope(|s| {
+        let flood = s.spawn(|| throw_junk_initiations(attacker, a_endpoint, flood_ends));
+        let mut took = Vec::new();
+        for (run, start_at) in HONEST_STARTS.into_iter().enumerate() {
+            std::thread::sleep(start_at.saturating_sub(flood_started.elapsed()));
+            // A fresh process each time (same key, its own config and log): a first handshake.
+            let b_config = NodeConfig::new(&format!("b{run}"), &key_b, 2)
+                .peer(PeerConfig::new("a", &key_a, 1).endpoint(a_endpoint.to_string()));
+            let started = time_of_day_now();
+            let b = Node::start(&lab, b_ns, &b_config);
+            let done = poll(Duration::from_secs(8), Duration::from_millis(20), || {
+                b.log().first_handshake("a")
+            });
+            let handshake = done.map(|at| elapsed_between(started, at));
+            println!("junk initiations: run {run}: first handshake after {handshake:?}");
+            took.push((handshake, flood_started.elapsed() < JUNK_FOR));
+        }
+        let sent = flood.join().expect("flood thread");
+        let expected = JUNK_PER_SECOND as usize * JUNK_FOR.as_secs() as usize;
+        println!(
+            "junk initiations: {sent} bad-mac1 initiations at {JUNK_PER_SECOND}/s for \
+             {JUNK_FOR:?} to a member; an honest member's first handshake took {:?} \
+             (starts {HONEST_STARTS:?} into the flood)",
+            took.iter().map(|(h, _)| *h).collect::<Vec<_>>()
+        );
+        assert!(
+            sent >= expected * 9 / 10,
+            "only {sent} of {expected} junk initiations went out"
+        );
+        for (run, (handshake, during_flood)) in took.iter().enumerate() {
+            let handshake = handshake.unwrap_or_else(|| {
+                panic!("run {run}: no handshake within 8 s under the junk flood")
+            });
+            assert!(
+                handshake < Duration::from_secs(1),
+                "run {run}: the first handshake took {handshake:?} under the junk flood"
+            );
+            assert!(
+                during_flood,
+                "the flood ended before run {run} was measured"
+            );
+        }
+    });
+}
