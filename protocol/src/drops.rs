@@ -95,11 +95,15 @@ pub enum DropReason {
     RelayRefused,
     /// A packet for a relayed peer found no usable session with the relay.
     RelayUnavailable,
+    /// A punch offer from a peer this node does not reach through a relay:
+    /// hole punching is only for relayed pairs, so a member cannot make
+    /// another send punches where it pleases.
+    PunchRefused,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::Malformed,
         DropReason::MalformedInner,
         DropReason::UnknownIndex,
@@ -118,6 +122,7 @@ impl DropReason {
         DropReason::TooBig,
         DropReason::RelayRefused,
         DropReason::RelayUnavailable,
+        DropReason::PunchRefused,
     ];
 
     /// A stable snake_case name, for logs and metric labels.
@@ -141,6 +146,7 @@ impl DropReason {
             DropReason::TooBig => "too_big",
             DropReason::RelayRefused => "relay_refused",
             DropReason::RelayUnavailable => "relay_unavailable",
+            DropReason::PunchRefused => "punch_refused",
         }
     }
 
@@ -157,7 +163,8 @@ impl DropReason {
             | DropReason::Decrypt
             | DropReason::Expired
             | DropReason::SourceNotAllowed
-            | DropReason::RelayRefused => DropCause::Peer,
+            | DropReason::RelayRefused
+            | DropReason::PunchRefused => DropCause::Peer,
             DropReason::UnderLoad
             | DropReason::NoRoute
             | DropReason::NoEndpoint

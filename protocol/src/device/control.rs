@@ -70,7 +70,7 @@ impl Device {
                 let sender = relayed.key;
                 return self.take_relayed(id, hop, sender, buf, plain, now);
             }
-            Control::PunchOffer(offer) => self.take_offer(id, offer, now),
+            Control::PunchOffer(offer) => self.take_offer(id, offer, now)?,
             Control::Punch => {
                 trace!(peer = %self.peer_name(id), ?hop, "punch received");
             }

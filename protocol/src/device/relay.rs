@@ -30,7 +30,10 @@
 //! sides exchange candidates and punch at each other's
 //! ([`PUNCH_BURST`](crate::peer::relay::PUNCH_BURST) sends
 //! [`PUNCH_SPACING`](crate::peer::relay::PUNCH_SPACING) apart), retried
-//! with backoff.
+//! with backoff. Punching must never become a way for one member to aim
+//! another's packets: an offer is taken only from a peer relayed at the
+//! time, only about that peer, and only usable candidates that are not
+//! this node's own are punched at, a bounded number of times.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -38,6 +41,7 @@ use std::time::Instant;
 use tracing::{debug, trace};
 
 use super::{Decapsulated, Device, Event, Outgoing, Transmit};
+use crate::addr::{self, Loopback};
 use crate::noise::PublicKey;
 use crate::peer::path::{Hop, PeerPath};
 #[cfg(test)]
@@ -52,12 +56,20 @@ use crate::DropReason;
 /// Relay messages kept while a session with their carrier is set up.
 const PARKED_MAX: usize = 32;
 
-/// The endpoints of `offer` worth punching at: nothing could answer from
-/// port 0, an unspecified or a multicast address.
+/// The endpoints of `offer` worth punching at: those [`addr::usable`]
+/// accepts with loopback refused (nothing could answer from port 0, and a
+/// punch must never go to this host's loopback, a group or broadcast
+/// address), each once, at most [`MAX_CANDIDATES`].
 fn usable_candidates(offer: &PunchOffer<'_>) -> Vec<SocketAddr> {
-    let usable =
-        |e: &SocketAddr| e.port() != 0 && !e.ip().is_unspecified() && !e.ip().is_multicast();
-    offer.endpoints.iter().filter(usable).collect()
+    let mut usable = Vec::new();
+    for e in offer.endpoints.iter() {
+        match addr::usable(e, Loopback::Refused) {
+            Ok(e) if !usable.contains(&e) => usable.push(e),
+            _ => {}
+        }
+    }
+    usable.truncate(MAX_CANDIDATES);
+    usable
 }
 
 /// An offer (`answer` = false) or answer of `endpoints`, encoded.
@@ -524,16 +536,29 @@ impl Device {
     }
 
     /// Takes `id`'s candidates: answers an offer with ours, and punches.
-    pub(super) fn take_offer(&mut self, id: PeerId, offer: PunchOffer<'_>, now: Instant) {
+    /// The offer arrived authenticated in `id`'s session, so it speaks only
+    /// for `id`; it is taken only while `id` is relayed (else refused as
+    /// [`DropReason::PunchRefused`]), at most once per
+    /// [`PUNCH_MIN_INTERVAL`](crate::peer::relay::PUNCH_MIN_INTERVAL), and
+    /// its candidates are punched only if usable and not this node's own
+    /// (see [`Device::punch_targets`]).
+    pub(super) fn take_offer(
+        &mut self,
+        id: PeerId,
+        offer: PunchOffer<'_>,
+        now: Instant,
+    ) -> Result<(), DropReason> {
         let answer = offer.answer;
         let peer = &mut self.peers[id];
+        if !peer.path.takes_offers() {
+            debug!(peer = %peer.name, answer, "punch offer from a peer reached directly: refused");
+            return Err(DropReason::PunchRefused);
+        }
         if !peer.path.punch_mut().take_offer(now) {
-            return;
+            return Ok(());
         }
-        let mut targets = usable_candidates(&offer);
-        if let Some(e) = peer.path.endpoint().filter(|e| !targets.contains(e)) {
-            targets.push(e);
-        }
+        let targets = self.punch_targets(id, &offer);
+        let peer = &mut self.peers[id];
         debug!(peer = %peer.name, answer, ?targets, "punch candidates received; punching");
         if !answer {
             // The other side coordinates this round: no offer of our own
@@ -543,6 +568,24 @@ impl Device {
             self.outgoing.push_back(Outgoing::Control(id, reply));
         }
         self.peers[id].path.punch_mut().start_burst(targets, now);
+        Ok(())
+    }
+
+    /// Where to punch at for `offer` from `id`: its usable candidates, then
+    /// `id`'s known endpoint, each once and never one of this node's own
+    /// endpoints (its candidates, or a local address at its port): at most
+    /// [`MAX_PUNCH_TARGETS`](crate::peer::relay::MAX_PUNCH_TARGETS).
+    fn punch_targets(&self, id: PeerId, offer: &PunchOffer<'_>) -> Vec<SocketAddr> {
+        let mut targets = usable_candidates(offer);
+        let known = self.peers[id]
+            .path
+            .endpoint()
+            .and_then(|e| addr::usable(e, Loopback::Refused).ok());
+        if let Some(e) = known.filter(|e| !targets.contains(e)) {
+            targets.push(e);
+        }
+        targets.retain(|e| !self.own_candidates.contains(e) && !self.nat.is_local(*e));
+        targets
     }
 
     /// The earliest punch or offer deadline.
@@ -564,7 +607,7 @@ impl Device {
             if peer.removed {
                 continue;
             }
-            if let Some(targets) = peer.path.punch_mut().due_punches(now) {
+            if let Some(targets) = peer.path.due_punches(now) {
                 for &target in targets {
                     self.outgoing.push_back(Outgoing::Punch(id, target));
                 }

@@ -140,7 +140,8 @@ fn real_messages_do_what_they_should_on_a_fresh_target() {
         // For the peer itself, or from the peer as relayed by itself.
         ("sealed-relay", vec!["relay_refused"]),
         ("sealed-relayed", vec!["relay_refused"]),
-        ("sealed-punch-offer", vec!["consumed"]),
+        // The peer is reached directly: its offer is refused.
+        ("sealed-punch-offer", vec!["punch_refused"]),
         ("sealed-punch", vec!["consumed"]),
     ];
     assert_eq!(seeds.len(), expect.len());

@@ -7,7 +7,8 @@
 //! direct again. This module is the only place the endpoint and the relay
 //! in use change. It never decides on its own when to switch (the device
 //! does, in `device/relay.rs`), never sends and never reads the clock; a
-//! relayed packet must never move the direct endpoint.
+//! relayed packet must never move the direct endpoint, and punches go out
+//! only while the peer is relayed.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -115,7 +116,7 @@ impl Path {
         self.relay = relay;
         let dropped = self.via.is_some() && self.via != relay;
         if dropped {
-            self.via = None;
+            self.leave_relay();
         }
         dropped
     }
@@ -128,9 +129,16 @@ impl Path {
         }
         let dropped = self.via == Some(relay);
         if dropped {
-            self.via = None;
+            self.leave_relay();
         }
         dropped
+    }
+
+    /// No longer relayed, though not heard from directly: a running punch
+    /// burst stops (punching is only for relayed pairs).
+    fn leave_relay(&mut self) {
+        self.via = None;
+        self.punch.stop_burst();
     }
 
     /// Switches to the named relay if not relayed yet. Returns the relay it
@@ -174,6 +182,24 @@ impl Path {
     /// Whether candidates are offered: relayed, over a session.
     pub fn offering(&self, has_session: bool) -> bool {
         self.via.is_some() && has_session
+    }
+
+    /// Whether the peer's offers are taken: only while it is relayed. A
+    /// peer reached directly has no use for punches, and taking its offer
+    /// would let it aim this node's punches wherever it likes.
+    pub fn takes_offers(&self) -> bool {
+        self.via.is_some()
+    }
+
+    /// The targets to punch at now, if a burst send is due and the peer is
+    /// still relayed (a burst of a peer no longer relayed is ended); the
+    /// send is counted as made.
+    pub fn due_punches(&mut self, now: Instant) -> Option<&[SocketAddr]> {
+        if self.via.is_none() {
+            self.punch.stop_burst();
+            return None;
+        }
+        self.punch.due_punches(now)
     }
 
     /// Hole punching toward the peer.

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::wire::control::RELAY_HEADER_LEN;
+use crate::wire::control::{MAX_CANDIDATES, RELAY_HEADER_LEN};
 use crate::wire::TRANSPORT_OVERHEAD;
 
 /// What relaying costs an inner packet on top of the direct overhead: the
@@ -21,6 +21,9 @@ pub const RELAY_OVERHEAD: usize = TRANSPORT_OVERHEAD + RELAY_HEADER_LEN;
 pub const DEFAULT_RELAY_BYTES_PER_SECOND: u64 = 25_000_000;
 /// Punches sent to each candidate per burst.
 pub const PUNCH_BURST: u8 = 5;
+/// Most addresses one burst punches at: the candidates of one offer and
+/// the peer's known endpoint.
+pub const MAX_PUNCH_TARGETS: usize = MAX_CANDIDATES + 1;
 /// Time between the punches of a burst.
 pub const PUNCH_SPACING: Duration = Duration::from_millis(150);
 /// First wait before offering candidates again while still relayed; it
@@ -95,15 +98,24 @@ impl Punch {
         }
     }
 
-    /// Starts a burst of [`PUNCH_BURST`] punches at each of `targets`.
-    pub fn start_burst(&mut self, targets: Vec<SocketAddr>, now: Instant) {
+    /// Starts a burst of [`PUNCH_BURST`] punches at each of `targets` (the
+    /// first [`MAX_PUNCH_TARGETS`]).
+    pub fn start_burst(&mut self, mut targets: Vec<SocketAddr>, now: Instant) {
         if targets.is_empty() {
             return;
         }
+        targets.truncate(MAX_PUNCH_TARGETS);
         self.targets = targets;
         self.left = PUNCH_BURST;
         self.next_send = Some(now);
         self.last_burst = Some(now);
+    }
+
+    /// Ends the running burst, if any (the peer is no longer relayed).
+    pub fn stop_burst(&mut self) {
+        self.targets.clear();
+        self.left = 0;
+        self.next_send = None;
     }
 
     /// The targets to punch at now, if a burst send is due; the send is

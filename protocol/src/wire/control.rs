@@ -24,6 +24,7 @@
 use core::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::addr;
 use crate::noise::PublicKey;
 use crate::wire::{le32, le64, KEY_LEN};
 
@@ -192,7 +193,8 @@ pub enum ControlError {
         /// Length received.
         len: usize,
     },
-    /// An endpoint's family is neither 4 nor 6, or the endpoint is cut short.
+    /// An endpoint's family is neither 4 nor 6, the endpoint is cut short,
+    /// or it is an IPv4-mapped IPv6 address (IPv4 is sent as family 4).
     BadEndpoint {
         /// Message type byte.
         kind: u8,
@@ -233,7 +235,7 @@ fn le16(b: &[u8]) -> u16 {
 
 /// The encoded length of `endpoint`.
 pub fn endpoint_len(endpoint: &SocketAddr) -> usize {
-    if endpoint.is_ipv4() {
+    if addr::canonical(*endpoint).is_ipv4() {
         ENDPOINT_V4_LEN
     } else {
         ENDPOINT_V6_LEN
@@ -242,9 +244,11 @@ pub fn endpoint_len(endpoint: &SocketAddr) -> usize {
 
 /// Writes `endpoint` at the start of `buf` (`[4][IPv4][port]` or
 /// `[6][IPv6][port]`, the port little endian); returns its length. `buf`
-/// holds at least [`endpoint_len`] bytes.
+/// holds at least [`endpoint_len`] bytes. An IPv4-mapped IPv6 address is
+/// written as the IPv4 address it stands for.
 fn emit_endpoint(endpoint: &SocketAddr, buf: &mut [u8]) -> usize {
     use field::endpoint::*;
+    let endpoint = addr::canonical(*endpoint);
     match endpoint.ip() {
         IpAddr::V4(ip) => {
             buf[FAMILY] = 4;
@@ -261,7 +265,11 @@ fn emit_endpoint(endpoint: &SocketAddr, buf: &mut [u8]) -> usize {
     }
 }
 
-/// Reads the endpoint at the start of `b`; returns it and its length.
+/// Reads the endpoint at the start of `b`; returns it and its length. An
+/// IPv4 address has one encoding, family 4: a family-6 endpoint holding an
+/// IPv4-mapped address (`::ffff:a.b.c.d`) is refused, so every endpoint
+/// read here is in [`addr::canonical`] form and no check after it can be
+/// fooled by the mapped spelling of a loopback or multicast address.
 fn parse_endpoint(b: &[u8]) -> Option<(SocketAddr, usize)> {
     use field::endpoint::*;
     match b.first()? {
@@ -274,7 +282,11 @@ fn parse_endpoint(b: &[u8]) -> Option<(SocketAddr, usize)> {
         6 => {
             let b = b.get(..ENDPOINT_V6_LEN)?;
             let ip: [u8; 16] = b[V6_IP].try_into().ok()?;
-            let ip = IpAddr::V6(Ipv6Addr::from(ip));
+            let ip = Ipv6Addr::from(ip);
+            if ip.to_ipv4_mapped().is_some() {
+                return None;
+            }
+            let ip = IpAddr::V6(ip);
             Some((SocketAddr::new(ip, le16(&b[V6_PORT])), ENDPOINT_V6_LEN))
         }
         _ => None,
@@ -473,7 +485,8 @@ impl<'a> Endpoints<'a> {
             encoded = (left - 1, &rest[n..]);
             Some(endpoint)
         });
-        decoded.chain(list.iter().copied())
+        // As sent: an IPv4-mapped address goes out as IPv4.
+        decoded.chain(list.iter().copied().map(addr::canonical))
     }
 
     fn encoded_len(&self) -> usize {

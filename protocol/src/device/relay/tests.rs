@@ -55,6 +55,8 @@ struct Net {
     delivered: Vec<(usize, Vec<u8>)>,
     /// Datagrams that crossed the switch: (from, to).
     carried: Vec<(usize, usize)>,
+    /// Every datagram sent, wherever it went: (from, destination).
+    sent: Vec<(usize, SocketAddr)>,
 }
 
 impl Net {
@@ -81,6 +83,7 @@ impl Net {
             blocked: Vec::new(),
             delivered: Vec::new(),
             carried: Vec::new(),
+            sent: Vec::new(),
         }
     }
 
@@ -137,6 +140,7 @@ impl Net {
             for i in 0..3 {
                 while let Some(t) = self.devices[i].poll_transmit(now, &mut buf) {
                     moved = true;
+                    self.sent.push((i, t.destination));
                     let datagram = buf[..t.len].to_vec();
                     self.carry(i, t.destination, &datagram, now);
                 }
@@ -574,4 +578,148 @@ fn a_packet_too_big_to_wrap_for_the_relay_is_reported_under_the_reason_it_is_cou
         let more = u64::from(*r == DropReason::TooBig);
         assert_eq!(a.stats().dropped(*r), was + more, "{r:?}");
     }
+}
+
+/// `from` sends `plain` (a punch offer) to `to` in their session, on
+/// whatever path it takes, and the switch carries everything.
+fn control_from(net: &mut Net, from: usize, to: usize, plain: Vec<u8>, now: Instant) {
+    let id = net.id(from, to);
+    net.devices[from]
+        .outgoing
+        .push_back(super::super::Outgoing::Control(id, plain));
+    net.run(now);
+}
+
+/// Where `from` sent datagrams since `mark` (an index into `net.sent`).
+fn sent_since(net: &Net, from: usize, mark: usize) -> Vec<SocketAddr> {
+    net.sent[mark..]
+        .iter()
+        .filter(|(i, _)| *i == from)
+        .map(|(_, d)| *d)
+        .collect()
+}
+
+#[test]
+fn an_offer_from_a_peer_reached_directly_is_refused_counted_and_punches_nothing() {
+    let mut now = Instant::now();
+    let mut net = Net::new(now, |_, _| {});
+    // C and A talk directly; C then offers a third party's address.
+    net.send(C, A, 0, 60, now);
+    assert_eq!(net.path(A, C), PeerPath::Direct(Some(addr(C))));
+    let victim: SocketAddr = "198.51.100.9:4000".parse().unwrap();
+    let mark = net.sent.len();
+    control_from(&mut net, C, A, encode_offer(false, &[victim]), now);
+    let until = now + Duration::from_secs(2);
+    net.advance(&mut now, until);
+    let a = net.devices[A].stats();
+    assert_eq!(a.dropped(DropReason::PunchRefused), 1);
+    assert_eq!(DropReason::PunchRefused.cause(), crate::DropCause::Peer);
+    assert_eq!(a.relay.punches_sent, 0);
+    assert!(!sent_since(&net, A, mark).contains(&victim));
+    // Nor did A answer with an offer of its own.
+    assert_eq!(net.devices[C].stats().relay.punches_sent, 0);
+}
+
+#[test]
+fn a_relayed_peers_offer_is_punched_only_at_usable_candidates_that_are_not_our_own() {
+    let mut now = Instant::now();
+    let mut net = relayed(&mut now);
+    net.devices[A].set_own_candidates(vec![addr(A)]);
+    // Past the one offer a second the set-up may have used.
+    let until = now + Duration::from_millis(1500);
+    net.advance(&mut now, until);
+    let good: SocketAddr = "198.51.100.9:4000".parse().unwrap();
+    let bad: Vec<SocketAddr> = [
+        "127.0.0.1:51820",
+        "[::1]:51820",
+        "224.0.0.1:51820",
+        "[ff02::1]:51820",
+        "255.255.255.255:51820",
+        "0.0.0.0:51820",
+    ]
+    .iter()
+    .map(|e| e.parse().unwrap())
+    .chain([addr(A)])
+    .collect();
+    let offered: Vec<SocketAddr> = std::iter::once(good).chain(bad.clone()).collect();
+    assert_eq!(offered.len(), MAX_CANDIDATES);
+    let mark = net.sent.len();
+    control_from(&mut net, C, A, encode_offer(false, &offered), now);
+    let until = now + Duration::from_secs(1);
+    net.advance(&mut now, until);
+    let punched = sent_since(&net, A, mark);
+    assert!(punched.contains(&good), "the offer was taken: {punched:?}");
+    assert!(punched.contains(&addr(C)), "C's known endpoint too");
+    for b in &bad {
+        assert!(!punched.contains(b), "punched {b}");
+    }
+}
+
+#[test]
+fn an_offer_spelling_addresses_as_ipv4_mapped_ipv6_is_malformed_and_punches_none_of_them() {
+    let mut now = Instant::now();
+    let mut net = relayed(&mut now);
+    let until = now + Duration::from_millis(1500);
+    net.advance(&mut now, until);
+    let mapped = ["127.0.0.1", "224.0.0.1", "0.0.0.0", "198.51.100.9"];
+    let mut plain = vec![
+        crate::wire::control::TYPE_PUNCH_OFFER,
+        0,
+        mapped.len() as u8,
+    ];
+    for ip in mapped {
+        let ip: Ipv4Addr = ip.parse().unwrap();
+        plain.push(6);
+        plain.extend_from_slice(&ip.to_ipv6_mapped().octets());
+        plain.extend_from_slice(&51820u16.to_le_bytes());
+    }
+    let malformed = net.devices[A].stats().dropped(DropReason::MalformedInner);
+    let mark = net.sent.len();
+    control_from(&mut net, C, A, plain, now);
+    let until = now + Duration::from_secs(1);
+    net.advance(&mut now, until);
+    assert_eq!(
+        net.devices[A].stats().dropped(DropReason::MalformedInner),
+        malformed + 1
+    );
+    let punched = sent_since(&net, A, mark);
+    for ip in mapped {
+        let ip: Ipv4Addr = ip.parse().unwrap();
+        assert!(
+            !punched.iter().any(|d| d.ip().to_canonical() == ip),
+            "punched {ip} ({punched:?})"
+        );
+    }
+}
+
+#[test]
+fn a_punch_burst_stops_when_the_peer_is_no_longer_relayed() {
+    let mut now = Instant::now();
+    let mut net = relayed(&mut now);
+    let until = now + Duration::from_millis(1500);
+    net.advance(&mut now, until);
+    let target: SocketAddr = "198.51.100.9:4000".parse().unwrap();
+    control_from(&mut net, C, A, encode_offer(false, &[target]), now);
+    // A's burst is due; its caller names no relay for C any more.
+    let c_at_a = net.id(A, C);
+    net.devices[A].set_relay(c_at_a, None, now);
+    assert_eq!(net.path(A, C), PeerPath::Direct(Some(addr(C))));
+    let sent = net.devices[A].stats().relay.punches_sent;
+    let mark = net.sent.len();
+    let until = now + Duration::from_secs(2);
+    net.advance(&mut now, until);
+    assert_eq!(net.devices[A].stats().relay.punches_sent, sent);
+    assert!(!sent_since(&net, A, mark).contains(&target));
+}
+
+#[test]
+fn a_burst_is_bounded_to_the_candidates_of_one_offer_and_the_known_endpoint() {
+    let mut punch = crate::peer::relay::Punch::default();
+    let many: Vec<SocketAddr> = (1..=40)
+        .map(|i| SocketAddr::from(([198, 51, 100, i], 4000)))
+        .collect();
+    let now = Instant::now();
+    punch.start_burst(many, now);
+    let due = punch.due_punches(now).unwrap();
+    assert_eq!(due.len(), crate::peer::relay::MAX_PUNCH_TARGETS);
 }

@@ -299,3 +299,49 @@ fn every_length_of_every_type_parses_or_errors_without_panicking() {
         }
     }
 }
+
+#[test]
+fn an_ipv4_mapped_endpoint_is_sent_as_ipv4_and_refused_as_family_6() {
+    let mapped: SocketAddr = "[::ffff:127.0.0.1]:51820".parse().unwrap();
+    // Sent: family 4, 7 bytes, wherever an endpoint appears.
+    let pong = Control::Pong(Pong {
+        id: 1,
+        observed: mapped,
+    })
+    .to_vec();
+    assert_eq!(pong[PING_LEN..], [4, 127, 0, 0, 1, 0x6c, 0xca]);
+    let list = [mapped];
+    let offer = Control::PunchOffer(PunchOffer {
+        answer: false,
+        endpoints: Endpoints::from_list(&list),
+    })
+    .to_vec();
+    let Ok(Control::PunchOffer(o)) = Control::parse(&offer) else {
+        panic!("not an offer");
+    };
+    assert_eq!(
+        o.endpoints.iter().collect::<Vec<_>>(),
+        [v4("127.0.0.1:51820")]
+    );
+    // Received as family 6: the message is malformed, whichever carries it.
+    let mut family6 = vec![6];
+    family6.extend_from_slice(&[0; 10]);
+    family6.extend_from_slice(&[0xff, 0xff, 224, 0, 0, 1]);
+    family6.extend_from_slice(&51820u16.to_le_bytes());
+    let mut bad_offer = vec![TYPE_PUNCH_OFFER, 0, 1];
+    bad_offer.extend_from_slice(&family6);
+    let mut bad_pong = vec![TYPE_PONG, 1, 0, 0, 0];
+    bad_pong.extend_from_slice(&family6);
+    for bad in [bad_offer, bad_pong] {
+        assert_eq!(
+            Control::parse(&bad),
+            Err(ControlError::BadEndpoint { kind: bad[0] }),
+            "{bad:02x?}"
+        );
+    }
+    // A real IPv6 endpoint still parses.
+    let mut v6 = vec![TYPE_PUNCH_OFFER, 0, 1, 6];
+    v6.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+    v6.extend_from_slice(&51820u16.to_le_bytes());
+    assert!(Control::parse(&v6).is_ok());
+}
