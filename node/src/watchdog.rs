@@ -9,8 +9,14 @@
 //! Kubernetes restart policy) starts it again. By design nothing can stall
 //! the loop (it never waits for another task); the watchdog is there for
 //! the bug that proves the design wrong. It never touches protocol state.
+//!
+//! To tell which bug, the report also says what the main thread was doing
+//! while the loop stood still, from `/proc/self/task/<tid>`: its scheduler
+//! state and kernel wait channel, and the CPU time it spent since the last
+//! turn (a busy loop spends all of it; a wait on a lock or another task
+//! spends none; state `D` is a wait on the disk).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +36,8 @@ pub struct Heartbeat {
     origin: Instant,
     /// Milliseconds since `origin` of the last beat.
     last: Arc<AtomicU64>,
+    /// The beating thread's id (0 until the first beat).
+    tid: Arc<AtomicI32>,
 }
 
 impl Heartbeat {
@@ -38,6 +46,7 @@ impl Heartbeat {
         Heartbeat {
             origin: Instant::now(),
             last: Arc::new(AtomicU64::new(0)),
+            tid: Arc::new(AtomicI32::new(0)),
         }
     }
 
@@ -45,6 +54,10 @@ impl Heartbeat {
     pub fn beat(&self) {
         let ms = self.origin.elapsed().as_millis() as u64;
         self.last.store(ms, Ordering::Relaxed);
+        if self.tid.load(Ordering::Relaxed) == 0 {
+            self.tid
+                .store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
+        }
     }
 
     /// How long ago the last beat was.
@@ -90,24 +103,70 @@ pub fn spawn(
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("weft-watchdog".into())
-        .spawn(move || loop {
-            std::thread::sleep(limit / 10);
-            let silent = heartbeat.silent_for();
-            if silent >= limit {
-                let queues: Vec<String> = probes
-                    .iter()
-                    .map(|(name, probe)| format!("{name}={}", probe()))
-                    .collect();
-                error!(
-                    stalled_ms = silent.as_millis() as u64,
-                    queues = %queues.join(" "),
-                    "watchdog: the main loop has not turned; exiting so that the supervisor restarts the node"
-                );
-                on_stall(silent);
-                return;
+        .spawn(move || {
+            // The beat last seen, and the main thread's CPU time then.
+            let mut seen = (u64::MAX, 0);
+            loop {
+                std::thread::sleep(limit / 10);
+                let tid = heartbeat.tid.load(Ordering::Relaxed);
+                let last = heartbeat.last.load(Ordering::Relaxed);
+                if last != seen.0 {
+                    seen = (last, MainThread::read(tid).cpu_ms);
+                }
+                let silent = heartbeat.silent_for();
+                if silent >= limit {
+                    let queues: Vec<String> = probes
+                        .iter()
+                        .map(|(name, probe)| format!("{name}={}", probe()))
+                        .collect();
+                    let main = MainThread::read(tid);
+                    error!(
+                        stalled_ms = silent.as_millis() as u64,
+                        queues = %queues.join(" "),
+                        main_thread_state = %main.state,
+                        main_thread_wchan = %main.wchan,
+                        main_thread_cpu_ms_since_turn = main.cpu_ms.saturating_sub(seen.1),
+                        "watchdog: the main loop has not turned; exiting so that the supervisor restarts the node"
+                    );
+                    on_stall(silent);
+                    return;
+                }
             }
         })
         .map(drop)
+}
+
+/// What `/proc/self/task/<tid>` says of the main thread.
+struct MainThread {
+    /// Scheduler state: R running, S sleeping, D waiting on the disk, ...
+    state: String,
+    /// The kernel function it waits in (`0` when running).
+    wchan: String,
+    /// User and system CPU time it has used, in milliseconds.
+    cpu_ms: u64,
+}
+
+impl MainThread {
+    fn read(tid: i32) -> MainThread {
+        let dir = format!("/proc/self/task/{tid}");
+        let stat = std::fs::read_to_string(format!("{dir}/stat")).unwrap_or_default();
+        // After the command name (which may hold spaces): state, then utime
+        // and stime as the 12th and 13th fields.
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .filter(|hz| *hz > 0)
+            .unwrap_or(100) as u64;
+        MainThread {
+            state: fields.first().unwrap_or(&"?").to_string(),
+            wchan: std::fs::read_to_string(format!("{dir}/wchan")).unwrap_or_else(|_| "?".into()),
+            cpu_ms: (ticks(11).unwrap_or(0) + ticks(12).unwrap_or(0)) * 1000 / hz,
+        }
+    }
 }
 
 #[cfg(test)]

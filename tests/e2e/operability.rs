@@ -310,4 +310,17 @@ fn a_node_whose_main_loop_stalls_is_ended_by_the_watchdog_with_its_queue_states(
     for queue in ["admin=", "metrics="] {
         assert!(line.contains(queue), "{queue} missing from {line:?}");
     }
+    // The stall is a wait (the test parks the main thread), and the report
+    // says so: asleep, and next to no CPU spent since the last turn.
+    assert!(
+        line.contains("main_thread_state=S"),
+        "no sleeping main thread in {line:?}"
+    );
+    let cpu_ms: u64 = line
+        .split("main_thread_cpu_ms_since_turn=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no main-thread CPU time in {line:?}"));
+    assert!(cpu_ms < 500, "a parked thread spent {cpu_ms} ms");
 }
