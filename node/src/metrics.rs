@@ -192,6 +192,12 @@ const NODE: &[(&str, &str, Source)] = &[
         Source::One(|s| Some(Value::Count(s.cookie_replies_sent))),
     ),
     (
+        "weft_handshake_dh_total",
+        "Received handshake messages that reached Diffie-Hellman (past mac1, and under load \
+         past mac2 and the source's rate limit)",
+        Source::One(|s| Some(Value::Count(s.handshake_dh))),
+    ),
+    (
         "weft_nat_behind",
         "1 if this node is behind a NAT",
         Source::One(|s| Some(Value::Int(i64::from(s.nat.behind?)))),
@@ -585,6 +591,15 @@ mod tests {
         assert_eq!(sample(&text, "weft_peer_rx_bytes_total"), 150.0);
         assert_eq!(sample(&text, "weft_path_mtu_bytes"), 1400.0);
         assert_eq!(sample(&text, "weft_peer_keepalive_interval_seconds"), 2.5);
+    }
+
+    #[test]
+    fn handshakes_at_diffie_hellman_are_a_counter() {
+        let mut s = snapshot();
+        s.handshake_dh = 7;
+        let text = render(&s, true).unwrap();
+        assert_eq!(sample(&text, "weft_handshake_dh_total"), 7.0);
+        assert!(text.contains("# TYPE weft_handshake_dh_total counter"));
     }
 
     #[test]

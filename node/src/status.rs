@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub drops: Vec<(String, u64)>,
     /// Cookie replies sent while under load.
     pub cookie_replies_sent: u64,
+    /// Received handshake messages that reached Diffie-Hellman.
+    pub handshake_dh: u64,
     /// Mesh membership and gossip, on mesh members.
     pub mesh: Option<MeshStats>,
     /// What this node knows of its NAT.
@@ -226,6 +228,7 @@ impl Snapshot {
                 .map(|&r| (r.as_str().to_string(), stats.dropped(r)))
                 .collect(),
             cookie_replies_sent: stats.cookie_replies_sent,
+            handshake_dh: stats.handshake_dh,
             mesh: None,
             nat: {
                 let n = device.nat_status();

@@ -42,6 +42,7 @@ const METRICS: &[&str] = &[
     "weft_members",
     "weft_datagrams_dropped_total",
     "weft_cookie_replies_sent_total",
+    "weft_handshake_dh_total",
     "weft_gossip_published_total",
     "weft_gossip_received_total",
     "weft_gossip_rejected_total",
