@@ -84,6 +84,10 @@ pub enum JoinRefusal {
     /// The network has no free address left.
     #[error("the network has no free address left")]
     NoAddress,
+    /// The joining identity was revoked: it never comes back, whatever
+    /// token it presents.
+    #[error("this server's identity was revoked from the network")]
+    Revoked,
 }
 
 impl JoinRefusal {
@@ -96,6 +100,7 @@ impl JoinRefusal {
             JoinRefusal::WrongNetwork => "wrong_network",
             JoinRefusal::BadName => "bad_name",
             JoinRefusal::NoAddress => "no_address",
+            JoinRefusal::Revoked => "revoked",
         }
     }
 }

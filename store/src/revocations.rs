@@ -80,6 +80,18 @@ impl<'s> Revocations<'s> {
     pub fn list(&self) -> Result<Vec<(Identity, RevocationRecord)>, StoreError> {
         self.store.list_records(TREE, self.tree().iter(), key32)
     }
+
+    /// Every revoked identity, whether or not its record decodes: what a
+    /// node must keep out (a revocation fails closed).
+    pub fn identities(&self) -> Result<Vec<Identity>, StoreError> {
+        let mut ids = Vec::new();
+        for key in self.tree().iter().keys() {
+            if let Ok(id) = Identity::try_from(key?.as_ref()) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
 }
 
 #[cfg(test)]
@@ -122,5 +134,6 @@ mod tests {
         assert!(store.revocations().is_revoked(&[1; 32]).unwrap());
         assert!(store.revocations().get(&[1; 32]).is_err());
         assert_eq!(store.revocations().list().unwrap(), vec![]);
+        assert_eq!(store.revocations().identities().unwrap(), vec![[1; 32]]);
     }
 }

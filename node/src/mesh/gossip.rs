@@ -234,10 +234,18 @@ impl Gossip {
         let mut revocations = Vec::new();
         let mut validator = Validator::new();
         validator.set_allow_loopback(true);
+        // Every stored revocation keeps its member out, also one whose
+        // record no longer decodes (every serial of that identity).
+        let revoked_ids = m.store.revocations().identities().unwrap_or_else(|e| {
+            warn!(error = %e, "stored revocations unreadable");
+            Vec::new()
+        });
+        for id in revoked_ids {
+            revoked_set.insert(id);
+            validator.note_revocation(IdentityKey(id), u64::MAX);
+        }
         if let Ok(list) = m.store.revocations().list() {
-            for (id, record) in list {
-                revoked_set.insert(id);
-                validator.note_revocation(IdentityKey(id), record.serial);
+            for (_, record) in list {
                 if let Ok(r) = postcard::from_bytes::<Revocation>(&record.signed) {
                     revocations.push(r);
                 }
@@ -809,7 +817,9 @@ impl Gossip {
     ) {
         let id = r.identity;
         info!(identity = %id, serial = r.serial, "member revoked");
-        self.validator.note_revocation(id, r.serial);
+        // Identity-wide: no certificate of a revoked identity, of any
+        // serial, is taken again (the gate refuses the identity too).
+        self.validator.note_revocation(id, u64::MAX);
         if let Ok(mut set) = self.revoked.write() {
             set.insert(id.0);
         }

@@ -341,6 +341,15 @@ fn decide(
         .get(&hash)
         .map_err(|_| JoinRefusal::Unknown)?
         .ok_or(JoinRefusal::Unknown)?;
+    // A revoked identity never comes back, whatever the token (an unreadable
+    // answer from the store counts as revoked).
+    if m.store
+        .revocations()
+        .is_revoked(&req.identity)
+        .unwrap_or(true)
+    {
+        return Err(JoinRefusal::Revoked);
+    }
     // Say what is wrong with the invite itself before anything else.
     if invite.used_unix.is_some() {
         return redeliver(m, req, &invite, endpoints, now);
@@ -556,5 +565,119 @@ mod tests {
         }
         assert!(gate.sources.len() <= MAX_SOURCES);
         assert_eq!(gate.sources[&ip(1)].active, 1);
+    }
+
+    /// A network made by `weft init` in a directory of its own, removed
+    /// when dropped.
+    struct Network {
+        dir: std::path::PathBuf,
+        m: Option<Membership>,
+    }
+
+    impl Network {
+        fn new(name: &str) -> Network {
+            let dir = std::env::temp_dir().join(format!("weft-join-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            crate::cli::init::run("alpha", "100.64.0.0/16", "test", &dir).unwrap();
+            let config = crate::config::Config::load(&dir.join("weft.toml")).unwrap();
+            let m = Membership::open(config.mesh.as_ref().unwrap()).unwrap();
+            Network { dir, m: Some(m) }
+        }
+
+        fn m(&self) -> &Membership {
+            self.m.as_ref().expect("open until dropped")
+        }
+
+        /// Records an invite for `secret`, valid for an hour.
+        fn invite(&self, secret: [u8; 32]) {
+            let record = InviteRecord {
+                name: None,
+                expires_unix: now_unix() + 3600,
+                used_unix: None,
+                used_by: None,
+            };
+            let hash = InviteToken::hash_secret(&secret);
+            self.m().store.invites().add(&hash, &record).unwrap();
+        }
+
+        fn request(&self, secret: [u8; 32], who: u8, name: &str) -> JoinRequest {
+            JoinRequest {
+                network: self.m().info.id().0,
+                secret,
+                name: Some(name.to_owned()),
+                identity: [who; 32],
+                noise_key: [who ^ 0xff; 32],
+            }
+        }
+    }
+
+    impl Drop for Network {
+        fn drop(&mut self) {
+            drop(self.m.take());
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn a_lost_answer_is_given_again_to_its_joiner_and_to_nobody_else() {
+        let net = Network::new("again");
+        net.invite([1; 32]);
+        let beta = net.request([1; 32], 7, "beta");
+        let (first, _) = decide(net.m(), &beta, &[]).expect("first join");
+        let (again, cert) = decide(net.m(), &beta, &[]).expect("the same joiner again");
+        assert_eq!(again.certificate, first.certificate, "the same certificate");
+        assert_eq!(cert.name, "beta");
+
+        let other = net.request([1; 32], 8, "gamma");
+        assert_eq!(
+            decide(net.m(), &other, &[]).err(),
+            Some(JoinRefusal::AlreadyUsed)
+        );
+        let mut new_keys = beta.clone();
+        new_keys.noise_key = [0x42; 32];
+        assert_eq!(
+            decide(net.m(), &new_keys, &[]).err(),
+            Some(JoinRefusal::AlreadyUsed),
+            "same identity, other Noise key"
+        );
+    }
+
+    #[test]
+    fn a_revoked_identity_is_refused_whatever_token_it_presents() {
+        let net = Network::new("revoked");
+        net.invite([1; 32]);
+        let beta = net.request([1; 32], 7, "beta");
+        decide(net.m(), &beta, &[]).expect("first join");
+        let revocation = weft_store::RevocationRecord {
+            serial: 1,
+            revoked_unix: now_unix(),
+            signed: Vec::new(),
+        };
+        net.m()
+            .store
+            .revocations()
+            .revoke(&[7; 32], &revocation)
+            .unwrap();
+
+        assert_eq!(
+            decide(net.m(), &beta, &[]).err(),
+            Some(JoinRefusal::Revoked)
+        );
+        net.invite([2; 32]);
+        let fresh = net.request([2; 32], 7, "beta2");
+        assert_eq!(
+            decide(net.m(), &fresh, &[]).err(),
+            Some(JoinRefusal::Revoked)
+        );
+        let unused = net
+            .m()
+            .store
+            .invites()
+            .get(&InviteToken::hash_secret(&[2; 32]));
+        assert_eq!(
+            unused.unwrap().unwrap().used_unix,
+            None,
+            "the new token is not spent"
+        );
     }
 }
