@@ -28,8 +28,8 @@ use crate::mesh::{build_mesh, wait_pairs};
 const MEMBERS: [&str; 2] = ["m0", "m1"];
 /// The host the intruder runs on (no weft there).
 const INTRUDER_HOST: usize = 2;
-/// How long the intruder waits to be hung up on: weft's credential deadline (5 s) and margin.
-const HANG_UP_WITHIN: Duration = Duration::from_secs(10);
+/// How long the intruder waits to be hung up on: weft's credential deadline (10 s) and margin.
+const HANG_UP_WITHIN: Duration = Duration::from_secs(15);
 /// A refused re-dial must end well inside the credential deadline, or it was not refused but
 /// merely timed out again.
 const REFUSED_WITHIN: Duration = Duration::from_secs(2);
