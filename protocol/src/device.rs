@@ -244,6 +244,14 @@ impl Device {
         self.routes.longest_match(ip).map(|(_, id)| *id)
     }
 
+    /// Whether `id` is a live peer whose allowed IPs hold `ip`: the one
+    /// condition for sending it a packet to `ip` (cryptokey routing).
+    fn routes_to(&self, id: PeerId, ip: std::net::IpAddr) -> bool {
+        self.peers
+            .get(id)
+            .is_some_and(|p| !p.removed && p.allowed_ips.iter().any(|n| n.contains(ip)))
+    }
+
     /// Every peer's id.
     pub fn peer_ids(&self) -> impl Iterator<Item = PeerId> {
         self.peers.ids()
@@ -281,17 +289,36 @@ impl Device {
     /// is `buf[..len]`. `buf` should have room for the header, the packet
     /// padded to 16 bytes and the tag.
     pub fn encapsulate(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Encapsulated {
-        match self.seal_inner(now, buf, len) {
+        match self.seal_inner(now, None, buf, len) {
             Ok(out) => out,
             Err(reason) => Encapsulated::Dropped(self.stats.count_drop(reason)),
         }
     }
 
-    /// [`Device::encapsulate`], with the drop of the packet given not yet
-    /// counted.
+    /// [`Device::encapsulate`] for a packet the caller has already routed
+    /// to `peer` (with [`Device::route`], e.g. to clamp a SYN's MSS to that
+    /// peer's edge), so it is not routed twice. A `peer` that does not
+    /// route the packet's destination is a `NoRoute` drop: this never sends
+    /// a packet where routing would not.
+    pub fn encapsulate_to(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Encapsulated {
+        match self.seal_inner(now, Some(peer), buf, len) {
+            Ok(out) => out,
+            Err(reason) => Encapsulated::Dropped(self.stats.count_drop(reason)),
+        }
+    }
+
+    /// [`Device::encapsulate`] (or [`Device::encapsulate_to`] with `routed`),
+    /// with the drop of the packet given not yet counted.
     fn seal_inner(
         &mut self,
         now: Instant,
+        routed: Option<PeerId>,
         buf: &mut [u8],
         len: usize,
     ) -> Result<Encapsulated, DropReason> {
@@ -300,9 +327,13 @@ impl Device {
             .get(start..start + len)
             .and_then(packet::summarize)
             .ok_or(DropReason::MalformedInner)?;
-        let Some(id) = self.route(summary.dst) else {
-            trace!(dst = %summary.dst, "no peer routes this destination");
-            return Err(DropReason::NoRoute);
+        let id = match routed {
+            Some(id) if self.routes_to(id, summary.dst) => id,
+            Some(_) => return Err(DropReason::NoRoute),
+            None => self.route(summary.dst).ok_or_else(|| {
+                trace!(dst = %summary.dst, "no peer routes this destination");
+                DropReason::NoRoute
+            })?,
         };
         let mtu = self.inner_mtu(id);
         if len > mtu

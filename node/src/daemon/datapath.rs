@@ -132,14 +132,21 @@ impl DataPath {
             for i in 0..filled {
                 let len = self.tx_sizes[i];
                 let slot = &mut self.tx[i * stride..(i + 1) * stride];
-                if self.mss_clamp {
+                // A SYN is routed once, for its MSS, and sealed for that peer.
+                let routed = if self.mss_clamp {
                     clamp_mss(
                         device,
                         &mut slot[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + len],
                         None,
-                    );
-                }
-                self.tx_out[i] = match device.encapsulate(now, slot, len) {
+                    )
+                } else {
+                    None
+                };
+                let sealed = match routed {
+                    Some(peer) => device.encapsulate_to(now, peer, slot, len),
+                    None => device.encapsulate(now, slot, len),
+                };
+                self.tx_out[i] = match sealed {
                     Encapsulated::Send {
                         destination, len, ..
                     } => Some((destination, len)),
@@ -375,15 +382,13 @@ impl DataPath {
 
 /// Clamps the MSS of a SYN or SYN-ACK crossing the tunnel to what the edge
 /// carries: toward the peer its destination routes to (outgoing), or from
-/// `peer` (incoming). The packet is read once; only a SYN is routed.
-fn clamp_mss(device: &Device, packet: &mut [u8], peer: Option<PeerId>) {
-    let Some(syn) = mss::find_syn(packet) else {
-        return;
-    };
-    let Some(peer) = peer.or_else(|| device.route(syn.destination)) else {
-        return;
-    };
+/// `peer` (incoming). The packet is read once; only a SYN is routed, and
+/// the peer it routes to is returned, so the SYN is not routed again.
+fn clamp_mss(device: &Device, packet: &mut [u8], peer: Option<PeerId>) -> Option<PeerId> {
+    let syn = mss::find_syn(packet)?;
+    let peer = peer.or_else(|| device.route(syn.destination))?;
     mss::clamp(packet, syn, syn.mss_for(device.inner_mtu(peer)));
+    Some(peer)
 }
 
 /// A send failed: with EMSGSIZE the datagram was larger than the local MTU

@@ -121,6 +121,26 @@ fn connected(now: Instant, configure: impl FnOnce(&mut DeviceConfig)) -> (Device
 }
 
 #[test]
+fn a_packet_routed_by_the_caller_is_sealed_for_that_peer_only_if_it_routes_there() {
+    let now = Instant::now();
+    let (mut a, mut b) = connected(now, |_| {});
+    let to_b = a.route(B_IP.into()).expect("b routes 100.64.0.2");
+    let packet = inner::ipv4(A_IP, B_IP, 1, 60);
+    let mut buf = vec![0u8; 60 + 64];
+    buf[16..76].copy_from_slice(&packet);
+    let out = a.encapsulate_to(now, to_b, &mut buf, 60);
+    assert!(matches!(out, Encapsulated::Send { peer, .. } if peer == to_b));
+
+    // The same peer for a destination it does not route: refused, never sent.
+    let elsewhere = inner::ipv4(A_IP, Ipv4Addr::new(100, 64, 0, 9), 2, 60);
+    buf[16..76].copy_from_slice(&elsewhere);
+    let out = a.encapsulate_to(now, to_b, &mut buf, 60);
+    assert_eq!(out, Encapsulated::Dropped(DropReason::NoRoute));
+    let (_, at_b) = pump(&mut a, &mut b, now);
+    assert!(at_b.is_empty(), "nothing more reached b: {at_b:?}");
+}
+
+#[test]
 fn a_packet_no_peer_routes_is_dropped_as_no_route() {
     let now = Instant::now();
     let (mut a, _) = pair_with(now, |_| {});
