@@ -22,9 +22,7 @@ use rand_core::OsRng;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use weft_protocol::join::{JoinInitiator, JoinRequest, JoinResponse};
-use weft_protocol::membership::{
-    IdentitySecret, InviteToken, RecordBody, SignedCertificate, Validator,
-};
+use weft_protocol::membership::{IdentitySecret, InviteToken, RecordBody, SignedCertificate};
 use weft_protocol::StaticSecret;
 use weft_store::{MemberRecord, PathRecord, Store};
 
@@ -72,8 +70,7 @@ pub fn run(token_text: &str, name: Option<String>, dir: &Path) -> anyhow::Result
         bail!("the inviter's certificate is not for this server's keys");
     }
     // Bootstrap announcements: checked like any gossip before use.
-    let mut validator = Validator::new();
-    validator.set_allow_loopback(true);
+    let mut validator = crate::mesh::gossip::record_validator();
     let mut bootstrap = Vec::new();
     for bytes in &grant.bootstrap {
         if let Ok(record) = validator.validate(bytes, &info, &|_| false, now) {

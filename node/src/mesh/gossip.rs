@@ -232,8 +232,7 @@ impl Gossip {
     ) -> anyhow::Result<(Self, mpsc::Receiver<ControlEvent>)> {
         let mut revoked_set = HashSet::new();
         let mut revocations = Vec::new();
-        let mut validator = Validator::new();
-        validator.set_allow_loopback(true);
+        let mut validator = record_validator();
         // Every stored revocation keeps its member out, also one whose
         // record no longer decodes (every serial of that identity).
         let revoked_ids = m.store.revocations().identities().unwrap_or_else(|e| {
@@ -957,9 +956,61 @@ impl Gossip {
     }
 }
 
+/// The validator of gossip records: loopback endpoints refused, as for
+/// every endpoint others name (docs/protocol.md §9): a member announcing
+/// 127.0.0.1 would have its peers send to themselves.
+pub(crate) fn record_validator() -> Validator {
+    Validator::new()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_announcing_a_loopback_endpoint_is_refused() {
+        use rand_core::OsRng;
+        use weft_protocol::membership::{Announcement, IdentitySecret, NetworkId, NetworkInfo};
+        let authority = IdentitySecret::generate(&mut OsRng);
+        let network = NetworkId([3; 16]);
+        let prefix = "100.64.0.0/16".parse().unwrap();
+        let info = NetworkInfo::new(network, "test".into(), prefix, authority.identity()).unwrap();
+        let member = IdentitySecret::generate(&mut OsRng);
+        let now = now_unix();
+        let ipv4 = std::net::Ipv4Addr::new(100, 64, 0, 7);
+        let cert = Certificate {
+            network,
+            name: "beta".into(),
+            identity: member.identity(),
+            noise_key: weft_protocol::PublicKey([7; 32]),
+            ipv4,
+            ipv6: info.allocate_v6(ipv4),
+            serial: 1,
+            not_before: now - 60,
+            not_after: now + 3600,
+        };
+        let signed = weft_protocol::membership::Authority::issue(&cert, &authority);
+        let announce = |seq, endpoint: &str| {
+            let body = RecordBody::Announcement(Announcement {
+                certificate: signed.clone(),
+                endpoints: vec![endpoint.parse().unwrap()],
+            });
+            SignedRecord::sign(&member, seq, body).to_bytes()
+        };
+        let mut validator = record_validator();
+        let known = |_: &IdentityKey| true;
+        for spelling in ["127.0.0.1:51820", "[::ffff:127.0.0.1]:51820", "[::1]:51820"] {
+            assert!(
+                validator
+                    .validate(&announce(1, spelling), &info, &known, now)
+                    .is_err(),
+                "{spelling} accepted"
+            );
+        }
+        assert!(validator
+            .validate(&announce(2, "192.0.2.7:51820"), &info, &known, now)
+            .is_ok());
+    }
 
     #[test]
     fn a_restart_after_the_clock_stepped_back_still_numbers_records_higher() {
