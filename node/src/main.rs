@@ -5,6 +5,7 @@
 //! causes joined by `: `) and exit status 1; never a panic or a backtrace.
 
 mod admin;
+mod bucket;
 mod cli;
 mod config;
 mod control;

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 
+use crate::bucket::TokenBucket;
+
 /// Records an origin may send in a burst.
 pub const BURST: u32 = 256;
 /// An origin earns one more record this often (10 a second).
@@ -24,17 +26,10 @@ pub const REFILL: Duration = Duration::from_millis(100);
 /// Origins remembered.
 pub const MAX_ORIGINS: usize = 4096;
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: u32,
-    /// When the bucket was last refilled (and the origin last heard from).
-    at: Instant,
-}
-
 /// A token bucket per origin.
 #[derive(Debug, Default)]
 pub(super) struct OriginRate {
-    buckets: HashMap<PeerId, Bucket>,
+    buckets: HashMap<PeerId, TokenBucket>,
 }
 
 impl OriginRate {
@@ -45,26 +40,18 @@ impl OriginRate {
             let oldest = self
                 .buckets
                 .iter()
-                .min_by_key(|(_, b)| b.at)
+                .min_by_key(|(_, b)| b.last_refill())
                 .map(|(p, _)| *p);
             if let Some(oldest) = oldest {
                 self.buckets.remove(&oldest);
             }
         }
-        let bucket = self.buckets.entry(origin).or_insert(Bucket {
-            tokens: BURST,
-            at: now,
-        });
-        let earned = now.saturating_duration_since(bucket.at).as_millis() / REFILL.as_millis();
-        if earned > 0 {
-            bucket.tokens = (u128::from(bucket.tokens) + earned).min(u128::from(BURST)) as u32;
-            bucket.at = now;
-        }
-        if bucket.tokens == 0 {
-            return false;
-        }
-        bucket.tokens -= 1;
-        true
+        let bucket = self
+            .buckets
+            .entry(origin)
+            .or_insert(TokenBucket::full(BURST, now));
+        bucket.refill(BURST, REFILL, now);
+        bucket.take()
     }
 }
 

@@ -43,6 +43,8 @@ use weft_protocol::membership::{
 use weft_protocol::StaticSecret;
 use weft_store::{InviteError, InviteRecord, MemberRecord};
 
+use crate::bucket::TokenBucket;
+
 use super::{now_unix, Membership, NetworkWire, CERT_LIFETIME_SECS, CLOCK_SKEW_SECS};
 
 /// How long one join exchange may take, on either side.
@@ -93,9 +95,7 @@ impl Turned {
 #[derive(Debug, Clone, Copy)]
 struct Source {
     active: usize,
-    tokens: u32,
-    /// When the bucket was last refilled (and the source last heard from).
-    at: Instant,
+    attempts: TokenBucket,
 }
 
 /// Which connections the listener serves: a sans-IO table of exchanges in
@@ -116,26 +116,18 @@ impl JoinGate {
         }
         let source = self.sources.entry(ip).or_insert(Source {
             active: 0,
-            tokens: ATTEMPT_BURST,
-            at: now,
+            attempts: TokenBucket::full(ATTEMPT_BURST, now),
         });
-        let earned = now.saturating_duration_since(source.at).as_millis()
-            / ATTEMPT_REFILL.as_millis().max(1);
-        if earned > 0 {
-            source.tokens =
-                (u128::from(source.tokens) + earned).min(u128::from(ATTEMPT_BURST)) as u32;
-            source.at = now;
-        }
+        source.attempts.refill(ATTEMPT_BURST, ATTEMPT_REFILL, now);
         if self.active >= MAX_EXCHANGES {
             return Err(Turned::Busy);
         }
         if source.active >= MAX_EXCHANGES_PER_SOURCE {
             return Err(Turned::SourceBusy);
         }
-        if source.tokens == 0 {
+        if !source.attempts.take() {
             return Err(Turned::RateLimited);
         }
-        source.tokens -= 1;
         source.active += 1;
         self.active += 1;
         Ok(())
@@ -158,7 +150,7 @@ impl JoinGate {
             .sources
             .iter()
             .filter(|(_, s)| s.active == 0)
-            .min_by_key(|(_, s)| s.at)
+            .min_by_key(|(_, s)| s.attempts.last_refill())
             .map(|(ip, _)| *ip);
         if let Some(ip) = oldest {
             self.sources.remove(&ip);
