@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 use crate::harness::{
     cpu_ticks, ping_in_background, wait_reachable, Lab, Netns, Node, RoutedHosts,
 };
-use crate::mesh::{addresses, invite, v4, weft};
+use crate::mesh::{addresses, init_alpha, invite, v4, weft};
 
 /// The join listener's TCP port in configs `weft init` writes.
 const JOIN_PORT: u16 = 51821;
@@ -23,22 +23,6 @@ const FLOOD_CONNECTIONS: usize = 400;
 const FLOOD_MAX_CONNECTS: usize = 4_000;
 /// The node's file-descriptor limit during the flood (a common default in containers).
 const FD_LIMIT: u64 = 256;
-
-/// `weft init` of a network 100.64.0.0/16 as member "alpha" into `dir`.
-fn init(ns: &Netns, dir: &Path) {
-    let dir = dir.to_str().unwrap();
-    let args = [
-        "init",
-        "--name",
-        "alpha",
-        "--network",
-        "100.64.0.0/16",
-        "--dir",
-        dir,
-    ];
-    let (ok, _, err) = weft(ns, &args);
-    assert!(ok, "weft init failed: {err}");
-}
 
 /// `weft join TOKEN --dir DIR` in `ns`; returns (success, stderr, how long it took).
 fn join(ns: &Netns, token: &str, dir: &Path) -> (bool, String, Duration) {
@@ -128,7 +112,7 @@ fn a_join_port_flood_at_256_descriptors_stalls_neither_tunnel_nor_status_nor_a_r
     let (a_ns, b_ns, attacker, c_ns) = (&net.hosts[0], &net.hosts[1], &net.hosts[2], &net.hosts[3]);
 
     let a_dir = lab.dir().join("a");
-    init(a_ns, &a_dir);
+    init_alpha(a_ns, &a_dir);
     let a_config = a_dir.join("weft.toml");
     let (a4, _) = addresses(&a_config);
     let a = Node::start_file(&lab, a_ns, "a", &a_config, v4(a4));

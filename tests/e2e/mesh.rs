@@ -46,23 +46,27 @@ pub(crate) fn v4(ip: IpAddr) -> std::net::Ipv4Addr {
     }
 }
 
+/// `weft init` in `ns` of network 100.64.0.0/16 with first member "alpha" into `dir`; returns
+/// what it printed.
+pub(crate) fn init_alpha(ns: &Netns, dir: &Path) -> String {
+    let args = [
+        "init",
+        "--name",
+        "alpha",
+        "--network",
+        "100.64.0.0/16",
+        "--dir",
+        dir.to_str().unwrap(),
+    ];
+    let (ok, out, err) = weft(ns, &args);
+    assert!(ok, "weft init failed: {err}");
+    out
+}
+
 /// `weft init` in `net.a` into `lab/a`, and the running node.
 fn first_member<'n>(lab: &Lab, net: &'n OneLink) -> (Node<'n>, PathBuf) {
     let dir = lab.dir().join("a");
-    let (ok, out, err) = weft(
-        &net.a,
-        &[
-            "init",
-            "--name",
-            "alpha",
-            "--network",
-            "100.64.0.0/16",
-            "--dir",
-            dir.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "weft init failed: {err}");
-    println!("mesh: {out}");
+    println!("mesh: {}", init_alpha(&net.a, &dir));
     let config = dir.join("weft.toml");
     let (a4, _) = addresses(&config);
     (Node::start_file(lab, &net.a, "a", &config, v4(a4)), config)

@@ -171,6 +171,20 @@ fn intruder(seed: u8) -> Swarm<Behaviour> {
     build_swarm(keypair, &IdentTopic::new(TOPIC)).unwrap()
 }
 
+/// Members a, b and c (identity seeds in that order), a and c connected to
+/// b, each told of its connections.
+async fn around_b(seeds: [u8; 3]) -> [(ControlHandle, Events); 3] {
+    let [(a, mut a_events), (b, mut b_events), (c, mut c_events)] = seeds.map(spawn_member);
+    let b_addr = loopback(&b).await;
+    bounded(a.dial(b_addr.clone())).await.unwrap();
+    bounded(c.dial(b_addr)).await.unwrap();
+    member_connected(&mut a_events, b.peer_id()).await;
+    member_connected(&mut c_events, b.peer_id()).await;
+    member_connected(&mut b_events, a.peer_id()).await;
+    member_connected(&mut b_events, c.peer_id()).await;
+    [(a, a_events), (b, b_events), (c, c_events)]
+}
+
 /// Drives `swarm` until `pick` selects an event.
 async fn drive<T>(
     swarm: &mut Swarm<Behaviour>,
@@ -214,17 +228,7 @@ async fn two_members_exchange_a_published_record() {
 
 #[tokio::test]
 async fn three_members_forward_only_accepted_messages() {
-    let (a, mut a_events) = spawn_member(3);
-    let (b, mut b_events) = spawn_member(4);
-    let (c, mut c_events) = spawn_member(5);
-
-    let b_addr = loopback(&b).await;
-    bounded(a.dial(b_addr.clone())).await.unwrap();
-    bounded(c.dial(b_addr)).await.unwrap();
-    member_connected(&mut a_events, b.peer_id()).await;
-    member_connected(&mut c_events, b.peer_id()).await;
-    member_connected(&mut b_events, a.peer_id()).await;
-    member_connected(&mut b_events, c.peer_id()).await;
+    let [(a, _a_events), (b, mut b_events), (_c, mut c_events)] = around_b([3, 4, 5]).await;
 
     a.publish(b"accepted record".to_vec()).await.unwrap();
     let (id, source, via, _) = message(&mut b_events).await;
@@ -485,16 +489,7 @@ async fn one_peer_holds_at_most_three_connections() {
 
 #[tokio::test]
 async fn a_member_flooding_records_is_cut_to_its_budget_and_the_others_still_publish() {
-    let (a, mut a_events) = spawn_member(12);
-    let (b, mut b_events) = spawn_member(13);
-    let (c, mut c_events) = spawn_member(14);
-    let b_addr = loopback(&b).await;
-    bounded(a.dial(b_addr.clone())).await.unwrap();
-    bounded(c.dial(b_addr)).await.unwrap();
-    member_connected(&mut a_events, b.peer_id()).await;
-    member_connected(&mut c_events, b.peer_id()).await;
-    member_connected(&mut b_events, a.peer_id()).await;
-    member_connected(&mut b_events, c.peer_id()).await;
+    let [(a, _a_events), (b, mut b_events), (_c, mut c_events)] = around_b([12, 13, 14]).await;
 
     // A publishes 1,000 distinct records.
     let flood = 1_000;
