@@ -20,6 +20,9 @@ use super::identity::{Hex, IdentityKey, SigningContext};
 use super::network::{is_valid_name, NetworkId, NetworkInfo};
 use crate::PublicKey;
 
+/// How far a certificate's start may lie in a verifier's future and still
+/// count: clocks of members drift by minutes.
+pub const CLOCK_SKEW_SECS: u64 = 300;
 /// Longest encoded [`Certificate`] a verifier accepts.
 pub const MAX_CERTIFICATE_LEN: usize = 1024;
 /// Version byte that starts [`SignedCertificate::to_bytes`].
@@ -57,7 +60,9 @@ pub struct Certificate {
 
 impl Certificate {
     /// Checks every rule but the signature: network, name, addresses and
-    /// validity at `now_unix`. An issuer can call it before signing.
+    /// validity at `now_unix` (a start up to [`CLOCK_SKEW_SECS`] ahead
+    /// counts as started; the end is exact). An issuer can call it before
+    /// signing.
     pub fn check(&self, network: &NetworkInfo, now_unix: u64) -> Result<(), CertError> {
         if self.network != *network.id() {
             return Err(CertError::WrongNetwork {
@@ -73,7 +78,7 @@ impl Certificate {
         if self.ipv6 != network.allocate_v6(self.ipv4) {
             return Err(CertError::Ipv6Mismatch { ipv6: self.ipv6 });
         }
-        if now_unix < self.not_before {
+        if now_unix.saturating_add(CLOCK_SKEW_SECS) < self.not_before {
             return Err(CertError::NotYetValid {
                 not_before: self.not_before,
             });
@@ -111,22 +116,41 @@ impl fmt::Debug for SignedCertificate {
 
 impl SignedCertificate {
     /// Checks the certificate for `network` at `now_unix` and returns it:
-    /// size, the authority's signature over the exact bytes, a canonical
-    /// encoding, then [`Certificate::check`].
+    /// size, a trusted issuer's signature over the exact bytes
+    /// ([`NetworkInfo::issuers`]), a canonical encoding, a retired issuer's
+    /// limits ([`Issuer::admits`](super::network::Issuer::admits)), then
+    /// [`Certificate::check`].
     pub fn verify(&self, network: &NetworkInfo, now_unix: u64) -> Result<Certificate, CertError> {
+        let cert = self.verify_signed(network)?;
+        cert.check(network, now_unix)?;
+        Ok(cert)
+    }
+
+    /// Everything [`SignedCertificate::verify`] checks but the validity
+    /// period: for renewing a certificate that has expired, and for telling
+    /// an expired certificate from a forged one.
+    pub fn verify_signed(&self, network: &NetworkInfo) -> Result<Certificate, CertError> {
         if self.bytes.len() > MAX_CERTIFICATE_LEN {
             return Err(CertError::TooLarge {
                 len: self.bytes.len(),
             });
         }
         // Nothing unsigned is interpreted: the signature comes first.
-        network
-            .authority()
-            .verify(SigningContext::Certificate, &self.bytes, &self.signature)
-            .map_err(|_| CertError::BadSignature)?;
+        let issuer = network
+            .issuer_of(SigningContext::Certificate, &self.bytes, &self.signature)
+            .ok_or(CertError::BadSignature)?;
         let cert: Certificate = decode_canonical(&self.bytes).ok_or(CertError::Malformed)?;
-        cert.check(network, now_unix)?;
+        if !issuer.admits(cert.not_before, cert.not_after) {
+            return Err(CertError::IssuerRetired);
+        }
         Ok(cert)
+    }
+
+    /// The trusted key that signed this certificate, if any.
+    pub fn issuer(&self, network: &NetworkInfo) -> Option<IdentityKey> {
+        network
+            .issuer_of(SigningContext::Certificate, &self.bytes, &self.signature)
+            .map(|i| i.key)
     }
 
     /// The encoding for gossip and storage: a version byte (1), then
@@ -167,9 +191,13 @@ pub enum CertError {
     /// The bytes do not decode as a certificate (in canonical form).
     #[error("certificate does not decode")]
     Malformed,
-    /// The signature is not the network authority's over these bytes.
+    /// The signature is not a trusted authority key's over these bytes.
     #[error("certificate is not signed by the network authority")]
     BadSignature,
+    /// The signer has left the authority set, and the certificate starts
+    /// after it left or outlives it by more than a certificate lifetime.
+    #[error("certificate signed by a retired authority key outside its limits")]
+    IssuerRetired,
     /// The certificate is for another network.
     #[error("certificate is for another network ({network})")]
     WrongNetwork {
@@ -213,6 +241,7 @@ impl CertError {
             CertError::UnsupportedVersion(_) => "unsupported_version",
             CertError::Malformed => "malformed",
             CertError::BadSignature => "bad_signature",
+            CertError::IssuerRetired => "issuer_retired",
             CertError::WrongNetwork { .. } => "wrong_network",
             CertError::BadName => "bad_name",
             CertError::AddressOutsideNetwork { .. } => "address_outside_network",

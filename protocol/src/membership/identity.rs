@@ -36,6 +36,9 @@ pub enum SigningContext {
     Record,
     /// A revocation, signed by the authority (`"revocation"`).
     Revocation,
+    /// A version of the authority set, signed by a key of the version
+    /// before it (`"authority-set"`).
+    AuthoritySet,
 }
 
 impl SigningContext {
@@ -45,6 +48,7 @@ impl SigningContext {
             SigningContext::Certificate => "cert",
             SigningContext::Record => "record",
             SigningContext::Revocation => "revocation",
+            SigningContext::AuthoritySet => "authority-set",
         }
     }
 }

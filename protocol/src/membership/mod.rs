@@ -15,10 +15,12 @@
 //! network or from disk.
 //!
 //! - [`identity`]: Ed25519 identity keys and domain-separated signatures;
-//! - [`network`]: the network's id, address prefixes and authority;
+//! - [`network`]: the network's id, address prefixes and trusted issuers;
+//! - [`authority_set`]: the chain of signed authority sets;
 //! - [`cert`]: member certificates and how they are checked;
 //! - `authority`: the authority's acts, issuing certificates and
 //!   revocations ([`Authority`]);
+//! - [`renewal`]: certificate renewal messages, rules and schedule;
 //! - [`invite`]: invite tokens and their text form;
 //! - [`records`]: the gossip records and their encoding;
 //! - [`validator`]: what a record must satisfy before it is believed;
@@ -27,6 +29,7 @@
 //!   share (a leaf: it imports none of them).
 
 mod authority;
+pub mod authority_set;
 pub mod cert;
 mod encoding;
 pub mod identity;
@@ -34,6 +37,7 @@ pub mod invite;
 pub mod network;
 pub mod overlay;
 pub mod records;
+pub mod renewal;
 pub mod validator;
 
 #[cfg(any(test, feature = "fuzzing"))]
@@ -44,13 +48,17 @@ mod fixtures;
 pub mod fuzzing;
 
 pub use authority::Authority;
+pub use authority_set::{
+    Authorities, AuthorityChain, AuthorityHolder, AuthoritySet, SetChange, SetError,
+};
 pub use cert::{CertError, Certificate, SignedCertificate};
 pub use encoding::SIGNATURE_LEN;
 pub use identity::{IdentityKey, IdentitySecret, ParseKeyError, SignatureError, SigningContext};
 pub use invite::{InviteError, InviteToken};
-pub use network::{derive_ula, is_valid_name, NetworkError, NetworkId, NetworkInfo};
+pub use network::{derive_ula, is_valid_name, Issuer, NetworkError, NetworkId, NetworkInfo};
 pub use records::{
     Announcement, NatLifetime, PathObservation, RecordBody, RecordError, RecordKind, Revocation,
     SignedRecord,
 };
+pub use renewal::{RenewalRefusal, RenewalRequest, RenewalResponse};
 pub use validator::Validator;

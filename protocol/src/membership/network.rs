@@ -3,7 +3,8 @@
 //! A network is a random 16-byte [`NetworkId`], a name, an IPv4 prefix
 //! chosen by whoever creates it (100.64.0.0/16, say), an IPv6 /48 unique
 //! local prefix (RFC 4193) derived from the id, and the authority's
-//! identity key. A member's IPv6 address follows from its IPv4 address
+//! identity key (the anchor), with the keys currently trusted to sign
+//! certificates ([`Issuer`]). A member's IPv6 address follows from its IPv4 address
 //! ([`NetworkInfo::allocate_v6`]), so the authority allocates one number
 //! and both address families agree. This module only computes; it never
 //! allocates on anyone's behalf and never keeps state.
@@ -17,8 +18,8 @@ use ip_network::{Ipv4Network, Ipv6Network};
 use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 
-use super::encoding::{parse_hex, write_hex};
-use super::identity::{IdentityKey, ParseKeyError};
+use super::encoding::{parse_hex, write_hex, SIGNATURE_LEN};
+use super::identity::{IdentityKey, ParseKeyError, SigningContext};
 
 /// Length of a network id.
 pub const NETWORK_ID_LEN: usize = 16;
@@ -113,6 +114,34 @@ pub enum NetworkError {
     BadIpv4Prefix(u8),
 }
 
+/// A key that signed certificates in this network, current or retired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Issuer {
+    /// The key.
+    pub key: IdentityKey,
+    /// When it left the set (the `issued_unix` of the first version
+    /// without it), if it did.
+    pub retired_unix: Option<u64>,
+    /// The certificate lifetime of the last version it was in.
+    pub lifetime_secs: u64,
+}
+
+impl Issuer {
+    /// Whether a certificate valid from `not_before` to `not_after`, signed
+    /// by this key, can be believed: always for a current key; for a
+    /// retired one, only if it started before the key left and ends within
+    /// one lifetime of it (a lost key cannot mint long-lived certificates
+    /// after it was removed).
+    pub fn admits(&self, not_before: u64, not_after: u64) -> bool {
+        match self.retired_unix {
+            None => true,
+            Some(retired) => {
+                not_before <= retired && not_after <= retired.saturating_add(self.lifetime_secs)
+            }
+        }
+    }
+}
+
 /// Everything a member needs to know about its network to check
 /// certificates and records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +151,7 @@ pub struct NetworkInfo {
     ipv4: Ipv4Network,
     ipv6: Ipv6Network,
     authority: IdentityKey,
+    issuers: Vec<Issuer>,
 }
 
 impl NetworkInfo {
@@ -145,6 +175,11 @@ impl NetworkInfo {
             ipv4,
             ipv6: derive_ula(&id),
             authority,
+            issuers: vec![Issuer {
+                key: authority,
+                retired_unix: None,
+                lifetime_secs: u64::MAX,
+            }],
         })
     }
 
@@ -168,9 +203,39 @@ impl NetworkInfo {
         self.ipv6
     }
 
-    /// The key that signs certificates and revocations.
+    /// The network's anchor: the key of the first authority set, which
+    /// every invite token names and every authority chain starts from.
     pub fn authority(&self) -> &IdentityKey {
         &self.authority
+    }
+
+    /// The keys whose signatures on certificates and revocations count:
+    /// the anchor alone until [`NetworkInfo::set_issuers`] is given the
+    /// network's verified authority set.
+    pub fn issuers(&self) -> &[Issuer] {
+        &self.issuers
+    }
+
+    /// Trusts `issuers` (from a verified authority chain,
+    /// `Authorities::issuers`) instead of the keys trusted so far. An
+    /// empty list is ignored: a network always has an authority.
+    pub fn set_issuers(&mut self, issuers: Vec<Issuer>) {
+        if !issuers.is_empty() {
+            self.issuers = issuers;
+        }
+    }
+
+    /// The issuer whose signature `signature` over `bytes` in `context`
+    /// is, if any trusted key made it.
+    pub fn issuer_of(
+        &self,
+        context: SigningContext,
+        bytes: &[u8],
+        signature: &[u8; SIGNATURE_LEN],
+    ) -> Option<&Issuer> {
+        self.issuers
+            .iter()
+            .find(|i| i.key.verify(context, bytes, signature).is_ok())
     }
 
     /// Whether `v4` can be a member's address: inside the IPv4 prefix and

@@ -278,13 +278,20 @@ impl Revocation {
         m
     }
 
-    /// Checks that `network`'s authority made this revocation for it.
+    /// Checks that one of `network`'s authority keys made this revocation
+    /// for it; a retired key's only if it is dated before the key left.
     pub fn verify(&self, network: &NetworkInfo) -> Result<(), SignatureError> {
-        network.authority().verify(
-            SigningContext::Revocation,
-            &Self::signed_bytes(network.id(), &self.identity, self.serial, self.revoked_unix),
-            &self.authority_signature,
-        )
+        let issuer = network
+            .issuer_of(
+                SigningContext::Revocation,
+                &Self::signed_bytes(network.id(), &self.identity, self.serial, self.revoked_unix),
+                &self.authority_signature,
+            )
+            .ok_or(SignatureError::Mismatch)?;
+        match issuer.retired_unix {
+            Some(retired) if self.revoked_unix > retired => Err(SignatureError::Mismatch),
+            _ => Ok(()),
+        }
     }
 
     /// Whether this revocation covers `cert`.

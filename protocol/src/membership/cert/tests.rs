@@ -85,13 +85,17 @@ fn a_certificate_for_another_network_is_refused() {
 }
 
 #[test]
-fn validity_starts_at_not_before_and_ends_at_not_after() {
+fn validity_starts_five_minutes_before_not_before_and_ends_at_not_after() {
     let cert = fixtures::certificate(3);
     let signed = issue(&cert);
     let net = fixtures::network();
     assert!(signed.verify(&net, cert.not_before).is_ok());
+    // A verifier whose clock is up to five minutes behind the issuer's.
+    assert!(signed
+        .verify(&net, cert.not_before - CLOCK_SKEW_SECS)
+        .is_ok());
     assert_eq!(
-        signed.verify(&net, cert.not_before - 1),
+        signed.verify(&net, cert.not_before - CLOCK_SKEW_SECS - 1),
         Err(CertError::NotYetValid {
             not_before: cert.not_before
         })
