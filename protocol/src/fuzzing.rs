@@ -14,10 +14,17 @@
 //! [`Device::decapsulate`], and every output is checked: no panic, a drop is
 //! counted exactly once under its reason and a consumed datagram not at all,
 //! an inner packet lies within the buffer and comes from the peer's allowed
-//! IPs, nothing is sent but to the peer, the sender or an endpoint the peer
-//! offered. Like the rest of the crate it never reads the clock: callers
-//! pass the origin.
+//! IPs (a packet reassembled from pieces too), nothing is sent but to the
+//! peer, the sender or an endpoint the peer offered. Like the rest of the
+//! crate it never reads the clock: callers pass the origin.
+//!
+//! The control mode ([`Target::feed_sealed`], the `control` target) sets
+//! that sealing flag on every record: the peer seals every plaintext the
+//! fuzzer writes in its live session, so every control message's parser
+//! and handler sees authenticated input from the first byte, and
+//! [`Target::reached`] tallies which types got there.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -141,6 +148,9 @@ pub struct Target {
     now: Instant,
     /// Endpoints the peer offered in punch offers: punches may go there.
     offered: Vec<SocketAddr>,
+    /// Control messages the peer sealed that the device authenticated and
+    /// handed to its handlers, by type (see [`Target::reached`]).
+    reached: BTreeMap<u8, u64>,
     /// Real messages made while building the target (see [`seed_corpus`]).
     messages: Messages,
 }
@@ -184,7 +194,6 @@ impl Target {
             .expect("a valid peer");
         debug_assert_eq!(remote_peer, REMOTE_SIDE_PEER);
 
-        let mut m = Messages::default();
         // The device initiates; its first packet waits for the handshake.
         seal(&mut device, now, &ipv4(LOCAL_IP, REMOTE_IP, 40));
         let [(_, initiation)] =
@@ -195,19 +204,42 @@ impl Target {
         for (_, mut d) in transmits(&mut device, now) {
             remote.decapsulate(now, local_addr(), &mut d);
         }
+        Self {
+            device,
+            peer,
+            remote,
+            now,
+            offered: Vec::new(),
+            reached: BTreeMap::new(),
+            messages: Messages {
+                initiation,
+                response,
+                ..Messages::default()
+            },
+        }
+    }
+
+    /// [`Target::new`], plus the messages [`seed_corpus`] needs that the
+    /// target itself does not: each costs Diffie-Hellman operations, which
+    /// fuzz inputs should not pay for.
+    fn with_messages(origin: Instant) -> Self {
+        let mut t = Self::new(origin);
+        let now = t.now;
+        let remote = &mut t.remote;
+        let m = &mut t.messages;
         // Messages the device has not seen yet. First the keepalive the
         // remote owes for the data it received (sending data would cancel
         // it).
         let later = now + crate::timers::KEEPALIVE_TIMEOUT;
         remote.handle_timeout(later);
-        m.keepalive = transmits(&mut remote, later)
+        m.keepalive = transmits(remote, later)
             .into_iter()
             .map(|(_, d)| d)
             .find(|d| d.len() == wire::TRANSPORT_MIN_LEN)
             .unwrap_or_default();
-        m.data = seal(&mut remote, later, &ipv4(REMOTE_IP, LOCAL_IP, 60)).1;
+        m.data = seal(remote, later, &ipv4(REMOTE_IP, LOCAL_IP, 60)).1;
         let elsewhere = Ipv4Addr::new(10, 9, 9, 9);
-        m.data_bad_source = seal(&mut remote, later, &ipv4(elsewhere, LOCAL_IP, 60)).1;
+        m.data_bad_source = seal(remote, later, &ipv4(elsewhere, LOCAL_IP, 60)).1;
         // An initiation with a newer timestamp, as from a restarted peer.
         let mut restarted = Device::new(
             DeviceConfig::new(StaticSecret::from_bytes(REMOTE_KEY)),
@@ -222,35 +254,26 @@ impl Target {
         m.fresh_initiation = transmits(&mut restarted, now).remove(0).1;
         // The cookie reply the remote would have sent, were it under load.
         let remote_public = StaticSecret::from_bytes(REMOTE_KEY).public_key();
-        let sender = match Message::parse(&initiation) {
+        let sender = match Message::parse(&m.initiation) {
             Ok(Message::Initiation(i)) => i.sender(),
             _ => unreachable!("the device sent an initiation"),
         };
         m.cookie_reply = CookieChecker::new(remote_public.as_bytes())
             .reply(
-                &initiation,
+                &m.initiation,
                 sender,
                 local_addr(),
                 now,
                 &mut ChaCha20Rng::from_seed([4; 32]),
             )
             .to_vec();
-        m.initiation = initiation;
-        m.response = response;
-        Self {
-            device,
-            peer,
-            remote,
-            now,
-            offered: Vec::new(),
-            messages: m,
-        }
+        t
     }
 
     /// `plain` sealed by the peer in its session, as it is (unpadded). A
-    /// session too old to send on is replaced by a handshake first; the
-    /// bytes go unchanged if none completes.
-    fn sealed_by_peer(&mut self, plain: &[u8], now: Instant) -> Vec<u8> {
+    /// session too old to send on is replaced by a handshake first; `None`
+    /// if none completes.
+    fn sealed_by_peer(&mut self, plain: &[u8], now: Instant) -> Option<Vec<u8>> {
         if let Ok(Control::PunchOffer(offer)) = Control::parse(plain) {
             self.offered.extend(offer.endpoints.iter());
         }
@@ -264,13 +287,9 @@ impl Target {
                 .remote
                 .seal_as_given(REMOTE_SIDE_PEER, plain, now, &mut buf);
         }
-        match sealed {
-            Some(t) => {
-                buf.truncate(t.len);
-                buf
-            }
-            None => plain.to_vec(),
-        }
+        let t = sealed?;
+        buf.truncate(t.len);
+        Some(buf)
     }
 
     /// The peer initiates a handshake with the device and confirms it.
@@ -300,6 +319,28 @@ impl Target {
     /// Feeds one fuzz input (a sequence of records), checks every output
     /// and returns what the device made of each datagram.
     pub fn feed(&mut self, data: &[u8]) -> Vec<Decapsulated> {
+        self.feed_with(data, 0)
+    }
+
+    /// The control mode: [`Target::feed`] with [`SEALED`] and [`FROM_PEER`]
+    /// set in every record, so every datagram is a plaintext the peer seals
+    /// in its live session and sends from its own address. Every byte the
+    /// fuzzer writes is then authenticated control (or inner packet)
+    /// plaintext: each control message's parser and handler is reached,
+    /// and the rest of the flags still step time and interleave sends.
+    pub fn feed_sealed(&mut self, data: &[u8]) -> Vec<Decapsulated> {
+        self.feed_with(data, SEALED | FROM_PEER)
+    }
+
+    /// Control messages the device authenticated and handed to its
+    /// handlers so far, by type byte: each was sealed by the peer, parsed
+    /// as that type, and got past decryption and replay checks (whatever
+    /// its handler then made of it).
+    pub fn reached(&self) -> &BTreeMap<u8, u64> {
+        &self.reached
+    }
+
+    fn feed_with(&mut self, data: &[u8], forced: u8) -> Vec<Decapsulated> {
         let mut outcomes = Vec::new();
         let mut rest = data;
         while let Some((&flags, tail)) = rest.split_first() {
@@ -309,7 +350,7 @@ impl Target {
             } else {
                 (tail, &[][..])
             };
-            outcomes.push(self.record(flags, dgram));
+            outcomes.push(self.record(flags | forced, dgram));
             rest = next;
         }
         outcomes
@@ -321,11 +362,16 @@ impl Target {
         if self.device.poll_timeout().is_some_and(|t| t <= now) {
             self.device.handle_timeout(now);
         }
-        let mut buf = if flags & SEALED != 0 {
-            self.sealed_by_peer(dgram, now)
-        } else {
-            dgram.to_vec()
+        let sealed = match flags & SEALED {
+            0 => None,
+            _ => self.sealed_by_peer(dgram, now),
         };
+        // The kind of control message the peer sealed, if it sealed one.
+        let sealed_control = sealed
+            .as_ref()
+            .and_then(|_| Control::parse(dgram).ok())
+            .map(|c| c.kind());
+        let mut buf = sealed.unwrap_or_else(|| dgram.to_vec());
         if flags & (FIX_MAC1 | SEALED) == FIX_MAC1 {
             fix_mac1(&mut buf, now);
         }
@@ -376,6 +422,9 @@ impl Target {
                 assert!(parsed);
             }
         }
+        if let Some(kind) = sealed_control.filter(|_| past_authentication(&out)) {
+            *self.reached.entry(kind).or_default() += 1;
+        }
         if flags & SEND_TOO != 0 {
             let before = total_drops(&self.device);
             let (out, _) = seal(&mut self.device, now, &ipv4(LOCAL_IP, REMOTE_IP, 100));
@@ -390,8 +439,36 @@ impl Target {
         for (to, _) in transmits(&mut self.device, now) {
             self.check_destination(to);
         }
+        // Packets whole again from pieces were checked like any inner
+        // packet: from the peer, within its allowed IPs.
+        let mut whole = vec![0u8; 1 << 16];
+        while let Some((peer, len)) = self.device.poll_reassembled(&mut whole) {
+            assert_eq!(peer, self.peer);
+            let s = packet::summarize(&whole[..len]).expect("a well-formed reassembled packet");
+            assert_eq!(s.len, len);
+            assert!(
+                self.device.route(s.src) == Some(self.peer),
+                "{} not allowed",
+                s.src
+            );
+        }
         out
     }
+}
+
+/// Whether the device got past decrypting and replay-checking the datagram:
+/// it delivered or consumed it, or dropped it for what the plaintext said.
+fn past_authentication(out: &Decapsulated) -> bool {
+    !matches!(
+        out,
+        Decapsulated::Dropped(
+            DropReason::Malformed
+                | DropReason::UnknownIndex
+                | DropReason::Replay
+                | DropReason::Decrypt
+                | DropReason::Expired
+        )
+    )
 }
 
 fn total_drops_of(stats: &crate::DeviceStats) -> u64 {
@@ -573,10 +650,71 @@ pub fn decapsulate(origin: Instant, data: &[u8]) {
     Target::new(origin).feed(data);
 }
 
+/// The `control` fuzz target's body: a fresh [`Target`] per input, fed in
+/// the control mode ([`Target::feed_sealed`]).
+pub fn control_sealed(origin: Instant, data: &[u8]) {
+    Target::new(origin).feed_sealed(data);
+}
+
+/// Seeds of the `control` target ([`control_sealed`]): one of each control
+/// message as a record (a flags byte, then the plaintext), and sequences
+/// that take handlers past their first message: an inner packet in two
+/// pieces, a ping answered twice, a probe then its acknowledgement.
+pub fn control_mode_seed_corpus() -> Vec<(String, Vec<u8>)> {
+    use control::{Fragment, Ping, Probe, ProbeAck};
+    let record = |flags: u8, plain: &[u8]| -> Vec<u8> {
+        let len = u16::try_from(plain.len()).expect("a plaintext shorter than 64 KiB");
+        [&[flags | LENGTH_PREFIXED][..], &len.to_le_bytes(), plain].concat()
+    };
+    let last = |flags: u8, plain: &[u8]| [&[flags][..], plain].concat();
+    let inner = ipv4(REMOTE_IP, LOCAL_IP, 60);
+    let (head, tail) = inner.split_at(32);
+    let piece = |index: u8, payload: &[u8]| {
+        Control::Fragment(Fragment {
+            id: 77,
+            index,
+            count: 2,
+            payload,
+        })
+        .to_vec()
+    };
+    let ping = Control::Ping(Ping { id: 9 }).to_vec();
+    let probe = Control::Probe(Probe { id: 3, len: 1200 }).to_vec();
+    let ack = Control::ProbeAck(ProbeAck {
+        id: 3,
+        received: 1200,
+    })
+    .to_vec();
+    let one_second = 3 << STEP_SHIFT;
+    let sequences = [
+        (
+            "pieces-whole",
+            [record(0, &piece(1, tail)), last(0, &piece(0, head))].concat(),
+        ),
+        (
+            "ping-twice",
+            [record(0, &ping), last(one_second, &ping)].concat(),
+        ),
+        (
+            "probe-then-ack",
+            [record(SEND_TOO, &probe), last(0, &ack)].concat(),
+        ),
+    ];
+    control_seed_corpus()
+        .into_iter()
+        .map(|(name, plain)| (name.replace("control-", "sealed-"), last(0, &plain)))
+        .chain(
+            sequences
+                .into_iter()
+                .map(|(name, input)| (name.to_owned(), input)),
+        )
+        .collect()
+}
+
 /// Real messages for a fresh [`Target`], each as an input of one or two
 /// records (a flags byte, then the datagram), named for the seed files.
 pub fn seed_corpus(origin: Instant) -> Vec<(String, Vec<u8>)> {
-    let m = Target::new(origin).messages;
+    let m = Target::with_messages(origin).messages;
     let one = |flags: u8, d: &[u8]| [&[flags][..], d].concat();
     let two = |flags: u8, d: &[u8], then: u8, e: &[u8]| {
         let len = u16::try_from(d.len()).expect("a datagram shorter than 64 KiB");
