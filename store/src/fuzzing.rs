@@ -4,14 +4,18 @@
 //!
 //! [`records`] decodes one input as every record type and as an entry of
 //! every tree, and checks that whatever decodes re-encodes to something
-//! that decodes to the same record. It must never panic.
+//! that decodes to the same record. [`manifest`] reads one input as the
+//! store's state file (`weft-store.state`), and checks that whatever reads
+//! is written back to text that reads the same. Neither may panic.
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
 
 use crate::record::{decode, encode, Record};
 use crate::store::ENTITY_TREES;
-use crate::{AllocationRecord, InviteRecord, MemberRecord, PathRecord, RevocationRecord};
+use crate::{
+    AllocationRecord, InviteRecord, MemberRecord, NatRecord, PathRecord, RevocationRecord,
+};
 
 /// Runs every decoder over `data`.
 pub fn records(data: &[u8]) {
@@ -20,6 +24,7 @@ pub fn records(data: &[u8]) {
     round_trip::<InviteRecord>(data);
     round_trip::<AllocationRecord>(data);
     round_trip::<PathRecord>(data);
+    round_trip::<NatRecord>(data);
     // As a tree entry: the first byte is the key's length.
     if let Some((&key_len, rest)) = data.split_first() {
         let (key, value) = rest.split_at(usize::from(key_len).min(rest.len()));
@@ -34,6 +39,37 @@ fn round_trip<R: Record + PartialEq + Debug>(data: &[u8]) {
         let again = encode(&record);
         assert_eq!(decode::<R>(&again).as_ref(), Ok(&record));
     }
+}
+
+/// Reads `data` as the state file's text (lossily, as bytes that are not
+/// UTF-8 are refused before parsing): what parses must render to text
+/// that parses to the same state.
+pub fn manifest(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(state) = crate::manifest::parse(&text) {
+        let again = crate::manifest::render(&state);
+        assert_eq!(crate::manifest::parse(&again).as_ref(), Ok(&state));
+    }
+}
+
+/// State files of every state, as seeds of the `manifest` target.
+pub fn manifest_seeds() -> Vec<Vec<u8>> {
+    use crate::manifest::{render, State};
+    let counts = [("members", 3), ("paths", 0), ("nat", u64::MAX)]
+        .into_iter()
+        .map(|(tree, n)| (tree.to_owned(), n))
+        .collect();
+    [
+        State::Creating,
+        State::Open { schema: 3 },
+        State::Closed {
+            schema: u32::MAX,
+            counts,
+        },
+    ]
+    .iter()
+    .map(|state| render(state).into_bytes())
+    .collect()
 }
 
 /// One valid encoding of each record type, with some variety, as seeds.
@@ -82,6 +118,11 @@ pub fn seeds() -> Vec<Vec<u8>> {
             nat: None,
             measured_unix: 0,
             own: false,
+        }),
+        encode(&NatRecord {
+            lifetime_ms: 120_000,
+            measured_unix: 1_700_000_000,
+            own: true,
         }),
     ]
 }
@@ -143,6 +184,74 @@ mod tests {
         assert!(decode::<AllocationRecord>(&seeds[4]).is_ok());
         assert!(decode::<PathRecord>(&seeds[5]).is_ok());
         assert!(decode::<PathRecord>(&seeds[6]).is_ok());
+        assert!(decode::<NatRecord>(&seeds[7]).is_ok());
+    }
+
+    fn seed_dir(target: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/seeds")
+            .join(target)
+    }
+
+    fn all_seeds() -> [(&'static str, Vec<Vec<u8>>); 2] {
+        [("records", seeds()), ("manifest", manifest_seeds())]
+    }
+
+    /// Rewrites the cargo-fuzz seed files from [`seeds`] and
+    /// [`manifest_seeds`].
+    #[test]
+    #[ignore = "writes files; run by hand after a change to a stored format"]
+    fn write_store_fuzz_seeds() {
+        for (target, seeds) in all_seeds() {
+            let dir = seed_dir(target);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (i, seed) in seeds.iter().enumerate() {
+                std::fs::write(dir.join(format!("seed-{i}")), seed).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn the_committed_store_seeds_are_current() {
+        for (target, seeds) in all_seeds() {
+            for (i, seed) in seeds.iter().enumerate() {
+                let path = seed_dir(target).join(format!("seed-{i}"));
+                let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
+                    panic!("{}: {e}; run write_store_fuzz_seeds", path.display())
+                });
+                assert!(
+                    on_disk == *seed,
+                    "{} is stale; run write_store_fuzz_seeds",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_manifest_seed_parses() {
+        for seed in manifest_seeds() {
+            let text = String::from_utf8(seed).unwrap();
+            assert!(crate::manifest::parse(&text).is_ok(), "{text}");
+        }
+    }
+
+    #[test]
+    fn manifest_fuzz_smoke() {
+        let mut rng = Rng(0x5eed_5a7e);
+        let seeds = manifest_seeds();
+        for _ in 0..100_000 {
+            let mut input = seeds[rng.below(seeds.len())].clone();
+            // Whole lines from other seeds, then byte mutations.
+            if rng.below(2) == 0 {
+                let other = &seeds[rng.below(seeds.len())];
+                let at = rng.below(input.len() + 1);
+                let from = rng.below(other.len() + 1);
+                input.splice(at..at, other[from..].iter().copied());
+            }
+            mutate(&mut rng, &mut input);
+            manifest(&input);
+        }
     }
 
     #[test]

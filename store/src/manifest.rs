@@ -72,7 +72,7 @@ pub(crate) fn read(dir: &Path) -> Result<Option<State>, StoreError> {
         .map_err(|why| corrupt(dir, format!("{FILE_NAME} is unreadable: {why}")))
 }
 
-fn parse(text: &str) -> Result<State, String> {
+pub(crate) fn parse(text: &str) -> Result<State, String> {
     let mut format = None;
     let mut state = None;
     let mut schema = None;
@@ -118,7 +118,7 @@ fn number(s: &str) -> Result<u64, String> {
     s.parse().map_err(|_| format!("{s:?} is not a number"))
 }
 
-fn render(state: &State) -> String {
+pub(crate) fn render(state: &State) -> String {
     let mut out = format!("{HEADER}\nformat {FORMAT}\n");
     match state {
         State::Creating => out.push_str("state creating\n"),
