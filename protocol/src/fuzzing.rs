@@ -768,5 +768,7 @@ pub fn seed_corpus(origin: Instant) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+pub mod join;
+
 #[cfg(test)]
 mod tests;

@@ -55,7 +55,7 @@ pub use allocations::{AllocError, AllocationRecord, Allocations};
 pub use error::{DecodeError, StoreError};
 pub use invites::{InviteError, InviteRecord, Invites};
 pub use members::{MemberRecord, Members};
-pub use nat::{NatLifetimes, NatRecord};
+pub use nat::{NatLifetimes, NatRecord, Stored as NatStored};
 pub use paths::{PathRecord, Paths};
 pub use revocations::{RevocationRecord, Revocations};
 pub use sequence::Sequence;

@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::info;
 
 /// The schema version this build writes: the last migration's number.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The tree holding the schema version and the migration history.
 pub(crate) const META_TREE: &str = "meta";
@@ -44,6 +44,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "create the gossip sequence tree",
         apply: v3_create_sequence_tree,
     },
+    Migration {
+        version: 4,
+        description: "key NAT lifetimes by the member that measured them",
+        apply: v4_nat_by_member,
+    },
 ];
 
 fn v1_create_trees(db: &sled::Db) -> sled::Result<()> {
@@ -66,6 +71,21 @@ fn v2_create_nat_tree(db: &sled::Db) -> sled::Result<()> {
 
 fn v3_create_sequence_tree(db: &sled::Db) -> sled::Result<()> {
     db.open_tree("sequence").map(drop)
+}
+
+/// The NAT lifetimes tree was keyed by address alone (16 bytes), so one
+/// member could fill it; it is now keyed by member and address (48 bytes).
+/// The old entries cannot be given a member, and are measured again: they
+/// go.
+fn v4_nat_by_member(db: &sled::Db) -> sled::Result<()> {
+    let nat = db.open_tree("nat")?;
+    for key in nat.iter().keys() {
+        let key = key?;
+        if key.len() == 16 {
+            nat.remove(key)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads the recorded schema version: `None` for a store never migrated.
@@ -166,6 +186,20 @@ mod tests {
         assert_eq!(run(&db, &meta, SCHEMA_VERSION).unwrap(), SCHEMA_VERSION);
         let after: Vec<_> = meta.iter().collect::<Result<_, _>>().unwrap();
         assert_eq!(before, after);
+    }
+
+    #[test]
+    fn nat_lifetimes_keyed_by_address_alone_go_and_those_keyed_by_member_stay() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let meta = db.open_tree(META_TREE).unwrap();
+        run(&db, &meta, 0).unwrap();
+        let nat = db.open_tree("nat").unwrap();
+        nat.insert([7u8; 16], &[1u8, 2][..]).unwrap();
+        nat.insert([7u8; 48], &[1u8, 2][..]).unwrap();
+        v4_nat_by_member(&db).unwrap();
+        v4_nat_by_member(&db).unwrap();
+        let keys: Vec<_> = nat.iter().keys().map(|k| k.unwrap().len()).collect();
+        assert_eq!(keys, vec![48]);
     }
 
     #[test]

@@ -270,6 +270,17 @@ impl Gossip {
         )?;
         info!(peer_id = %handle.peer_id(), port, "gossip on the control plane");
         let seq = Sequence::start(m)?;
+        // NAT lifetimes are kept only for current members: those of members
+        // revoked, or whose certificates lapsed, while the node was down go.
+        let keep: HashSet<[u8; 32]> = members
+            .iter()
+            .map(|x| x.cert.identity.0)
+            .chain([m.identity.identity().0])
+            .collect();
+        writer.submit(move |m| {
+            m.counters
+                .store("nat", m.store.nat().retain_members(|id| keep.contains(id)));
+        });
         let now = Instant::now();
         Ok((
             Self {
@@ -499,7 +510,11 @@ impl Gossip {
         if !changed {
             return;
         }
-        self.relays.observed(to, endpoint);
+        let members = &self.members;
+        // `to` was just found in the member table.
+        let _ = self
+            .relays
+            .observed(me, to, endpoint, |id| members.contains(id));
         self.relays_changed(Instant::now());
         let observation = PathObservation {
             to,
@@ -543,10 +558,12 @@ impl Gossip {
     pub fn publish_nat_lifetime(&mut self, m: &Membership, public: SocketAddr, lifetime: Duration) {
         let lifetime_ms = u32::try_from(lifetime.as_millis()).unwrap_or(u32::MAX);
         let measured_unix = now_unix();
+        let me = m.identity.identity();
         self.writer.submit(move |m| {
             m.counters.store(
                 "nat",
                 m.store.nat().put(
+                    me.as_bytes(),
                     public.ip(),
                     &NatRecord {
                         lifetime_ms,
@@ -704,8 +721,22 @@ impl Gossip {
                     .received
                     .entry(record.body.kind().as_str())
                     .or_default() += 1;
+                // An observation of someone who is not a member (a made-up
+                // identity, one revoked, or one not learned yet) is not
+                // kept: what members say is stored only about members.
+                if let RecordBody::PathObservation(p) = &record.body {
+                    if p.to != m.identity.identity() && !self.members.contains(&p.to) {
+                        *self.rejected.entry("unknown_subject").or_default() += 1;
+                        debug!(to = %p.to, "observation of a non-member dropped");
+                        return (Verdict::Ignore, Vec::new());
+                    }
+                }
                 let raw = matches!(record.body, RecordBody::Announcement(_)).then(|| data.to_vec());
-                (Verdict::Accept, self.apply(m, record.body, raw, device))
+                let origin = record.origin;
+                (
+                    Verdict::Accept,
+                    self.apply(m, origin, record.body, raw, device),
+                )
             }
             Err(e) => {
                 *self.received.entry("invalid").or_default() += 1;
@@ -725,6 +756,7 @@ impl Gossip {
     fn apply(
         &mut self,
         m: &Membership,
+        origin: IdentityKey,
         body: RecordBody,
         raw: Option<Vec<u8>>,
         device: &mut Device,
@@ -738,13 +770,24 @@ impl Gossip {
                 if cert.identity == m.identity.identity() {
                     return Vec::new();
                 }
-                self.relays.announced(cert.identity, &a.endpoints);
+                if let Err(e) = self.relays.announced(cert.identity, &a.endpoints) {
+                    *self.rejected.entry(e.as_str()).or_default() += 1;
+                }
                 self.relays_changed(Instant::now());
                 self.learn(m, cert, a.certificate.to_bytes(), raw, a.endpoints, device)
             }
             RecordBody::PathObservation(p) => {
                 debug!(to = %p.to, pmtu = p.pmtu, "path observation");
-                self.relays.observed(p.to, p.endpoint);
+                let members = &self.members;
+                if let Err(e) = self
+                    .relays
+                    .observed(origin, p.to, p.endpoint, |id| members.contains(id))
+                {
+                    // An observation of us is used below, not tracked.
+                    if p.to != m.identity.identity() {
+                        *self.rejected.entry(e.as_str()).or_default() += 1;
+                    }
+                }
                 self.relays_changed(Instant::now());
                 let me = m.identity.identity();
                 // An observation of us says where we are reached from
@@ -778,10 +821,13 @@ impl Gossip {
             }
             RecordBody::NatLifetime(n) => {
                 debug!(public = %n.public, lifetime_ms = n.lifetime_ms, "NAT lifetime");
+                // Stored under the member that measured it: a member
+                // flooding lifetimes rewrites its own few entries.
                 self.writer.submit(move |m| {
                     m.counters.store(
                         "nat",
                         m.store.nat().put(
+                            origin.as_bytes(),
                             n.public.ip(),
                             &NatRecord {
                                 lifetime_ms: n.lifetime_ms,
@@ -853,6 +899,11 @@ impl Gossip {
                 device.remove_peer(peer);
             }
         }
+        self.relays.forget(&id);
+        self.writer.submit(move |m| {
+            m.counters
+                .store("nat", m.store.nat().remove_member(id.as_bytes()));
+        });
         if let Some(peer) = peer_id_of(&id) {
             let _ = self.handle.try_disconnect(peer);
         }
