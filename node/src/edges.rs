@@ -28,6 +28,9 @@ use crate::udp::{route_mtu, UdpIo};
 pub struct Edges {
     routes: Option<RouteQueue>,
     discovery: bool,
+    /// Route changes dropped by the route queues of interfaces since
+    /// removed, so the count stays monotonic.
+    routes_dropped_before: u64,
 }
 
 /// The MTU a route to `prefix` may carry: IPv6 routes refuse less than
@@ -43,7 +46,11 @@ impl Edges {
     /// Route changes go to `routes` (none: routes are not programmed, only
     /// hints given); `discovery` is whether path-MTU discovery runs.
     pub fn new(routes: Option<RouteQueue>, discovery: bool) -> Self {
-        Self { routes, discovery }
+        Self {
+            routes,
+            discovery,
+            routes_dropped_before: 0,
+        }
     }
 
     /// Routes every peer's allowed IPs through the interface, at the safe
@@ -63,6 +70,27 @@ impl Edges {
         self.set_routes(device, peer, mtu, now);
         if let Some(endpoint) = device.peer_status(peer, now).and_then(|s| s.endpoint) {
             local_mtu(device, peer, endpoint, now);
+        }
+    }
+
+    /// The interface was created again after it was removed (its routes
+    /// went with it): route changes go to `routes`, the queue of a route
+    /// task for the new interface, and every peer's routes are asked for
+    /// again, at the MTU its edge has now.
+    pub fn interface_recreated(
+        &mut self,
+        routes: Option<RouteQueue>,
+        device: &Device,
+        now: Instant,
+    ) {
+        self.routes_dropped_before += self.routes_dropped();
+        self.routes = routes;
+        let peers: Vec<PeerId> = device.peer_ids().collect();
+        for peer in peers {
+            let mtu = self
+                .discovery
+                .then(|| u16::try_from(device.inner_mtu(peer)).unwrap_or(u16::MAX));
+            self.set_routes(device, peer, mtu, now);
         }
     }
 
@@ -93,7 +121,7 @@ impl Edges {
 
     /// Route changes dropped because the route task's queue was full.
     pub fn routes_dropped(&self) -> u64 {
-        self.routes.as_ref().map_or(0, RouteQueue::dropped)
+        self.routes_dropped_before + self.routes.as_ref().map_or(0, RouteQueue::dropped)
     }
 
     fn set_routes(&mut self, device: &Device, peer: PeerId, mtu: Option<u16>, now: Instant) {

@@ -21,7 +21,9 @@ pub struct Snapshot {
     pub node: NodeInfo,
     /// Every peer, in configuration/admission order.
     pub peers: Vec<PeerRow>,
-    /// Datagrams and packets dropped, by reason (every reason, zeros too).
+    /// Datagrams and packets dropped, by reason (every reason, zeros too):
+    /// the device's, then the TUN reads the node dropped before the device
+    /// saw them (`tun_…`).
     pub drops: Vec<(String, u64)>,
     /// Cookie replies sent while under load.
     pub cookie_replies_sent: u64,
@@ -33,6 +35,10 @@ pub struct Snapshot {
     pub nat: NatInfo,
     /// Relay service this node gives other members.
     pub relay: RelayStats,
+    /// Times the TUN interface was created again after it was removed
+    /// under the node.
+    #[serde(default)]
+    pub tun_recreated: u64,
 }
 
 /// This node.
@@ -247,6 +253,7 @@ impl Snapshot {
                 forwarded_packets: stats.relay.forwarded_packets,
                 forwarded_bytes: stats.relay.forwarded_bytes,
             },
+            tun_recreated: 0,
         }
     }
 }

@@ -94,3 +94,31 @@ pub fn create(iface: &Interface) -> anyhow::Result<Tun> {
     );
     Ok(Tun { dev, offload })
 }
+
+/// Creates the interface again, as [`create`] did at start, after it was
+/// removed under the running node (an operator's `ip link del`, a network
+/// manager). The caller still holds the old device, whose descriptor the
+/// kernel has cut off from any interface, and closes it once the new one
+/// is in place. Fails when the interface cannot be made, e.g. because a
+/// link of another kind took its name in the meantime.
+pub fn recreate(iface: &Interface) -> anyhow::Result<Tun> {
+    create(iface).map_err(|e| {
+        if link_exists(&iface.name) {
+            e.context(format!(
+                "a link named {} exists and is not a TUN device weft can open",
+                iface.name
+            ))
+        } else {
+            e
+        }
+    })
+}
+
+/// Whether a network interface is named `name` in this namespace.
+fn link_exists(name: &str) -> bool {
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
+    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
+}

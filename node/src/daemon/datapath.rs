@@ -1,16 +1,18 @@
 //! The data path: moves packets in batches between the TUN device and the
 //! UDP socket through the protocol device, in buffers allocated once.
 //!
-//! TUN reads land at offset 16 of fixed-stride slots of one contiguous
-//! buffer, are sealed in place, and consecutive full-size datagrams to one
-//! peer leave in a single GSO send; received datagrams (GRO) are opened in
-//! place and the inner packets are written back to the TUN device with TCP
+//! TUN reads land at offset 16 of slots of one contiguous buffer, each
+//! sized for its packet (`tun_read.rs` splits offloaded super-packets), are
+//! sealed in place, and consecutive datagrams of one size to one peer leave
+//! in a single GSO send; received datagrams (GRO) are opened in place and
+//! the inner packets are written back to the TUN device with TCP
 //! coalescing. An inner packet too big for its edge is answered with an
 //! ICMP "too big" written back into the TUN device (rate-limited) or
 //! fragmented (IPv4 without DF); SYN and SYN-ACK MSS options are clamped
 //! both ways. It also sends what the device queued between batches
 //! ([`DataPath::send_queued`]), with the ICMP errors of the socket as MTU
-//! hints.
+//! hints. A TUN read or write that finds the device gone is reported
+//! ([`DataPath::take_tun_gone`]), not retried.
 //!
 //! This file owns the buffers and the batching. It never takes protocol
 //! events (`Device::poll_event` is the node's, `daemon/node.rs`), never
@@ -23,21 +25,21 @@ use std::time::Instant;
 
 use quinn_udp::RecvMeta;
 use tracing::{debug, trace};
-use tun_rs::{GROTable, VIRTIO_NET_HDR_LEN};
+use tun_rs::GROTable;
+use weft_protocol::packet::summarize;
 use weft_protocol::wire::{TAG_LEN, TRANSPORT_HEADER_LEN};
-use weft_protocol::{Decapsulated, Device, Encapsulated, PeerId};
+use weft_protocol::{Decapsulated, Device, Encapsulated, PeerId, PeerPath};
 
+use super::tun_read::{self, Fill, Slot, TunDrops, TunReader, MAX_SEGMENTS};
 use crate::edges;
 use crate::inner::icmp::{self, IcmpRateLimiter};
 use crate::inner::{self, fragment, mss, Fit};
 use crate::tun::Tun;
 use crate::udp::UdpIo;
 
-/// TUN packets handled per batch (tun-rs's IDEAL_BATCH_SIZE).
+/// TUN packets read before a batch is sealed and sent (tun-rs's
+/// IDEAL_BATCH_SIZE); the last read may take a batch beyond it.
 const BATCH: usize = 128;
-/// Room one offloaded TUN read may need: a 64 KiB super-packet of
-/// 1280-byte segments.
-const MAX_SPLIT: usize = 64;
 /// Datagram buffers per receive call.
 const RX_BATCH: usize = 16;
 /// Inner packets gathered before one coalescing TUN write.
@@ -55,13 +57,18 @@ const ICMP_ROOM: usize = 1280;
 
 /// Buffers and batching of the data path; allocated once.
 pub struct DataPath {
-    /// Slot size: header, the largest inner packet, tag.
+    /// Fragment slot size: header, the largest inner packet, tag.
     stride: usize,
     max_gso_segments: usize,
-    tun_original: Vec<u8>,
+    reader: TunReader,
+    /// The arena TUN packets are read into and sealed in.
     tx: Vec<u8>,
-    tx_sizes: [usize; BATCH],
-    tx_out: [Option<(SocketAddr, usize)>; BATCH],
+    /// The packets of the batch in `tx`.
+    slots: Vec<Slot>,
+    /// Where each slot's sealed datagram goes, and its length.
+    tx_out: Vec<Option<(SocketAddr, usize)>>,
+    /// Why the TUN device failed as gone, until the node takes it.
+    tun_gone: Option<io::Error>,
     rx: Vec<Vec<u8>>,
     rx_meta: [RecvMeta; RX_BATCH],
     tun_out: Vec<Vec<u8>>,
@@ -77,18 +84,19 @@ pub struct DataPath {
 }
 
 impl DataPath {
-    /// Buffers for an interface of `mtu` bytes and the batch sizes `udp`
-    /// offers.
-    pub fn new(mtu: usize, mss_clamp: bool, udp: &UdpIo) -> Self {
+    /// Buffers for an interface of `mtu` bytes, read with virtio-net
+    /// headers or not (`offload`), and the batch sizes `udp` offers.
+    pub fn new(mtu: usize, offload: bool, mss_clamp: bool, udp: &UdpIo) -> Self {
         let stride = TRANSPORT_HEADER_LEN + mtu + TAG_LEN;
         let rx_len = (stride * udp.gro_segments().max(1)).max(u16::MAX as usize + 1);
         Self {
             stride,
             max_gso_segments: udp.max_gso_segments().max(1),
-            tun_original: vec![0; VIRTIO_NET_HDR_LEN + u16::MAX as usize],
-            tx: vec![0; BATCH * stride],
-            tx_sizes: [0; BATCH],
-            tx_out: [None; BATCH],
+            reader: TunReader::new(offload),
+            tx: vec![0; tun_read::arena_len(BATCH, mtu)],
+            slots: Vec::with_capacity(BATCH + MAX_SEGMENTS),
+            tx_out: vec![None; BATCH + MAX_SEGMENTS],
+            tun_gone: None,
             rx: (0..RX_BATCH).map(|_| vec![0; rx_len]).collect(),
             rx_meta: [RecvMeta::default(); RX_BATCH],
             tun_out: (0..TUN_OUT)
@@ -122,16 +130,26 @@ impl DataPath {
     /// Reads batches from the TUN device, seals them and sends them.
     pub async fn pump_tun(&mut self, device: &mut Device, tun: &Tun, udp: &UdpIo) {
         for _ in 0..ROUNDS {
-            let filled = self.read_tun_batch(tun);
+            self.slots.clear();
+            let fill = {
+                let device = &*device;
+                self.reader
+                    .fill(tun, &mut self.tx, &mut self.slots, BATCH, |p, len| {
+                        slot_len(device, p, len)
+                    })
+            };
+            let filled = self.slots.len();
             if filled == 0 {
+                if let Fill::Gone(e) = fill {
+                    self.tun_gone = Some(e);
+                }
                 break;
             }
             let now = Instant::now();
-            let stride = self.stride;
             self.frag_out.clear();
             for i in 0..filled {
-                let len = self.tx_sizes[i];
-                let slot = &mut self.tx[i * stride..(i + 1) * stride];
+                let Slot { start, cap, len } = self.slots[i];
+                let slot = &mut self.tx[start..start + cap];
                 // A SYN is routed once, for its MSS, and sealed for that peer.
                 let routed = if self.mss_clamp {
                     clamp_mss(
@@ -162,6 +180,7 @@ impl DataPath {
                 };
             }
             self.send_batch(filled, device, udp).await;
+            let stride = self.stride;
             for k in 0..self.frag_out.len() {
                 let (destination, len) = self.frag_out[k];
                 let contents = &self.frag[k * stride..k * stride + len];
@@ -171,18 +190,44 @@ impl DataPath {
             }
             self.flush_tun(tun).await;
             self.send_queued(device, udp).await;
-            if filled < BATCH - MAX_SPLIT {
-                break;
+            match fill {
+                Fill::Full => {}
+                Fill::Drained => break,
+                Fill::Gone(e) => {
+                    self.tun_gone = Some(e);
+                    break;
+                }
             }
         }
+    }
+
+    /// Takes the error with which the TUN device failed as gone (deleted
+    /// under the node), if it did since the last call. The data path does
+    /// not touch the device again until [`DataPath::tun_replaced`].
+    pub fn take_tun_gone(&mut self) -> Option<io::Error> {
+        self.tun_gone.take()
+    }
+
+    /// The TUN device was created anew, with (`offload`) or without
+    /// virtio-net headers: what the old one left is given up.
+    pub fn tun_replaced(&mut self, offload: bool) {
+        self.reader.reset(offload);
+        self.tun_out_len = 0;
+        self.gro = GROTable::default();
+        self.tun_gone = None;
+    }
+
+    /// TUN reads dropped before the protocol saw them.
+    pub fn tun_drops(&self) -> TunDrops {
+        self.reader.drops()
     }
 
     /// Makes the inner packet in slot `i` fit an edge of inner MTU `mtu`:
     /// an ICMP "too big" back to its sender, or IPv4 fragments.
     fn fit(&mut self, device: &mut Device, now: Instant, i: usize, mtu: u16) {
         let stride = self.stride;
-        let len = self.tx_sizes[i];
-        let start = i * stride + TRANSPORT_HEADER_LEN;
+        let Slot { start, len, .. } = self.slots[i];
+        let start = start + TRANSPORT_HEADER_LEN;
         let packet = &self.tx[start..start + len];
         match inner::needs_fitting(packet, usize::from(mtu)) {
             Fit::TooBigDf => {
@@ -226,57 +271,41 @@ impl DataPath {
         }
     }
 
-    /// Fills TUN slots until the device is drained or the batch is full.
-    fn read_tun_batch(&mut self, tun: &Tun) -> usize {
-        let stride = self.stride;
-        let mut slots: [&mut [u8]; BATCH] = {
-            let mut it = self.tx.chunks_exact_mut(stride);
-            // `tx` holds exactly BATCH slots of `stride` bytes.
-            std::array::from_fn(|_| it.next().expect("BATCH slots"))
-        };
-        let mut filled = 0;
-        while BATCH - filled >= MAX_SPLIT {
-            match tun.dev.try_recv_multiple(
-                &mut self.tun_original,
-                &mut slots[filled..],
-                &mut self.tx_sizes[filled..],
-                TRANSPORT_HEADER_LEN,
-            ) {
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    debug!(error = %e, "TUN read failed");
-                    break;
-                }
-            }
-        }
-        filled
-    }
-
-    /// Sends sealed slots, runs of full-size datagrams to one peer as one
-    /// GSO send.
+    /// Sends sealed slots; a run of datagrams of one size to one peer (the
+    /// last may be shorter) is moved together and leaves as one GSO send.
     async fn send_batch(&mut self, filled: usize, device: &mut Device, udp: &UdpIo) {
-        let stride = self.stride;
-        let max_run = self.max_gso_segments.min(MAX_GSO_BYTES / stride).max(1);
         let mut i = 0;
         while i < filled {
             let Some((destination, len)) = self.tx_out[i] else {
                 i += 1;
                 continue;
             };
-            let mut last = (i, len);
-            while last.0 + 1 < filled && last.0 + 1 - i < max_run && last.1 == stride {
-                match self.tx_out[last.0 + 1] {
-                    Some((d, l)) if d == destination => last = (last.0 + 1, l),
+            let max_run = self.max_gso_segments.min(MAX_GSO_BYTES / len.max(1)).max(1);
+            let base = self.slots[i].start;
+            let (mut end, mut total) = (i + 1, len);
+            while end < filled && end - i < max_run {
+                match self.tx_out[end] {
+                    Some((d, l)) if d == destination && l <= len => {
+                        // Slots lie in order and each is at least as long as
+                        // its datagram, so this never moves over one not yet
+                        // moved.
+                        let from = self.slots[end].start;
+                        self.tx.copy_within(from..from + l, base + total);
+                        total += l;
+                        end += 1;
+                        if l < len {
+                            break;
+                        }
+                    }
                     _ => break,
                 }
             }
-            let contents = &self.tx[i * stride..last.0 * stride + last.1];
-            let segment = (last.0 > i).then_some(stride);
+            let contents = &self.tx[base..base + total];
+            let segment = (end - i > 1).then_some(len);
             if let Err(e) = udp.send(destination, contents, segment).await {
                 send_failed(device, destination, &e, Instant::now());
             }
-            i = last.0 + 1;
+            i = end;
         }
     }
 
@@ -375,8 +404,36 @@ impl DataPath {
             .send_multiple(&mut self.gro, &mut self.tun_out[..n], TRANSPORT_HEADER_LEN)
             .await
         {
-            debug!(error = %e, "TUN write failed");
+            if tun_read::gone(&e) {
+                self.tun_gone.get_or_insert(e);
+            } else {
+                debug!(error = %e, "TUN write failed");
+            }
         }
+    }
+}
+
+/// The slots for the segments (`len` bytes each) of a super-packet
+/// `packet`: for a peer reached directly, exactly the datagram a full
+/// segment is sealed into (header, the inner packet padded as
+/// `Device::encapsulate` pads it for the peer's edge, tag), so the sealed
+/// segments lie end to end and leave in one GSO send without being moved;
+/// otherwise room for a relay's wrapping too. The super-packet is routed
+/// once for all its segments. (A peer the device turns to its relay while
+/// sealing such a batch loses that batch's segments as `too_big`; the
+/// next read is carved for the relay.)
+fn slot_len(device: &Device, packet: &[u8], len: usize) -> usize {
+    let direct = summarize(packet)
+        .and_then(|s| device.route(s.dst))
+        .filter(|&peer| matches!(device.peer_path(peer), Some(PeerPath::Direct(Some(_)))));
+    match direct {
+        Some(peer) => {
+            let padded = len
+                .next_multiple_of(16)
+                .min(device.inner_mtu(peer).max(len));
+            TRANSPORT_HEADER_LEN + padded + TAG_LEN
+        }
+        None => tun_read::room(len),
     }
 }
 

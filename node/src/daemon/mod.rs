@@ -15,16 +15,19 @@
 //! in a task of its own; everything between them goes through bounded
 //! queues that drop and count when full (docs/ARCHITECTURE.md, "Tasks and
 //! queues"). A watchdog thread ends the process if the loop ever stops
-//! turning. This file never handles an input itself.
+//! turning; a TUN interface removed under the node and not created again
+//! (`node.rs`) ends it with an error. This file never handles an input
+//! itself.
 
 mod datapath;
 mod io;
 mod node;
+mod tun_read;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use weft_protocol::{Device, DeviceConfig, PeerConfig, PresharedKey, StaticSecret};
 
 use self::datapath::DataPath;
@@ -37,7 +40,6 @@ use crate::keys;
 use crate::mesh::node::MeshNode;
 use crate::metrics;
 use crate::nat::ProbeSockets;
-use crate::routes::RouteQueue;
 use crate::status::NodeInfo;
 use crate::tun;
 use crate::udp::UdpIo;
@@ -158,13 +160,7 @@ async fn run_async(config: Config, services: tokio::runtime::Handle) -> anyhow::
     };
     let started = Instant::now();
     let tun = tun::create(&config.interface)?;
-    let routes = tun.dev.if_index().ok().and_then(|i| match RouteQueue::spawn(i) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            warn!(error = %format!("{e:#}"), "cannot program routes; peers' prefixes outside the interface addresses will not be routed");
-            None
-        }
-    });
+    let routes = node::route_queue(&tun);
     if let Some(r) = &routes {
         probes.push(r.probe());
     }
@@ -172,6 +168,7 @@ async fn run_async(config: Config, services: tokio::runtime::Handle) -> anyhow::
     edges.start(&mut device, Instant::now());
     let path = DataPath::new(
         usize::from(config.interface.mtu),
+        tun.offload,
         config.interface.mss_clamp,
         &udp,
     );
@@ -186,7 +183,15 @@ async fn run_async(config: Config, services: tokio::runtime::Handle) -> anyhow::
         snapshot_rx,
         inbox,
     )?;
-    let mut node = Node::new(device, mesh, path, edges, info, started);
+    let mut node = Node::new(
+        device,
+        mesh,
+        path,
+        edges,
+        config.interface.clone(),
+        info,
+        started,
+    );
     let heartbeat = Heartbeat::new();
     watchdog::spawn(heartbeat.clone(), watchdog::STALL_LIMIT, probes, |_| {
         std::process::exit(watchdog::STALL_EXIT_CODE)
@@ -216,8 +221,14 @@ async fn run_async(config: Config, services: tokio::runtime::Handle) -> anyhow::
             }
         }
         let input = io.next(node.deadline()).await?;
-        if node.handle(input, &mut io).await.is_break() {
-            break;
+        match node.handle(input, &mut io).await {
+            Ok(flow) if flow.is_break() => break,
+            Ok(_) => {}
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "the node cannot go on: exiting");
+                node.shutdown();
+                return Err(e);
+            }
         }
     }
     node.shutdown();

@@ -8,6 +8,13 @@
 //! hints and routes), and on mesh members the mesh (confirmed path MTUs,
 //! failed handshakes, NAT changes).
 //!
+//! When the data path finds the TUN device gone (the interface deleted
+//! under the node), [`Node::handle`] logs it at ERROR and creates the
+//! interface again with its addresses and MTU, hands the new one to the
+//! data path and the routes to a route task of the new interface
+//! ([`Node::recreate_tun`]); if it cannot, the error ends the node, so its
+//! supervisor restarts it.
+//!
 //! This file owns no I/O handle: it awaits only the TUN device and the
 //! sockets it is lent ([`Io`]), and never another task, the store or a
 //! remote peer. What another task must do goes into a bounded queue without
@@ -15,21 +22,34 @@
 //! (`mesh/`); admin requests that wait on the disk are answered by the task
 //! that does the work.
 
+use std::collections::VecDeque;
+use std::io;
 use std::ops::ControlFlow;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use tokio::sync::oneshot;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use weft_protocol::{Device, Event};
 
 use super::datapath::DataPath;
 use super::io::{Input, Io};
 use crate::admin::{Request, Response};
+use crate::config::Interface;
 use crate::edges::Edges;
 use crate::mesh::node::MeshNode;
 use crate::nat::ProbeSockets;
+use crate::routes::RouteQueue;
 use crate::status::{NodeInfo, Snapshot};
+use crate::tun::{self, Tun};
 use crate::watchdog;
+
+/// Times the TUN interface may be created again within
+/// [`RECREATE_WINDOW`]: past that something keeps removing it, and the
+/// node exits for its supervisor rather than fight it.
+const MAX_RECREATIONS: usize = 5;
+/// The window [`MAX_RECREATIONS`] counts in.
+const RECREATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// The state the main task owns. See the module documentation.
 pub struct Node {
@@ -37,18 +57,40 @@ pub struct Node {
     mesh: Option<MeshNode>,
     path: DataPath,
     edges: Edges,
+    /// The interface as configured, to create it again.
+    iface: Interface,
+    /// When the interface was created again, within [`RECREATE_WINDOW`].
+    recreations: VecDeque<Instant>,
+    /// Times the interface was created again since start.
+    recreated_total: u64,
     /// This node as status shows it, but for the uptime.
     info: NodeInfo,
     started: Instant,
 }
 
+/// A route task for the interface of `tun`, or none (with a warning) if
+/// the route socket cannot be opened: the node goes on without routes to
+/// peers' prefixes outside the interface addresses.
+pub fn route_queue(tun: &Tun) -> Option<RouteQueue> {
+    let index = tun.dev.if_index().ok()?;
+    match RouteQueue::spawn(index) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "cannot program routes; peers' prefixes outside the interface addresses will not be routed");
+            None
+        }
+    }
+}
+
 impl Node {
-    /// A node over `device`, started at `started`.
+    /// A node over `device`, on the interface configured as `iface`,
+    /// started at `started`.
     pub fn new(
         device: Device,
         mesh: Option<MeshNode>,
         path: DataPath,
         edges: Edges,
+        iface: Interface,
         info: NodeInfo,
         started: Instant,
     ) -> Self {
@@ -57,6 +99,9 @@ impl Node {
             mesh,
             path,
             edges,
+            iface,
+            recreations: VecDeque::with_capacity(MAX_RECREATIONS),
+            recreated_total: 0,
             info,
             started,
         }
@@ -82,13 +127,14 @@ impl Node {
         .fold(beat, Instant::min)
     }
 
-    /// Serves `input`, then [`Node::poll`]s. Breaks on a signal.
-    pub async fn handle(&mut self, input: Input, io: &mut Io) -> ControlFlow<()> {
+    /// Serves `input`, then [`Node::poll`]s. Breaks on a signal; fails if
+    /// the TUN interface was removed and cannot be created again.
+    pub async fn handle(&mut self, input: Input, io: &mut Io) -> anyhow::Result<ControlFlow<()>> {
         let now = Instant::now();
         match input {
             Input::Signal(name) => {
                 info!("{name}: shutting down");
-                return ControlFlow::Break(());
+                return Ok(ControlFlow::Break(()));
             }
             Input::TunReadable => self.path.pump_tun(&mut self.device, &io.tun, &io.udp).await,
             Input::UdpReadable => self.path.pump_udp(&mut self.device, &io.tun, &io.udp).await,
@@ -119,8 +165,50 @@ impl Node {
                 }
             }
         }
+        if let Some(gone) = self.path.take_tun_gone() {
+            self.recreate_tun(gone, io).await?;
+        }
         self.poll(io).await;
-        ControlFlow::Continue(())
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// The TUN device failed with `gone`: the interface was removed under
+    /// the node. Creates it again as configured (name, MTU, addresses),
+    /// gives it to the data path, and has every peer's routes programmed
+    /// through it by a route task of its own (the kernel removed the old
+    /// routes with the old interface). Fails, ending the node, if the
+    /// interface cannot be created (e.g. its name was taken by another kind
+    /// of link) or was removed too often in a short time.
+    async fn recreate_tun(&mut self, gone: io::Error, io: &mut Io) -> anyhow::Result<()> {
+        let name = self.iface.name.clone();
+        error!(interface = %name, error = %gone, "TUN interface removed under the node: creating it again");
+        let now = Instant::now();
+        while self
+            .recreations
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= RECREATE_WINDOW)
+        {
+            self.recreations.pop_front();
+        }
+        if self.recreations.len() >= MAX_RECREATIONS {
+            anyhow::bail!(
+                "TUN interface {name} was removed {} times within {} s: giving up",
+                MAX_RECREATIONS + 1,
+                RECREATE_WINDOW.as_secs()
+            );
+        }
+        self.recreations.push_back(now);
+        let tun = tun::recreate(&self.iface).with_context(|| {
+            format!("TUN interface {name} was removed under the node and cannot be created again")
+        })?;
+        self.path.tun_replaced(tun.offload);
+        self.edges
+            .interface_recreated(route_queue(&tun), &self.device, now);
+        // The old device (its descriptor) closes here.
+        io.tun = tun;
+        self.recreated_total += 1;
+        info!(interface = %name, "TUN interface created again; routes reprogrammed");
+        Ok(())
     }
 
     /// What follows every input (and start-up): fires the device's due
@@ -241,6 +329,8 @@ impl Node {
             ..self.info.clone()
         };
         let mut s = Snapshot::collect(&self.device, node, now);
+        s.drops.extend(self.path.tun_drops().by_reason());
+        s.tun_recreated = self.recreated_total;
         s.mesh = self.mesh.as_ref().map(MeshNode::stats);
         if let Some(mesh) = s.mesh.as_mut() {
             mesh.queue_dropped
