@@ -51,8 +51,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use zeroize::Zeroize;
 
 use api::Command;
-#[cfg(test)]
-use api::PublishError;
+pub use api::PublishError;
 pub use api::{
     ControlCounters, ControlError, ControlEvent, Gate, NotQueued, Verdict, COMMAND_CAPACITY,
     EVENT_CAPACITY, MAX_CREDENTIAL_LEN,
@@ -242,6 +241,21 @@ impl ControlHandle {
     /// refusals are counted in [`ControlCounters::publish_failed`].
     pub fn try_publish(&self, data: Vec<u8>) -> Result<(), NotQueued> {
         self.try_command(Command::Publish { data, reply: None })
+    }
+
+    /// Queues `data` for publishing like [`ControlHandle::try_publish`],
+    /// and returns where gossipsub's answer arrives (a revocation's issuer
+    /// reports whether it went out).
+    pub fn try_publish_reported(
+        &self,
+        data: Vec<u8>,
+    ) -> Result<oneshot::Receiver<Result<(), PublishError>>, NotQueued> {
+        let (reply, answer) = oneshot::channel();
+        self.try_command(Command::Publish {
+            data,
+            reply: Some(reply),
+        })?;
+        Ok(answer)
     }
 
     /// Queues a direct push of `records` to `peer` (`/weft/sync/1`).

@@ -51,6 +51,7 @@ use weft_store::{MemberRecord, NatRecord, PathRecord, RevocationRecord};
 
 use super::members::{peer_config, peer_id_of, MemberTable};
 use super::neighbours::Neighbours;
+use super::revocation;
 use super::writer::StoreWriter;
 use super::{now_unix, EndpointSource, Membership};
 use crate::control::{Control, ControlConfig, ControlEvent, ControlHandle, Gate, Verdict};
@@ -594,20 +595,26 @@ impl Gossip {
         }
     }
 
-    /// Publishes an authority-signed revocation and applies it here; the
-    /// answer goes to `reply` once it is stored.
+    /// Publishes an authority-signed revocation and applies it here (the
+    /// member is dropped at once); the store write and the publish go on
+    /// in the background, and what came of each is in the returned
+    /// [`revocation::Pending`].
     pub fn publish_revocation(
         &mut self,
         m: &Membership,
         revocation: Revocation,
         device: &mut Device,
-        reply: oneshot::Sender<anyhow::Result<()>>,
-    ) {
+    ) -> revocation::Pending {
         let seq = self.seq.take(&self.writer);
         let record =
             SignedRecord::sign(&m.identity, seq, RecordBody::Revocation(revocation.clone()));
+        let (reply, stored) = oneshot::channel();
         self.revoke(revocation, device, Some(reply));
-        self.publish("revocation", record.to_bytes());
+        let published = self.handle.try_publish_reported(record.to_bytes());
+        if published.is_ok() {
+            *self.published.entry("revocation").or_default() += 1;
+        }
+        revocation::Pending { stored, published }
     }
 
     /// What a member that just connected is pushed: every announcement

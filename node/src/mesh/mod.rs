@@ -17,6 +17,7 @@ pub mod members;
 pub mod neighbours;
 pub mod node;
 pub mod relay;
+pub mod revocation;
 pub mod warm;
 pub mod writer;
 

@@ -169,18 +169,10 @@ impl MeshNode {
                 });
             }
             Request::Revoke { name } => match self.revoke(&name, device) {
-                Ok(stored) => {
+                // Failed only if neither stored nor published (`revocation`).
+                Ok(pending) => {
                     self.services.spawn(async move {
-                        let response = match stored.await {
-                            Ok(Ok(())) => Response::Done(format!(
-                                "revoked {name}; the mesh drops it within seconds"
-                            )),
-                            Ok(Err(e)) => Response::Error(format!("revocation not stored: {e:#}")),
-                            Err(_) => Response::Error(
-                                "revocation not stored: the store writer is busy; try again".into(),
-                            ),
-                        };
-                        let _ = reply.send(response);
+                        let _ = reply.send(pending.answer(&name).await);
                     });
                 }
                 Err(e) => {
@@ -276,7 +268,7 @@ impl MeshNode {
         &mut self,
         name: &str,
         device: &mut Device,
-    ) -> anyhow::Result<oneshot::Receiver<anyhow::Result<()>>> {
+    ) -> anyhow::Result<super::revocation::Pending> {
         let m = self.membership.clone();
         let authority = m.authority.as_ref().ok_or_else(|| {
             anyhow!("this member does not hold the authority key, so it cannot revoke")
@@ -298,9 +290,7 @@ impl MeshNode {
             now_unix(),
             authority,
         );
-        let (tx, rx) = oneshot::channel();
-        self.gossip.publish_revocation(&m, revocation, device, tx);
-        Ok(rx)
+        Ok(self.gossip.publish_revocation(&m, revocation, device))
     }
 
     /// Follows the device's NAT status: a lifetime stored for the public
