@@ -312,3 +312,298 @@ fn junk_initiations_at_300_per_second_do_not_delay_an_honest_members_first_hands
         }
     });
 }
+
+/// Records a second the flooding member publishes.
+const RECORD_FLOOD_RATE: u32 = 500;
+/// How long it floods.
+const RECORD_FLOOD_FOR: Duration = Duration::from_secs(30);
+/// Public addresses a member's NAT lifetimes may take in a store (weft_store::nat).
+const RECORD_FLOOD_NAT_PER_MEMBER: usize = 4;
+
+/// The `[mesh]` table of a config weft wrote.
+fn record_flood_mesh_section(config: &Path) -> toml::Table {
+    let text = std::fs::read_to_string(config)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", config.display()));
+    let mut table: toml::Table =
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+    match table.remove("mesh") {
+        Some(toml::Value::Table(mesh)) => mesh,
+        _ => panic!("{} has no [mesh] section", config.display()),
+    }
+}
+
+/// The bytes of a base64 file weft wrote (a key or a certificate).
+fn record_flood_base64_file(path: &Path) -> Vec<u8> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text.trim())
+        .unwrap_or_else(|e| panic!("{} is not base64: {e}", path.display()))
+}
+
+/// Counters of the node in `ns` from its /metrics: `name{label="value"}` → count.
+fn record_flood_metrics(ns: &Netns) -> std::collections::BTreeMap<String, u64> {
+    let body = ns.run(|| {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 9820));
+        let mut s =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect to /metrics");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .expect("send the /metrics request");
+        let mut body = String::new();
+        s.read_to_string(&mut body).expect("read /metrics");
+        body
+    });
+    body.lines()
+        .filter(|l| l.starts_with("weft_"))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse::<f64>().ok()? as u64))
+        })
+        .collect()
+}
+
+/// One counter of [`record_flood_metrics`], 0 if absent.
+fn record_flood_counter(m: &std::collections::BTreeMap<String, u64>, name: &str) -> u64 {
+    m.get(name).copied().unwrap_or(0)
+}
+
+/// Bytes under `dir`, recursively.
+fn record_flood_dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => record_flood_dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_member_flooding_500_valid_records_a_second_costs_others_no_ping_no_publish_and_no_store() {
+    use std::str::FromStr;
+
+    use weft_protocol::membership::{
+        Announcement, IdentityKey, IdentitySecret, NatLifetime, NetworkId, PathObservation,
+        RecordBody, SignedCertificate, SignedRecord,
+    };
+
+    use crate::harness::{MemberFlood, DEFAULT_PORT};
+    use crate::mesh::{build_mesh, wait_pairs};
+
+    let lab = Lab::new("adv-recflood");
+    let hosts = RoutedHosts::new(&lab, "rf", 3);
+    let (mut nodes, addrs) = build_mesh(&lab, &hosts, 2);
+    let both_ways = [(0, 1, addrs[1].0), (1, 0, addrs[0].0)];
+    assert!(
+        wait_pairs(&hosts, &both_ways, Duration::from_secs(15)).is_empty(),
+        "the mesh did not form"
+    );
+
+    // The flooder is a real member: `weft join` with m0's invite. It runs no daemon; its
+    // identity and certificate go to a control-plane peer that floods.
+    let config0 = lab.dir().join("m0").join("weft.toml");
+    let token = invite(&hosts.hosts[0], &config0, "flooder", "1h");
+    let flooder_dir = lab.dir().join("flooder");
+    let (ok, _, err) = weft(
+        &hosts.hosts[2],
+        &["join", &token, "--dir", flooder_dir.to_str().unwrap()],
+    );
+    assert!(ok, "weft join of the flooder failed: {err}");
+    let secret: [u8; 32] = record_flood_base64_file(&flooder_dir.join("identity.key"))
+        .try_into()
+        .expect("a 32-byte identity key");
+    let identity = IdentitySecret::from_bytes(secret);
+    let credential = record_flood_base64_file(&flooder_dir.join("node.cert"));
+    let certificate = SignedCertificate::from_bytes(&credential).expect("a certificate");
+    let mesh = record_flood_mesh_section(&config0);
+    let network = mesh["network"].as_str().expect("[mesh] network");
+    NetworkId::from_str(network).expect("[mesh] network is a network id");
+    let join_port = mesh["join_port"].as_integer().expect("[mesh] join_port");
+
+    // What it publishes: its own announcement first (so every member knows it as a member and
+    // takes its records), then, in turn, NAT lifetimes behind a new public address each and
+    // path observations of made-up members; every one signed, fresh and plausible.
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let flooder_endpoint = SocketAddr::from((RoutedHosts::address(2), DEFAULT_PORT));
+    let payload = |i: usize| {
+        let n = i as u32;
+        let body = match i {
+            0 => RecordBody::Announcement(Announcement {
+                certificate: certificate.clone(),
+                endpoints: vec![flooder_endpoint],
+            }),
+            _ if i % 2 == 1 => RecordBody::NatLifetime(NatLifetime {
+                public: SocketAddr::new(
+                    std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, (n >> 16) as u16, n as u16)
+                        .into(),
+                    4500,
+                ),
+                lifetime_ms: 30_000,
+                measured_unix: now_unix,
+            }),
+            _ => {
+                let mut made_up = [0x5A; 32];
+                made_up[..4].copy_from_slice(&n.to_be_bytes());
+                RecordBody::PathObservation(PathObservation {
+                    to: IdentityKey(made_up),
+                    endpoint: SocketAddr::from(([203, 0, 113, (n % 250) as u8 + 1], 51820)),
+                    pmtu: 1420,
+                    rtt_us: 1_000,
+                    measured_unix: now_unix,
+                })
+            }
+        };
+        SignedRecord::sign(&identity, i as u64 + 1, body).to_bytes()
+    };
+    let flood = MemberFlood {
+        target: format!("/ip4/{}/udp/{join_port}/quic-v1", RoutedHosts::address(0))
+            .parse()
+            .expect("a multiaddr"),
+        topic: format!("weft/{network}/records"),
+        identity_secret: secret,
+        credential: credential.clone(),
+        per_second: RECORD_FLOOD_RATE,
+        duration: RECORD_FLOOD_FOR,
+        patience: Duration::from_secs(15),
+    };
+
+    let store_dirs = [
+        lab.dir().join("m0").join("state"),
+        lab.dir().join("m1").join("state"),
+    ];
+    let bytes_before: Vec<u64> = store_dirs
+        .iter()
+        .map(|d| record_flood_dir_bytes(d))
+        .collect();
+    let before = [
+        record_flood_metrics(&hosts.hosts[0]),
+        record_flood_metrics(&hosts.hosts[1]),
+    ];
+    let pings_wanted = (RECORD_FLOOD_FOR.as_millis() / 100) as u32 + 20;
+    let pings = ping_in_background(&hosts.hosts[1], addrs[0].0, pings_wanted);
+    let report = flood.run(&hosts.hosts[2], payload);
+    let pinged = pings.finish(Duration::from_secs(20));
+    let after = [
+        record_flood_metrics(&hosts.hosts[0]),
+        record_flood_metrics(&hosts.hosts[1]),
+    ];
+
+    // Afterwards m1's own publishes still reach m0: a new address makes m1 announce.
+    let announcements = "weft_gossip_received_total{kind=\"announcement\"}";
+    let heard_before = record_flood_counter(&after[0], announcements);
+    hosts.hosts[1].ip(&[
+        "addr",
+        "add",
+        &format!("{}/28", RoutedHosts::other_address(1)),
+        "dev",
+        "eth0",
+    ]);
+    let announced_at = Instant::now();
+    let heard = crate::harness::poll(Duration::from_secs(20), Duration::from_millis(200), || {
+        let now = record_flood_counter(&record_flood_metrics(&hosts.hosts[0]), announcements);
+        (now > heard_before).then(|| announced_at.elapsed())
+    });
+    let ping_after = crate::harness::ping(&hosts.hosts[1], addrs[0].0, 3).received;
+
+    for node in &mut nodes {
+        assert!(node.is_running(), "{} stopped under the flood", node.name());
+        node.stop();
+    }
+    let bytes_after: Vec<u64> = store_dirs
+        .iter()
+        .map(|d| record_flood_dir_bytes(d))
+        .collect();
+    let flooder_id = identity.identity().0;
+    let nat: Vec<(usize, usize)> = store_dirs
+        .iter()
+        .map(|d| {
+            let store = weft_store::Store::open(d).expect("open a member's store");
+            let all = store.nat().list().expect("list NAT lifetimes");
+            let flooders = all.iter().filter(|((m, _), _)| *m == flooder_id).count();
+            (all.len(), flooders)
+        })
+        .collect();
+
+    let delta = |i: usize, name: &str| {
+        record_flood_counter(&after[i], name) - record_flood_counter(&before[i], name)
+    };
+    for (i, name) in ["m0", "m1"].iter().enumerate() {
+        println!(
+            "record flood: {name}: records accepted: {} NAT lifetimes, {} observations; \
+             rejected: {} over the origin's budget, {} of unknown members; NAT lifetimes stored \
+             {} ({} the flooder's); store {} -> {} bytes",
+            delta(i, "weft_gossip_received_total{kind=\"nat\"}"),
+            delta(i, "weft_gossip_received_total{kind=\"path_observation\"}"),
+            delta(i, "weft_gossip_rejected_total{reason=\"origin_over_rate\"}"),
+            delta(i, "weft_gossip_rejected_total{reason=\"unknown_subject\"}"),
+            nat[i].0,
+            nat[i].1,
+            bytes_before[i],
+            bytes_after[i],
+        );
+    }
+    println!(
+        "record flood: {} records attempted at {RECORD_FLOOD_RATE}/s for {:?} by member {} \
+         (admitted after {:?}), {} sent, refused {:?}, closed {:?}; pings m1->m0 every 100 ms \
+         lost {} of {}; m1's announcement after the flood reached m0 after {heard:?}; \
+         {ping_after}/3 pings after",
+        report.attempted,
+        report.flooded_for,
+        report.peer_id,
+        report.admitted_after,
+        report.sent,
+        report.refused,
+        report.closed,
+        pinged.lost(),
+        pinged.transmitted,
+    );
+
+    // The flood ran at its rate for its time; what left the flooder is what its gossipsub
+    // queue took (it fills once m0 graylists it), far above the origin's budget either way.
+    let wanted = (RECORD_FLOOD_FOR.as_secs() * u64::from(RECORD_FLOOD_RATE)) as usize;
+    assert!(
+        report.attempted >= wanted * 9 / 10 && report.flooded_for <= RECORD_FLOOD_FOR * 11 / 10,
+        "the flood made only {} of {wanted} attempts in {:?}",
+        report.attempted,
+        report.flooded_for
+    );
+    assert!(
+        report.sent >= 1_000,
+        "only {} records went out: the scenario proves nothing",
+        report.sent
+    );
+    let taken = delta(0, "weft_gossip_received_total{kind=\"nat\"}")
+        + delta(0, "weft_gossip_received_total{kind=\"path_observation\"}");
+    assert!(
+        taken >= 200 && delta(0, "weft_gossip_received_total{kind=\"nat\"}") >= 100,
+        "m0 judged only {taken} of the flood's records: the scenario proves nothing"
+    );
+    assert!(
+        delta(0, "weft_gossip_rejected_total{reason=\"origin_over_rate\"}") > 0,
+        "m0 counted nothing over the flooder's budget"
+    );
+    assert_eq!(
+        pinged.lost(),
+        0,
+        "pings between two other members were lost under the flood"
+    );
+    assert!(
+        heard.is_some(),
+        "m1's announcement after the flood never reached m0"
+    );
+    assert_eq!(ping_after, 3, "the tunnel m1->m0 after the flood");
+    for (i, (all, flooders)) in nat.iter().enumerate() {
+        assert!(
+            *flooders <= RECORD_FLOOD_NAT_PER_MEMBER && *all <= 3 * RECORD_FLOOD_NAT_PER_MEMBER,
+            "m{i}'s store took {all} NAT lifetimes ({flooders} the flooder's) from the flood"
+        );
+    }
+}

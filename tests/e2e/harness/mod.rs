@@ -19,7 +19,7 @@ mod transfer;
 mod twonat;
 
 pub use bridge::{cpu_ticks, Bridge, Check, Fleet, Usage, MAX_MEMBERS};
-pub use intruder::{Intrusion, IntrusionReport, Redial};
+pub use intruder::{Intrusion, IntrusionReport, MemberFlood, Redial};
 pub use log::{elapsed_between, NodeLog};
 pub use netns::Netns;
 pub use node::{weft_bin, Keypair, Node, NodeConfig, PeerConfig, DEFAULT_PORT};
