@@ -11,6 +11,7 @@ mod config;
 mod control;
 mod daemon;
 mod edges;
+mod host;
 mod inner;
 mod keys;
 mod mesh;

@@ -10,7 +10,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Context;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -18,6 +17,7 @@ use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info};
 
+use crate::host::{Step, StepError};
 use crate::status::{PeerRow, Snapshot};
 
 /// A request for a snapshot, answered by the main task.
@@ -36,7 +36,7 @@ pub async fn serve(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("metrics.listen: cannot listen on {listen}"))?;
+        .map_err(|e| StepError::new(Step::ListenMetrics { addr: listen }, e))?;
     let app = axum::Router::new()
         .route(
             "/metrics",

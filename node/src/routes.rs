@@ -15,7 +15,9 @@
 //! turn's changes that do not fit are dropped and counted
 //! (`weft_queue_dropped_total{queue="routes"}`), and the route keeps its
 //! MTU until the next change for it. The task coalesces what waits: for
-//! each prefix only the last MTU asked for is programmed.
+//! each prefix only the last MTU asked for is programmed. On a host without
+//! IPv6 ([`host::ipv6`]) IPv6 prefixes are left out: the interface has no
+//! IPv6 to route through (the daemon says so once at start).
 //!
 //! It never shells out to `ip`, never touches routes through any other
 //! interface, and never sees a packet.
@@ -31,6 +33,7 @@ use rtnetlink::{Handle, RouteMessageBuilder};
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use crate::host::{self, Step, StepError};
 use crate::watchdog::{self, Probe};
 
 /// Batches of route changes waiting for the route task. The main task
@@ -57,6 +60,8 @@ pub struct RouteQueue {
     tx: mpsc::Sender<Vec<RouteUpdate>>,
     pending: Vec<RouteUpdate>,
     dropped: u64,
+    /// Whether IPv6 prefixes are programmed (the host has IPv6).
+    ipv6: bool,
 }
 
 impl RouteQueue {
@@ -67,20 +72,25 @@ impl RouteQueue {
         let routes = Routes::new(ifindex)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(program(routes, rx));
-        Ok(Self::new(tx))
+        Ok(Self::new(tx, host::ipv6().usable()))
     }
 
-    fn new(tx: mpsc::Sender<Vec<RouteUpdate>>) -> Self {
+    fn new(tx: mpsc::Sender<Vec<RouteUpdate>>, ipv6: bool) -> Self {
         Self {
             tx,
             pending: Vec::new(),
             dropped: 0,
+            ipv6,
         }
     }
 
     /// Asks for the route to `prefix` with `mtu`; handed over by the next
-    /// [`RouteQueue::flush`].
+    /// [`RouteQueue::flush`]. An IPv6 prefix on a host without IPv6 is
+    /// left out.
     pub fn set(&mut self, prefix: IpNetwork, mtu: Option<u32>, peer: &str) {
+        if matches!(prefix, IpNetwork::V6(_)) && !self.ipv6 {
+            return;
+        }
         self.pending.push(RouteUpdate {
             prefix,
             mtu,
@@ -139,7 +149,7 @@ async fn program(mut routes: Routes, mut rx: mpsc::Receiver<Vec<RouteUpdate>>) {
         }
         for (prefix, update) in latest {
             if let Err(e) = routes.set(prefix, update.mtu).await {
-                warn!(peer = %update.peer, %prefix, error = %format!("{e:#}"), "cannot set route");
+                warn!(peer = %update.peer, mtu = ?update.mtu, error = %format!("{e:#}"), "cannot set route");
             }
         }
     }
@@ -190,8 +200,7 @@ impl Routes {
             .replace()
             .execute()
             .await
-            .map_err(netlink_error)
-            .with_context(|| format!("setting the route to {prefix} (mtu {mtu:?})"))
+            .map_err(|e| netlink_error(e, Step::SetRoute { prefix }))
     }
 
     /// Removes the route to `prefix` through the interface. Removing a
@@ -208,7 +217,7 @@ impl Routes {
         {
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::ESRCH => Ok(()),
             result => result
-                .map_err(netlink_error)
+                .map_err(|e| netlink_error(e, Step::SetRoute { prefix }))
                 .with_context(|| format!("removing the route to {prefix}")),
         }
     }
@@ -237,12 +246,13 @@ impl Drop for Routes {
     }
 }
 
-/// The kernel's errno as an `io::Error` ("File exists (os error 17)")
-/// rather than rtnetlink's wrapper around it.
-fn netlink_error(error: rtnetlink::Error) -> anyhow::Error {
+/// The kernel's errno, explained for `step` ("setting the route to …:
+/// EACCES (Permission denied): …"), rather than rtnetlink's wrapper
+/// around it.
+fn netlink_error(error: rtnetlink::Error, step: Step) -> anyhow::Error {
     match error {
-        rtnetlink::Error::NetlinkError(e) => anyhow::Error::new(io::Error::from(e)),
-        other => anyhow::Error::new(other),
+        rtnetlink::Error::NetlinkError(e) => StepError::new(step, io::Error::from(e)).into(),
+        other => anyhow::Error::new(other).context(step.to_string()),
     }
 }
 
@@ -345,7 +355,7 @@ mod tests {
     #[test]
     fn a_full_queue_drops_a_turns_changes_and_counts_each_route() {
         let (tx, mut rx) = mpsc::channel(1);
-        let mut queue = RouteQueue::new(tx);
+        let mut queue = RouteQueue::new(tx, true);
         let (_, probe) = queue.probe();
         queue.flush();
         assert_eq!(probe(), 0, "nothing asked, nothing sent");
@@ -360,6 +370,74 @@ mod tests {
         queue.set("100.64.6.0/24".parse().unwrap(), Some(1400), "c");
         queue.flush();
         assert_eq!((probe(), queue.dropped()), (1, 2), "room again");
+    }
+
+    #[test]
+    fn a_queue_on_a_host_without_ipv6_hands_over_ipv4_routes_and_leaves_ipv6_ones_out() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut queue = RouteQueue::new(tx, false);
+        queue.set("100.64.5.0/24".parse().unwrap(), Some(1400), "b");
+        queue.set("fd00:5::/64".parse().unwrap(), Some(1400), "b");
+        queue.flush();
+        assert_eq!(rx.try_recv().unwrap(), vec![update("100.64.5.0/24", 1400)]);
+        queue.set("fd00:6::/64".parse().unwrap(), Some(1400), "c");
+        queue.flush();
+        assert!(rx.try_recv().is_err(), "nothing to hand over");
+        assert_eq!(queue.dropped(), 0, "left out, not dropped");
+    }
+
+    #[test]
+    fn an_ipv6_route_through_an_interface_without_ipv6_is_reported_as_eacces_for_that_route() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test creates a network namespace and must run as root (CI does)"
+        );
+        let ns = Netns::create(format!("weft-routes6-{}", std::process::id()));
+        ip(&[
+            "netns",
+            "exec",
+            &ns.name,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ]);
+        ip(&[
+            "-n", &ns.name, "link", "add", LINK, "type", "veth", "peer", "name", PEER,
+        ]);
+        ip(&["-n", &ns.name, "link", "set", LINK, "up"]);
+        let ifindex: u32 = ip(&["-n", &ns.name, "-o", "link", "show", LINK])
+            .split(':')
+            .next()
+            .and_then(|index| index.trim().parse().ok())
+            .expect("an interface index");
+        let name = ns.name.clone();
+        let told = std::thread::spawn(move || {
+            let netns = File::open(format!("/run/netns/{name}")).expect("the namespace file");
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .expect("entering the namespace");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                let mut routes = Routes::new(ifindex).expect("a route socket");
+                routes
+                    .set("100.64.5.0/24".parse().unwrap(), Some(1400))
+                    .await
+                    .expect("IPv4 routes still work");
+                let v6 = routes.set("fd00:5::/64".parse().unwrap(), Some(1400)).await;
+                format!("{:#}", v6.unwrap_err())
+            })
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        assert!(
+            told.starts_with("setting the route to fd00:5::/64: EACCES (Permission denied): ")
+                && told.contains("disable_ipv6"),
+            "{told}"
+        );
     }
 
     #[test]

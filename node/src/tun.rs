@@ -10,11 +10,11 @@
 use std::io;
 use std::net::IpAddr;
 
-use anyhow::Context;
-use tracing::info;
+use tracing::{debug, info};
 use tun_rs::{AsyncDevice, DeviceBuilder};
 
-use crate::config::Interface;
+use crate::config::{Interface, IpNetworkWithHost};
+use crate::host::{self, Ipv6, Step, StepError};
 
 /// An open TUN device.
 pub struct Tun {
@@ -32,59 +32,89 @@ impl std::fmt::Debug for Tun {
     }
 }
 
-fn permission_hint(e: io::Error, name: &str) -> anyhow::Error {
-    if e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::EPERM) {
-        anyhow::anyhow!(
-            "creating TUN device {name} needs CAP_NET_ADMIN (run as root, or grant the capability to the weft binary)"
-        )
-    } else if e.raw_os_error() == Some(libc::ENOENT) || e.raw_os_error() == Some(libc::ENODEV) {
-        anyhow::anyhow!(
-            "cannot create TUN device {name}: /dev/net/tun is missing (load the tun module)"
-        )
-    } else {
-        anyhow::Error::new(e).context(format!("cannot create TUN device {name}"))
-    }
+/// Whether creating the device without offload is worth a try after
+/// `error` with it: not when the refusal has nothing to do with offload.
+fn retry_without_offload(error: &io::Error) -> bool {
+    !matches!(
+        error.raw_os_error(),
+        Some(libc::EPERM | libc::EACCES | libc::EBUSY | libc::ENOENT | libc::ENODEV)
+    )
 }
 
 /// Creates the interface, assigns the addresses and brings it up. Must be
-/// called inside a tokio runtime.
+/// called inside a tokio runtime. IPv6 addresses are left out on a host
+/// without IPv6 ([`host::ipv6`]); the daemon says so once at start.
 pub fn create(iface: &Interface) -> anyhow::Result<Tun> {
+    create_for(iface, host::ipv6())
+}
+
+/// [`create`] for a host whose IPv6 is `ipv6`. Each step is its own call,
+/// so a refusal names the step it stopped ([`StepError`]); a device that
+/// fails half-way is closed, and with it gone, on return.
+pub(crate) fn create_for(iface: &Interface, ipv6: Ipv6) -> anyhow::Result<Tun> {
+    let name = || iface.name.clone();
+    // The device is brought up last, once it has its MTU and addresses.
     let build = |offload: bool| {
-        let mut b = DeviceBuilder::new()
+        DeviceBuilder::new()
             .name(&iface.name)
-            .mtu(iface.mtu)
-            .offload(offload);
-        let mut v4 = iface.address.iter().filter(|a| a.addr.is_ipv4());
-        if let Some(a) = v4.next() {
-            if let IpAddr::V4(ip) = a.addr {
-                b = b.ipv4(ip, a.prefix, None);
-            }
-        }
-        for a in &iface.address {
-            if let IpAddr::V6(ip) = a.addr {
-                b = b.ipv6(ip, a.prefix);
-            }
-        }
-        b.build_async()
+            .offload(offload)
+            .inherit_enable_state()
+            .build_async()
     };
+    let created = |e| StepError::new(Step::CreateTun { name: name() }, e);
     let (dev, offload) = match build(true) {
         Ok(dev) => (dev, true),
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            return Err(permission_hint(e, &iface.name))
-        }
+        Err(e) if !retry_without_offload(&e) => return Err(created(e).into()),
         // Kernels without virtio-net headers on TUN still get a device.
-        Err(_) => (
-            build(false).map_err(|e| permission_hint(e, &iface.name))?,
-            false,
-        ),
+        Err(_) => (build(false).map_err(created)?, false),
     };
+    dev.set_mtu(iface.mtu).map_err(|e| {
+        StepError::new(
+            Step::SetMtu {
+                name: name(),
+                mtu: iface.mtu,
+            },
+            e,
+        )
+    })?;
+    let address = |a: &IpNetworkWithHost, e| {
+        StepError::new(
+            Step::SetAddress {
+                name: name(),
+                addr: a.addr,
+                prefix: a.prefix,
+            },
+            e,
+        )
+    };
+    let mut v4 = iface.address.iter().filter(|a| a.addr.is_ipv4());
+    if let Some(
+        a @ IpNetworkWithHost {
+            addr: IpAddr::V4(ip),
+            prefix,
+        },
+    ) = v4.next()
+    {
+        dev.set_network_address(*ip, *prefix, None)
+            .map_err(|e| address(a, e))?;
+    }
     // Further IPv4 addresses beyond the first.
-    for a in iface.address.iter().filter(|a| a.addr.is_ipv4()).skip(1) {
+    for a in v4 {
         if let IpAddr::V4(ip) = a.addr {
             dev.add_address_v4(ip, a.prefix)
-                .with_context(|| format!("cannot add address {}/{}", a.addr, a.prefix))?;
+                .map_err(|e| address(a, e))?;
         }
     }
+    for a in iface.address.iter().filter(|a| a.addr.is_ipv6()) {
+        if let (IpAddr::V6(ip), true) = (a.addr, ipv6.usable()) {
+            dev.add_address_v6(ip, a.prefix)
+                .map_err(|e| address(a, e))?;
+        } else {
+            debug!(name = %iface.name, address = %a.addr, "IPv6 overlay address not set: no IPv6 on this host");
+        }
+    }
+    dev.enabled(true)
+        .map_err(|e| StepError::new(Step::BringUp { name: name() }, e))?;
     let offload = offload && dev.tcp_gso();
     info!(
         name = %iface.name,

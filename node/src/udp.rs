@@ -10,10 +10,12 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
+
+use crate::host::{self, Ipv6, Step, StepError};
 
 /// Socket buffer size asked for: enough for a burst of GSO batches at
 /// multi-gigabit rates (wireguard-go and quinn use the same order).
@@ -27,6 +29,8 @@ pub struct UdpIo {
     v6: bool,
 }
 
+/// A non-blocking UDP socket bound to `addr`; an IPv6 one is dual-stack
+/// whatever `net.ipv6.bindv6only` says, so IPv4 peers reach it too.
 fn bind_socket(addr: SocketAddr) -> io::Result<Socket> {
     let domain = if addr.is_ipv6() {
         Domain::IPV6
@@ -60,23 +64,23 @@ fn force_buffer(fd: i32, option: libc::c_int) {
 }
 
 impl UdpIo {
-    /// Binds `[::]:port` dual-stack, or `0.0.0.0:port` where IPv6 is off.
-    /// Must be called inside a tokio runtime.
+    /// Binds `[::]:port` dual-stack, or `0.0.0.0:port` on a host without
+    /// IPv6 ([`host::ipv6`]). Must be called inside a tokio runtime.
     pub fn bind(port: u16) -> anyhow::Result<Self> {
-        let v6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
-        let (socket, is_v6) = match bind_socket(v6) {
-            Ok(s) => (s, true),
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                bail!("UDP port {port} is already in use (listen_port)")
-            }
-            Err(_) => match bind_socket(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)) {
-                Ok(s) => (s, false),
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                    bail!("UDP port {port} is already in use (listen_port)")
-                }
-                Err(e) => return Err(e).context(format!("cannot bind UDP port {port}")),
-            },
+        Self::bind_for(port, host::ipv6())
+    }
+
+    /// [`UdpIo::bind`] for a host whose IPv6 is `ipv6`. A refusal is
+    /// reported as the step it stopped, with its errno ([`StepError`]).
+    fn bind_for(port: u16, ipv6: Ipv6) -> anyhow::Result<Self> {
+        let any: IpAddr = if ipv6.usable() {
+            Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            Ipv4Addr::UNSPECIFIED.into()
         };
+        let addr = SocketAddr::new(any, port);
+        let socket = bind_socket(addr).map_err(|e| StepError::new(Step::BindUdp { addr }, e))?;
+        let is_v6 = addr.is_ipv6();
         let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
         let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
         force_buffer(socket.as_raw_fd(), libc::SO_RCVBUFFORCE);
@@ -247,6 +251,48 @@ mod tests {
         assert_eq!(canonical(mapped(a)), a);
         let b: SocketAddr = "[fd00::1]:1".parse().unwrap();
         assert_eq!(mapped(b), b);
+    }
+
+    #[tokio::test]
+    async fn on_a_host_without_ipv6_the_socket_is_ipv4_and_still_carries_ipv4() {
+        let off = Ipv6::Disabled {
+            setting: "net.ipv6.conf.all.disable_ipv6=1",
+        };
+        let a = UdpIo::bind_for(0, off).unwrap();
+        let b = UdpIo::bind_for(0, Ipv6::Enabled).unwrap();
+        assert!(a.local_addr().unwrap().is_ipv4());
+        assert!(b.local_addr().unwrap().is_ipv6());
+        let port = |s: &UdpIo| s.local_addr().unwrap().port();
+        let to_b = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port(&b));
+        let to_a = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port(&a));
+        a.send(to_b, b"to b", None).await.unwrap();
+        b.send(to_a, b"to a", None).await.unwrap();
+        for (socket, from, text) in [(&b, to_a, b"to b"), (&a, to_b, b"to a")] {
+            let mut buf = vec![0u8; 65536];
+            let mut meta = [RecvMeta::default()];
+            let n = loop {
+                socket.readable().await.unwrap();
+                match socket.try_recv(&mut [IoSliceMut::new(&mut buf)], &mut meta) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    r => break r.unwrap(),
+                }
+            };
+            assert_eq!((n, &buf[..meta[0].len]), (1, &text[..]));
+            assert_eq!(meta[0].addr, from, "canonical IPv4 source");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_port_in_use_is_reported_as_the_bind_step_and_eaddrinuse() {
+        let held = UdpIo::bind_for(0, Ipv6::Enabled).unwrap();
+        let port = held.local_addr().unwrap().port();
+        let told = format!("{:#}", UdpIo::bind_for(port, Ipv6::Enabled).unwrap_err());
+        assert!(
+            told.starts_with(&format!(
+                "binding the data-plane UDP socket to [::]:{port}: EADDRINUSE"
+            )) && told.contains("interface.listen_port"),
+            "{told}"
+        );
     }
 
     #[tokio::test]

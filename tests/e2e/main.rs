@@ -11,6 +11,7 @@ mod harness;
 mod adversary;
 mod cli;
 mod deploy;
+mod host;
 mod hostile;
 mod mesh;
 mod nat;

@@ -109,5 +109,6 @@ pub fn run(name: &str, prefix: &str, network_name: &str, dir: &Path) -> anyhow::
         "then invite servers with: weft invite --config {} --name NAME",
         dir.join("weft.toml").display()
     );
+    super::note_ipv4_only();
     Ok(())
 }

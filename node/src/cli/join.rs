@@ -14,6 +14,7 @@
 //! invite already with the same certificate, so an answer lost in transit
 //! does not spend the invite for nothing.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -117,7 +118,9 @@ pub fn run(token_text: &str, name: Option<String>, dir: &Path) -> anyhow::Result
                     },
                 )
                 .map_err(|e| anyhow!("{e}"))?;
-            if let Some(endpoint) = endpoints.first() {
+            // The first endpoint this host can reach: no IPv6 one on a
+            // host without IPv6.
+            if let Some(endpoint) = endpoints.iter().find(|e| reachable(e)) {
                 store
                     .paths()
                     .put(
@@ -165,7 +168,13 @@ pub fn run(token_text: &str, name: Option<String>, dir: &Path) -> anyhow::Result
         "run it with: weft up --config {}",
         dir.join("weft.toml").display()
     );
+    super::note_ipv4_only();
     Ok(())
+}
+
+/// Whether this host can send to `endpoint`: not to IPv6 without IPv6.
+fn reachable(endpoint: &SocketAddr) -> bool {
+    endpoint.is_ipv4() || crate::host::ipv6().usable()
 }
 
 /// Rounds over the inviter's endpoints before giving up, and the pause
@@ -207,7 +216,12 @@ async fn exchange_once(
     request: &JoinRequest,
 ) -> anyhow::Result<JoinResponse> {
     let mut last = anyhow!("the token names no endpoint");
-    for endpoint in &token.inviter_endpoints {
+    if !token.inviter_endpoints.iter().any(reachable) {
+        if let Some(why) = crate::host::ipv6().why_not() {
+            bail!("the token names only IPv6 endpoints of the inviter, and {why}");
+        }
+    }
+    for endpoint in token.inviter_endpoints.iter().filter(|e| reachable(e)) {
         let attempt = async {
             let mut stream = TcpStream::connect(endpoint).await?;
             let (initiator, frame) =

@@ -31,6 +31,17 @@ pub fn up(config: &Path) -> anyhow::Result<()> {
     crate::daemon::run(config)
 }
 
+/// After `weft init` or `weft join` on a host without IPv6: the node will
+/// run IPv4-only. The configuration keeps the member's IPv6 address, which
+/// its certificate holds, for the day the host enables IPv6.
+fn note_ipv4_only() {
+    if let Some(why) = crate::host::ipv6().why_not() {
+        println!(
+            "note: {why}: weft up will run IPv4-only; the IPv6 overlay address stays in the configuration for when IPv6 is enabled"
+        );
+    }
+}
+
 /// Log lines on stderr, filtered by `WEFT_LOG` (default `info`).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")

@@ -41,6 +41,7 @@ mod sync;
 mod tests;
 
 use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -50,6 +51,7 @@ use libp2p::identity::Keypair;
 use tokio::sync::{mpsc, oneshot, watch};
 use zeroize::Zeroize;
 
+use crate::host::{Step, StepError};
 use api::Command;
 pub use api::PublishError;
 pub use api::{
@@ -99,8 +101,9 @@ pub struct Control;
 
 impl Control {
     /// Builds the swarm, listens on `/ip4/0.0.0.0/udp/{port}/quic-v1` (and
-    /// `/ip6/::/…` where IPv6 is available), dials the bootstrap addresses,
-    /// and spawns the task that owns it all on the current Tokio runtime.
+    /// `/ip6/::/…` where the host has IPv6, [`crate::host::ipv6`]), dials
+    /// the bootstrap addresses, and spawns the task that owns it all on the
+    /// current Tokio runtime.
     ///
     /// The task runs until every handle or the event receiver is dropped.
     pub fn spawn(
@@ -122,14 +125,21 @@ impl Control {
         let v4: Multiaddr = format!("/ip4/0.0.0.0/udp/{}/quic-v1", config.listen_port)
             .parse()
             .context("listen address")?;
-        let ipv4_listener = swarm
-            .listen_on(v4)
-            .with_context(|| format!("cannot listen on UDP port {}", config.listen_port))?;
-        let v6: Multiaddr = format!("/ip6/::/udp/{}/quic-v1", config.listen_port)
-            .parse()
-            .context("listen address")?;
-        if let Err(e) = swarm.listen_on(v6) {
-            tracing::info!(error = %e, "control plane: no IPv6 listener");
+        let ipv4_listener = swarm.listen_on(v4).map_err(|e| {
+            let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.listen_port));
+            StepError::from_chain(Step::ListenControl { addr }, &e)
+        })?;
+        // On a host without IPv6 there is no IPv6 listener to open; the
+        // daemon says so once at start.
+        if crate::host::ipv6().usable() {
+            let v6: Multiaddr = format!("/ip6/::/udp/{}/quic-v1", config.listen_port)
+                .parse()
+                .context("listen address")?;
+            if let Err(e) = swarm.listen_on(v6) {
+                let addr = SocketAddr::from((Ipv6Addr::UNSPECIFIED, config.listen_port));
+                let e = StepError::from_chain(Step::ListenControl { addr }, &e);
+                tracing::warn!(error = %e, "control plane: no IPv6 listener");
+            }
         }
         for address in &config.bootstrap {
             if let Err(e) = swarm.dial(address.clone()) {

@@ -36,6 +36,7 @@ use self::node::Node;
 use crate::admin;
 use crate::config::Config;
 use crate::edges::Edges;
+use crate::host;
 use crate::keys;
 use crate::mesh::node::MeshNode;
 use crate::metrics;
@@ -113,6 +114,9 @@ fn build_device(config: &Config, secret: StaticSecret) -> anyhow::Result<Device>
 async fn run_async(config: Config, services: tokio::runtime::Handle) -> anyhow::Result<()> {
     // Everything that can fail on bad input is checked before the
     // interface exists, so a failed start leaves nothing behind.
+    if let Some(ipv4_only) = host::ipv4_only_warning(host::ipv6(), &config)? {
+        warn!("{ipv4_only}");
+    }
     let secret = keys::read_private_key(&config.interface.private_key_file)?;
     let mut device = build_device(&config, secret.clone())?;
     let udp = UdpIo::bind(config.interface.listen_port)?;
@@ -251,6 +255,9 @@ fn node_info(config: &Config, device: &Device, mesh: Option<&MeshNode>, udp: &Ud
             .interface
             .address
             .iter()
+            // The addresses the interface has: none of IPv6 on a host
+            // without it.
+            .filter(|a| a.addr.is_ipv4() || host::ipv6().usable())
             .map(|a| format!("{}/{}", a.addr, a.prefix))
             .collect(),
         version: env!("CARGO_PKG_VERSION").to_string(),

@@ -28,7 +28,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use rand_core::OsRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -44,6 +44,7 @@ use weft_protocol::StaticSecret;
 use weft_store::{InviteError, InviteRecord, MemberRecord};
 
 use crate::bucket::TokenBucket;
+use crate::host::{Ipv6, Step, StepError};
 
 use super::{now_unix, Membership, NetworkWire, CERT_LIFETIME_SECS, CLOCK_SKEW_SECS};
 
@@ -195,6 +196,37 @@ pub struct Admitted {
     pub certificate: Certificate,
 }
 
+/// Connections waiting for `accept`, as most servers ask of `listen`.
+const BACKLOG: i32 = 1024;
+
+/// The join port's listening socket: `[::]:port` dual-stack (whatever
+/// `net.ipv6.bindv6only` says), or `0.0.0.0:port` on a host without IPv6.
+/// A refusal names the step and its errno ([`StepError`]). Must be called
+/// inside a tokio runtime.
+fn bind_listener(port: u16, ipv6: Ipv6) -> anyhow::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let any: IpAddr = if ipv6.usable() {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    };
+    let addr = SocketAddr::new(any, port);
+    let bound = (|| {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(false)?;
+        }
+        // A restarted node takes its port back while old connections
+        // linger in TIME_WAIT, as tokio's own bind does.
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        TcpListener::from_std(socket.into())
+    })();
+    bound.map_err(|e| StepError::new(Step::ListenJoin { addr }, e).into())
+}
+
 /// Serves joins on `port` until the daemon exits.
 pub async fn listen(
     port: u16,
@@ -203,14 +235,7 @@ pub async fn listen(
     data_endpoints: Vec<SocketAddr>,
     admitted: mpsc::Sender<Admitted>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = match TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, port)).await {
-        Ok(l) => l,
-        Err(_) => TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port))
-            .await
-            .with_context(|| {
-                format!("cannot listen for joins on TCP port {port} (mesh.join_port)")
-            })?,
-    };
+    let listener = bind_listener(port, crate::host::ipv6())?;
     let gate = Arc::new(Mutex::new(JoinGate::default()));
     Ok(tokio::spawn(async move {
         let mut backoff = Duration::ZERO;
@@ -502,6 +527,38 @@ mod tests {
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([192, 0, 2, last])
+    }
+
+    #[tokio::test]
+    async fn the_join_port_takes_ipv4_joiners_on_either_kind_of_host() {
+        for ipv6 in [
+            Ipv6::Enabled,
+            Ipv6::Disabled {
+                setting: "net.ipv6.conf.all.disable_ipv6=1",
+            },
+        ] {
+            let listener = bind_listener(0, ipv6).unwrap();
+            let local = listener.local_addr().unwrap();
+            assert_eq!(local.is_ipv6(), ipv6.usable(), "{ipv6:?}: {local}");
+            let to = SocketAddr::from(([127, 0, 0, 1], local.port()));
+            let (connected, accepted) = tokio::join!(TcpStream::connect(to), listener.accept());
+            connected.unwrap();
+            let (_, from) = accepted.unwrap();
+            assert_eq!(from.ip().to_canonical(), to.ip(), "{ipv6:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_join_port_in_use_is_reported_as_the_join_listener_and_eaddrinuse() {
+        let held = bind_listener(0, Ipv6::Enabled).unwrap();
+        let port = held.local_addr().unwrap().port();
+        let told = format!("{:#}", bind_listener(port, Ipv6::Enabled).unwrap_err());
+        assert!(
+            told.starts_with(&format!(
+                "listening for joins on TCP [::]:{port}: EADDRINUSE"
+            )) && told.contains("mesh.join_port"),
+            "{told}"
+        );
     }
 
     #[test]
