@@ -16,7 +16,9 @@
 //! The machine never touches sessions or sockets: it says which trial
 //! messages to send ([`NatAction`]) and is told what came back. It never
 //! reads a clock; every input takes `now`. `BindingTable` is the other
-//! side of trials, kept by a node that helps others run theirs.
+//! side of trials, kept by a node that helps others run theirs. Which
+//! reflexive addresses the node may announce as its own is
+//! [`reflexive`]'s rule, fed here with every member's report.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -24,7 +26,12 @@ use std::time::{Duration, Instant};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use crate::noise::PublicKey;
 use crate::peer::PeerId;
+
+pub mod reflexive;
+
+pub use reflexive::{OwnEndpoints, ReflexiveReports};
 
 /// Keepalive interval behind a NAT before any trial has passed. Short
 /// enough for NATs that forget mappings after 5 s (seen on carrier-grade
@@ -146,6 +153,8 @@ pub struct NatMachine {
     local_port: Option<u16>,
     behind: Option<bool>,
     reflexive: Option<SocketAddr>,
+    /// Every member's latest report of the reflexive address, by member.
+    reports: ReflexiveReports,
     /// Longest idle time proven to survive.
     proven: Option<Duration>,
     /// Shortest idle time seen to fail.
@@ -180,6 +189,7 @@ impl NatMachine {
             local_port: None,
             behind: None,
             reflexive: None,
+            reports: ReflexiveReports::default(),
             proven: None,
             failed: None,
             hint: None,
@@ -198,10 +208,31 @@ impl NatMachine {
     }
 
     /// The node's own addresses and the main socket's port: a reflexive
-    /// address among them means no NAT.
+    /// address among them means no NAT. New addresses (the node moved)
+    /// void every report: where it was seen says nothing of where it is.
     pub fn set_local_addresses(&mut self, ips: Vec<IpAddr>, port: u16) {
+        if self.local != ips || self.local_port != Some(port) {
+            self.reports.clear();
+        }
         self.local = ips;
         self.local_port = Some(port);
+    }
+
+    /// Member `reporter` says it sees the main socket at `observed` (a
+    /// pong, a binding acknowledgement or a gossiped path observation).
+    /// Its own address is no reflexive one: such a report only withdraws
+    /// the member's earlier word.
+    pub fn report(&mut self, reporter: PublicKey, observed: SocketAddr, now: Instant) {
+        if self.is_local(observed) {
+            self.reports.withdraw(&reporter);
+        } else {
+            self.reports.report(reporter, observed, now);
+        }
+    }
+
+    /// The members' reports of the reflexive address.
+    pub fn reports(&self) -> &ReflexiveReports {
+        &self.reports
     }
 
     /// A mapping lifetime learned elsewhere (gossip from nodes behind the

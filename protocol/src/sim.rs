@@ -19,6 +19,7 @@ mod gossip_model;
 pub(crate) mod inner;
 mod nat;
 mod pmtu_scenarios;
+mod reflexive;
 mod scenarios;
 
 use std::cmp::Reverse;

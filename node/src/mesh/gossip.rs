@@ -46,6 +46,7 @@ use weft_protocol::membership::{
     Certificate, IdentityKey, NatLifetime, NetworkInfo, PathObservation, RecordBody, RecordError,
     Revocation, SignedCertificate, SignedRecord, Validator,
 };
+use weft_protocol::nat::OwnEndpoints;
 use weft_protocol::Device;
 use weft_store::{MemberRecord, NatRecord, PathRecord, RevocationRecord};
 
@@ -70,8 +71,6 @@ pub const SECOND_ANNOUNCE: Duration = Duration::from_secs(8);
 /// connections have timed out.
 pub const REDIAL_AFTER_MOVE: Duration =
     Duration::from_millis(crate::control::behaviour::QUIC_IDLE_TIMEOUT_MS as u64 + 1_000);
-/// Reflexive endpoints kept for announcements.
-pub const MAX_REFLEXIVE: usize = 2;
 /// How often the host's addresses are re-read; a change is announced at
 /// once, so the mesh follows a member that moved.
 pub const ADDRESS_CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -189,9 +188,10 @@ pub struct Gossip {
     next_check: Instant,
     next_relays: Option<Instant>,
     endpoints: Vec<SocketAddr>,
-    /// Endpoints other members reached us at that are not our own
-    /// addresses (NAT mappings), newest last.
-    reflexive: Vec<SocketAddr>,
+    /// What this member announces and offers for hole punching: its
+    /// addresses and the reflexive ones members report, as the device
+    /// ranks them (only those enough members agree on are announced).
+    own: OwnEndpoints,
     /// Where this member's endpoints come from: a fixed list, or the
     /// host's addresses (re-read every few seconds) and this port.
     source: EndpointSource,
@@ -271,6 +271,7 @@ impl Gossip {
         )?;
         info!(peer_id = %handle.peer_id(), port, "gossip on the control plane");
         let seq = Sequence::start(m)?;
+        let endpoints = source.current(MAX_ANNOUNCED_ENDPOINTS);
         // NAT lifetimes are kept only for current members: those of members
         // revoked, or whose certificates lapsed, while the node was down go.
         let keep: HashSet<[u8; 32]> = members
@@ -299,8 +300,11 @@ impl Gossip {
                 quick_announcements: 0,
                 next_check: now + ADDRESS_CHECK_EVERY,
                 next_relays: Some(now),
-                endpoints: source.current(MAX_ANNOUNCED_ENDPOINTS),
-                reflexive: Vec::new(),
+                endpoints: endpoints.clone(),
+                own: OwnEndpoints {
+                    announced: endpoints.clone(),
+                    candidates: endpoints,
+                },
                 source,
                 own_announcement: None,
                 own_observations: HashMap::new(),
@@ -367,6 +371,9 @@ impl Gossip {
             if current != self.endpoints {
                 info!(endpoints = ?current, "local addresses changed; announcing");
                 self.endpoints = current;
+                // Reflexive reports are relative to the old addresses: the
+                // device drops them with the change.
+                device.set_local_addresses(super::local_addresses(&[]), self.source.port);
                 self.relays_changed(now);
                 // Control connections from the old address are dead but
                 // would linger until their idle timeout, swallowing what we
@@ -390,11 +397,44 @@ impl Gossip {
         if now >= self.next_announce {
             self.announce(m);
         }
+        self.refresh_own(device, now);
         if self.next_relays.is_some_and(|t| now >= t) {
             self.next_relays = None;
-            let own = self.own_candidates();
+            let own = self.own.candidates.clone();
             self.relays.apply(&self.members, m, device, own);
         }
+    }
+
+    /// Takes this member's endpoints from the device again: a reflexive
+    /// address that enough members now agree on (or no longer do) is
+    /// announced within a second; one a single member reports is only
+    /// offered for hole punching.
+    fn refresh_own(&mut self, device: &Device, now: Instant) {
+        let own = device.own_endpoints(&self.endpoints, now);
+        if own == self.own {
+            return;
+        }
+        let new = own
+            .candidates
+            .iter()
+            .filter(|e| !self.own.candidates.contains(e));
+        for e in new {
+            if !own.announced.contains(e) {
+                // Offered to relayed peers for punching only.
+                info!(
+                    endpoint = %e,
+                    "reflexive endpoint learned; announced once another member confirms it"
+                );
+            } else if !self.endpoints.contains(e) {
+                info!(endpoint = %e, "reflexive endpoint verified by two members; announcing it");
+            }
+        }
+        if own.announced != self.own.announced {
+            info!(endpoints = ?own.announced, "announced endpoints changed");
+            self.next_announce = self.next_announce.min(now + Duration::from_secs(1));
+        }
+        self.own = own;
+        self.relays_changed(now);
     }
 
     /// Relays depend on what changed: choose them again soon.
@@ -444,17 +484,11 @@ impl Gossip {
         };
     }
 
-    /// This member's endpoints as announced and offered for hole punching:
-    /// reflexive ones first (a member that has one is behind a NAT, and
-    /// most members reach it from outside), then its own addresses.
+    /// This member's endpoints as announced: verified reflexive ones first
+    /// (a member that has one is behind a NAT, and most members reach it
+    /// from outside), then its own addresses.
     pub fn own_candidates(&self) -> Vec<SocketAddr> {
-        self.reflexive
-            .iter()
-            .rev()
-            .chain(self.endpoints.iter())
-            .copied()
-            .take(MAX_ANNOUNCED_ENDPOINTS)
-            .collect()
+        self.own.announced.clone()
     }
 
     /// Signs a path observation of this member.
@@ -797,24 +831,17 @@ impl Gossip {
                 }
                 self.relays_changed(Instant::now());
                 let me = m.identity.identity();
-                // An observation of us says where we are reached from
-                // outside: our reflexive endpoint (behind a NAT, not one of
-                // our own addresses). It joins our announced endpoints.
-                if p.to == me
-                    && !self.endpoints.contains(&p.endpoint)
-                    && !self.reflexive.contains(&p.endpoint)
-                {
-                    info!(endpoint = %p.endpoint, "reflexive endpoint learned");
-                    if self.reflexive.len() == MAX_REFLEXIVE {
-                        self.reflexive.remove(0);
-                    }
-                    self.reflexive.push(p.endpoint);
-                    self.next_announce = self
-                        .next_announce
-                        .min(Instant::now() + Duration::from_secs(1));
-                }
                 if p.to == me {
-                    device.note_reflexive(p.endpoint, Instant::now());
+                    // An observation of us says where its origin reaches us
+                    // from outside: one member's word on our reflexive
+                    // endpoint. It is announced only once another member
+                    // agrees (`weft_protocol::nat::reflexive`); until then
+                    // it is only offered for hole punching.
+                    if let Some(origin) = self.members.get(&origin) {
+                        let now = Instant::now();
+                        device.note_reflexive(&origin.cert.noise_key, p.endpoint, now);
+                        self.refresh_own(device, now);
+                    }
                 } else if let Some(peer) = self
                     .members
                     .get(&p.to)

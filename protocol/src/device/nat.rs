@@ -32,9 +32,11 @@ use rand_chacha::rand_core::RngCore;
 use tracing::{debug, info, trace};
 
 use super::{Decapsulated, Device, Event, NatCounters, Outgoing, ProbeTransmit, Transmit};
+use crate::nat::reflexive::VERIFY_QUORUM;
 #[cfg(test)]
 use crate::nat::BINDING_TABLE_PER_PEER;
-use crate::nat::{Keepalive, NatAction, NatStatus, ProbeSocket};
+use crate::nat::{Keepalive, NatAction, NatStatus, OwnEndpoints, ProbeSocket};
+use crate::noise::PublicKey;
 use crate::peer::PeerId;
 use crate::timers::Timer;
 use crate::wire::control::{BindingAck, BindingCheck, BindingTrial, Control, Ping, Pong};
@@ -75,16 +77,38 @@ impl Device {
         self.apply_nat_changes(now);
     }
 
-    /// A reflexive address of this node that a peer reported elsewhere
-    /// (gossip): until a pong or binding acknowledgement says better, it
-    /// tells whether this node is behind a NAT. Ignored once they have,
-    /// since a gossiped address may be stale.
-    pub fn note_reflexive(&mut self, observed: SocketAddr, now: Instant) {
-        if self.nat.status().behind.is_some() {
+    /// Member `reporter` (its data-plane key) said elsewhere (a gossiped
+    /// path observation) that it sees this node at `observed`. It counts as
+    /// that member's report toward the verification of the address
+    /// ([`crate::nat::reflexive`]); a key that is not a current peer is
+    /// ignored. Until a pong or binding acknowledgement has answered
+    /// whether this node is behind a NAT, a verified address answers it.
+    pub fn note_reflexive(&mut self, reporter: &PublicKey, observed: SocketAddr, now: Instant) {
+        if self.find_peer(reporter).is_none() {
+            return;
+        }
+        self.nat.report(*reporter, observed, now);
+        let by_key = &self.by_key;
+        let agreed = self
+            .nat
+            .reports()
+            .reporters(observed, now, |k| by_key.contains_key(k));
+        if self.nat.status().behind.is_some() || agreed < VERIFY_QUORUM {
             return;
         }
         self.nat.on_reflexive(now, observed);
         self.apply_nat_changes(now);
+    }
+
+    /// This node's endpoints for the mesh, given its own addresses `local`:
+    /// announced (reflexive addresses at least [`VERIFY_QUORUM`] current
+    /// peers report, then `local`) and offered for hole punching (those,
+    /// then addresses fewer peers report). See [`crate::nat::reflexive`].
+    pub fn own_endpoints(&self, local: &[SocketAddr], now: Instant) -> OwnEndpoints {
+        let by_key = &self.by_key;
+        self.nat
+            .reports()
+            .own_endpoints(local, now, |k| by_key.contains_key(k))
     }
 
     /// The probe sockets running trials need; any other may be closed.
@@ -182,6 +206,7 @@ impl Device {
                 trace!(trial, main = %ack.main, "binding acknowledged");
                 self.nat.on_ack(now, trial, nonce);
                 self.nat.on_reflexive(now, ack.main);
+                self.nat.report(peer.public_key, ack.main, now);
             }
             Control::BindingPing(ping) => {
                 is_this_trial(ping.trial, ping.nonce)?;
@@ -245,6 +270,9 @@ impl Device {
         if peer.nat.pong(pong.id, nat_between, now) {
             peer.timers.stop(Timer::PongTimeout);
         }
+        // The member's word on where it sees us: one vote toward announcing
+        // the address, never enough alone.
+        self.nat.report(peer.public_key, seen, now);
         // Behind a NAT toward some peers and not toward others (a LAN
         // beside the NAT): the NAT decides, as long as any peer still
         // sees it; a local report alone does not undo it.

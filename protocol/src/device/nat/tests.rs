@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::device::fixtures::{addr, device, peer, A_ADDR, B_ADDR};
+use crate::noise::StaticSecret;
 
 const PROBE: &str = "203.0.113.1:40100";
 const STRANGER: &str = "203.0.113.66:9999";
@@ -187,4 +188,91 @@ fn a_peer_beside_the_nat_neither_undoes_the_nat_nor_serves_as_trial_helper() {
     assert_eq!(status.reflexive, Some(addr("203.0.113.1:40300")));
     // C has the lower RTT (it answered last and at once), yet trials run with B.
     assert_eq!(a.helper(now).map(|(p, _)| p), Some(ab));
+}
+
+/// A (at its own address 198.51.100.2:51820, behind a NAT toward B and C)
+/// with sessions to B and C; returns them and A's ids for them.
+fn a_with_two_peers(now: Instant) -> (Device, Device, Device, PeerId, PeerId) {
+    let (mut a, b, ab, _) = connected(now);
+    a.set_local_addresses(vec!["198.51.100.2".parse().unwrap()], 51820);
+    let mut c = device(3, now);
+    let ac = a
+        .add_peer(peer(3, Some("192.0.2.3:51820"), "100.64.0.3/32"), now)
+        .unwrap();
+    c.add_peer(peer(1, None, "100.64.0.1/32"), now).unwrap();
+    a.start_handshake(ac, now, false);
+    for _ in 0..3 {
+        deliver(&mut a, &mut c, NAT_A, now);
+        deliver(&mut c, &mut a, "192.0.2.3:51820", now);
+    }
+    (a, b, c, ab, ac)
+}
+
+/// A's mapping on the NAT, as its peers across it see it.
+const NAT_A: &str = "203.0.113.1:40300";
+/// An address a lying member names as A's.
+const EVIL: &str = "203.0.113.66:51820";
+
+/// A pings `peer` (device `to`, whose packets come from `to_addr`) across
+/// the NAT and takes its pong.
+fn ping_across(a: &mut Device, to: &mut Device, peer: PeerId, to_addr: &str, now: Instant) {
+    a.send_ping(peer, now, true);
+    deliver(a, to, NAT_A, now);
+    deliver(to, a, to_addr, now);
+}
+
+#[test]
+fn one_peers_pong_is_only_a_punch_candidate_and_a_second_peer_agreeing_gets_it_announced() {
+    let now = Instant::now();
+    let (mut a, mut b, mut c, ab, ac) = a_with_two_peers(now);
+    let own = [addr(A_ADDR)];
+    // Peers without keepalives get no discovery ping: nobody has reported
+    // A's address yet.
+    assert_eq!(a.own_endpoints(&own, now).candidates, own.to_vec());
+    ping_across(&mut a, &mut b, ab, B_ADDR, now);
+    let one = a.own_endpoints(&own, now);
+    assert_eq!(one.announced, own.to_vec());
+    assert_eq!(one.candidates, vec![addr(A_ADDR), addr(NAT_A)]);
+    ping_across(&mut a, &mut c, ac, "192.0.2.3:51820", now);
+    let two = a.own_endpoints(&own, now);
+    assert_eq!(two.announced, vec![addr(NAT_A), addr(A_ADDR)]);
+    assert_eq!(two.candidates, vec![addr(NAT_A), addr(A_ADDR)]);
+}
+
+#[test]
+fn a_gossiped_report_counts_once_per_current_peer_and_never_alone() {
+    let now = Instant::now();
+    let (mut a, _b, _c, ..) = a_with_two_peers(now);
+    let own = [addr(A_ADDR)];
+    let key_b = StaticSecret::from_bytes([2; 32]).public_key();
+    let key_c = StaticSecret::from_bytes([3; 32]).public_key();
+    let stranger = StaticSecret::from_bytes([9; 32]).public_key();
+    // One member says it twice, a key that is no peer says it too.
+    a.note_reflexive(&key_b, addr(EVIL), now);
+    a.note_reflexive(&key_b, addr(EVIL), now);
+    a.note_reflexive(&stranger, addr(EVIL), now);
+    let own_now = a.own_endpoints(&own, now);
+    assert_eq!(own_now.announced, own.to_vec(), "a lie was announced");
+    assert_eq!(own_now.candidates, vec![addr(A_ADDR), addr(EVIL)]);
+    // A second current member agreeing is enough.
+    a.note_reflexive(&key_c, addr(EVIL), now);
+    assert_eq!(a.own_endpoints(&own, now).announced[0], addr(EVIL));
+}
+
+#[test]
+fn a_single_gossiped_report_does_not_answer_whether_the_node_is_behind_a_nat() {
+    let now = Instant::now();
+    let mut a = device(1, now);
+    a.set_local_addresses(vec!["198.51.100.2".parse().unwrap()], 51820);
+    a.add_peer(peer(2, Some(B_ADDR), "100.64.0.2/32"), now)
+        .unwrap();
+    a.add_peer(peer(3, Some("192.0.2.3:51820"), "100.64.0.3/32"), now)
+        .unwrap();
+    let key_b = StaticSecret::from_bytes([2; 32]).public_key();
+    let key_c = StaticSecret::from_bytes([3; 32]).public_key();
+    a.note_reflexive(&key_b, addr(EVIL), now);
+    assert_eq!(a.nat_status().behind, None);
+    a.note_reflexive(&key_c, addr(EVIL), now);
+    assert_eq!(a.nat_status().behind, Some(true));
+    assert_eq!(a.nat_status().reflexive, Some(addr(EVIL)));
 }
