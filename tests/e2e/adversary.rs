@@ -607,3 +607,173 @@ fn a_member_flooding_500_valid_records_a_second_costs_others_no_ping_no_publish_
         );
     }
 }
+
+/// The bytes of a base64 file `weft join` wrote (a key or a certificate).
+fn endpoint_lie_base64_file(path: &Path) -> Vec<u8> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text.trim())
+        .unwrap_or_else(|e| panic!("{} is not base64: {e}", path.display()))
+}
+
+/// One field of the `[mesh]` table of a config weft wrote.
+fn endpoint_lie_mesh_field(config: &Path, key: &str) -> toml::Value {
+    let text = std::fs::read_to_string(config)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", config.display()));
+    let table: toml::Table =
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+    table["mesh"][key].clone()
+}
+
+/// The endpoint the node of `config` in `ns` sends to for its peer `name`, and how long ago it
+/// last heard from that peer (`weft status --json`).
+fn endpoint_lie_peer_view(ns: &Netns, config: &Path, name: &str) -> (Option<String>, Option<f64>) {
+    let (ok, out, err) = weft(
+        ns,
+        &["status", "--json", "--config", config.to_str().unwrap()],
+    );
+    assert!(ok, "weft status failed: {err}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status is JSON");
+    let peer = status["peers"]
+        .as_array()
+        .expect("a peer list")
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no peer {name} in {out}"));
+    (
+        peer["endpoint"].as_str().map(str::to_owned),
+        peer["last_received_secs"].as_f64(),
+    )
+}
+
+#[test]
+fn a_member_lying_about_anothers_endpoint_does_not_redirect_its_traffic() {
+    use weft_protocol::device::GOSSIP_ENDPOINT_GRACE;
+    use weft_protocol::membership::{IdentitySecret, PathObservation, RecordBody, SignedRecord};
+
+    use crate::harness::{ping, poll, MemberFlood, DEFAULT_PORT};
+    use crate::mesh::build_mesh;
+
+    let lab = Lab::new("adv-lie");
+    let hosts = RoutedHosts::new(&lab, "el", 4);
+    // m0 creates the network; X (m1) and Y (m2) join; the liar M joins from host 3 and runs no
+    // daemon: its identity and certificate go to a control-plane peer the test drives.
+    let (mut nodes, addrs) = build_mesh(&lab, &hosts, 3);
+    let (x, y) = (1, 2);
+    let x_endpoint = SocketAddr::from((RoutedHosts::address(x), DEFAULT_PORT)).to_string();
+    // An address in the liar's subnet that no host holds: whatever goes there is lost.
+    let evil = SocketAddr::from((RoutedHosts::other_address(3), DEFAULT_PORT));
+    let config = |i: usize| lab.dir().join(format!("m{i}")).join("weft.toml");
+    let config0 = config(0);
+    let token = invite(&hosts.hosts[0], &config0, "liar", "1h");
+    let liar_dir = lab.dir().join("liar");
+    let (ok, _, err) = weft(
+        &hosts.hosts[3],
+        &["join", &token, "--dir", liar_dir.to_str().unwrap()],
+    );
+    assert!(ok, "weft join of the liar failed: {err}");
+
+    // X talks to m0 first: the pong after that handshake tells X it is behind no NAT (so the
+    // lie cannot be taken as news of one, whose keepalives would reach Y and hide a redirect).
+    wait_reachable(&hosts.hosts[x], addrs[0].0, Duration::from_secs(15));
+    // Y learned X's endpoint from X's announcement and has not heard from X for longer than
+    // gossip needs to move it (X and Y have exchanged no traffic yet): from here on, what X
+    // announces is where Y sends.
+    let ready = poll(Duration::from_secs(60), Duration::from_millis(500), || {
+        let (endpoint, heard) = endpoint_lie_peer_view(&hosts.hosts[y], &config(y), "m1");
+        let quiet = heard.is_none_or(|s| s > GOSSIP_ENDPOINT_GRACE.as_secs_f64() + 1.0);
+        (endpoint.as_deref() == Some(x_endpoint.as_str()) && quiet).then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "Y never took X's announced endpoint {x_endpoint}: {:?}",
+        endpoint_lie_peer_view(&hosts.hosts[y], &config(y), "m1")
+    );
+
+    // The lie: M's signed path observation "I reached X at <evil>", published once straight to
+    // X with M's real identity and certificate.
+    let secret: [u8; 32] = endpoint_lie_base64_file(&liar_dir.join("identity.key"))
+        .try_into()
+        .expect("a 32-byte identity key");
+    let liar = IdentitySecret::from_bytes(secret);
+    let x_secret: [u8; 32] =
+        endpoint_lie_base64_file(&lab.dir().join(format!("m{x}")).join("identity.key"))
+            .try_into()
+            .expect("a 32-byte identity key");
+    let x_identity = IdentitySecret::from_bytes(x_secret).identity();
+    let measured_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let lie = |i: usize| {
+        let body = RecordBody::PathObservation(PathObservation {
+            to: x_identity,
+            endpoint: evil,
+            pmtu: 1420,
+            rtt_us: 1_000,
+            measured_unix,
+        });
+        SignedRecord::sign(&liar, i as u64 + 1, body).to_bytes()
+    };
+    let network = endpoint_lie_mesh_field(&config0, "network");
+    let join_port = endpoint_lie_mesh_field(&config0, "join_port");
+    let liar_peer = MemberFlood {
+        target: format!(
+            "/ip4/{}/udp/{}/quic-v1",
+            RoutedHosts::address(x),
+            join_port.as_integer().expect("[mesh] join_port")
+        )
+        .parse()
+        .expect("a multiaddr"),
+        topic: format!("weft/{}/records", network.as_str().expect("[mesh] network")),
+        identity_secret: secret,
+        credential: endpoint_lie_base64_file(&liar_dir.join("node.cert")),
+        per_second: 1,
+        duration: Duration::from_secs(1),
+        patience: Duration::from_secs(15),
+    };
+    let report = liar_peer.run(&hosts.hosts[3], lie);
+    assert!(report.sent > 0, "the lie was never published: {report:?}");
+    let evil_text = evil.to_string();
+    let heard = poll(Duration::from_secs(10), Duration::from_millis(200), || {
+        nodes[x]
+            .log()
+            .text()
+            .lines()
+            .any(|l| l.contains("reflexive endpoint") && l.contains(&evil_text))
+            .then_some(())
+    });
+    assert!(heard.is_some(), "X never took the liar's observation");
+    // Time for X to announce (within a second of a change) and for Y to hear it; then Y pings
+    // X at once (a redirected Y would find X again only through a relay, 5 s after its first
+    // unanswered handshake).
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let (seen, _) = endpoint_lie_peer_view(&hosts.hosts[y], &config(y), "m1");
+    let y_to_x = ping(&hosts.hosts[y], addrs[x].0, 50);
+    let x_to_y = ping(&hosts.hosts[x], addrs[y].0, 50);
+    let x_announced_it = nodes[x]
+        .log()
+        .text()
+        .lines()
+        .any(|l| l.contains("announced endpoints") && l.contains(&evil_text));
+    let y_took_it = nodes[y]
+        .log()
+        .text()
+        .lines()
+        .any(|l| l.contains("endpoint learned from gossip") && l.contains(&evil_text));
+    println!(
+        "endpoint lie: M said X is at {evil}; X announced it: {x_announced_it}; Y sends to X \
+         at {seen:?} (X is at {x_endpoint}); pings lost Y->X {} of 50, X->Y {} of 50",
+        y_to_x.lost(),
+        x_to_y.lost()
+    );
+    for node in &mut nodes {
+        assert!(node.is_running(), "{} stopped", node.name());
+    }
+    assert!(!x_announced_it, "X announced the address M made up");
+    assert!(!y_took_it, "Y took the address M made up as X's endpoint");
+    assert_eq!(seen.as_deref(), Some(x_endpoint.as_str()));
+    assert_eq!(y_to_x.lost(), 0, "Y -> X");
+    assert_eq!(x_to_y.lost(), 0, "X -> Y");
+}
