@@ -26,6 +26,15 @@
 //! seconds), and a raise is attempted every [`RAISE_INTERVAL`]; an idle edge
 //! sends no probes at all.
 //!
+//! An ICMP "fragmentation needed" / "packet too big" is only a hint (RFC 8899
+//! §4.6): anyone who can send a packet to this node can forge one quoting
+//! the edge's UDP flow, and one announcing the IPv4 floor would otherwise
+//! shrink a working edge to 576 bytes. A hint below the size in use starts
+//! a round at once that probes the size in use and the hinted size (with
+//! the control); the size in use is given up only if its own probes are
+//! lost, exactly as a validation gives it up, so a true hint lowers the
+//! edge within a few probe timeouts and a forged one changes nothing.
+//!
 //! The state is carried by the [`Pmtud`]'s phase: a round of probes being
 //! sent and resolved, a settled size waiting for its next validation or
 //! raise, or a silent path waiting to be tried again. A probe is in flight
@@ -66,6 +75,11 @@ pub const RAISE_INTERVAL: Duration = Duration::from_secs(30);
 pub const FIRST_RAISE: Duration = Duration::from_secs(2);
 /// Wait before retrying a round in which nothing was acknowledged.
 pub const RETRY_SILENT: Duration = Duration::from_secs(1);
+/// After an ICMP hint started probing, further hints are ignored for this
+/// long: a flood of forged ones costs at most one hint round (three probes)
+/// per interval, and a true decrease they hide is still found by the next
+/// validation, [`VALIDATE_ACTIVE`] at most later.
+pub const HINT_HOLDOFF: Duration = Duration::from_millis(250);
 /// Target chance that random loss alone makes a fitting size be given up.
 const FALSE_GIVE_UP: f64 = 1e-3;
 /// Lost probe ids remembered so a late acknowledgement still counts.
@@ -93,6 +107,10 @@ pub struct PmtuStats {
     pub probe_bytes: u64,
     /// Times the size in use changed.
     pub changes: u64,
+    /// ICMP "too big" hints below the size in use that started probing.
+    pub hints: u64,
+    /// Of those, the ones after which the size in use still passed.
+    pub hints_refuted: u64,
 }
 
 /// The next probe to send: what [`Pmtud::poll_probe`] names and
@@ -134,6 +152,9 @@ struct Round {
     required: u8,
     /// Sizes of the probes not yet sent, in order.
     to_send: VecDeque<u16>,
+    /// The size in use when an ICMP hint joined this round: the round
+    /// settles whether it still passes.
+    hinted: Option<u16>,
 }
 
 impl Round {
@@ -143,7 +164,25 @@ impl Round {
             entries: Vec::new(),
             required,
             to_send: VecDeque::new(),
+            hinted: None,
         }
+    }
+
+    /// Whether the round probes `size`.
+    fn probes(&self, size: u16) -> bool {
+        self.entries.iter().any(|e| e.size == size)
+    }
+
+    /// An ICMP hint says `hint` passes but `in_use` does not: probe both
+    /// (one copy each, escalated like any other size if lost), unless the
+    /// round already does. The round's outcome decides, not the hint.
+    fn add_hint(&mut self, in_use: u16, hint: u16) {
+        for size in [in_use, hint] {
+            if !self.probes(size) {
+                self.probe(size, 1);
+            }
+        }
+        self.hinted = Some(in_use);
     }
 
     /// Adds `size` to the round and queues `copies` probes of it.
@@ -165,7 +204,7 @@ impl Round {
     /// It tells a dead path from a black hole, and its losses measure the
     /// edge's random loss without bias.
     fn add_control(&mut self, floor: u16, copies: u8) {
-        if !self.entries.iter().any(|e| e.size == floor) {
+        if !self.probes(floor) {
             self.probe(floor, copies);
         }
     }
@@ -290,6 +329,8 @@ pub struct Pmtud {
     raises: u32,
     /// Rounds in a row in which nothing was acknowledged.
     silent_rounds: u32,
+    /// ICMP hints are ignored until then ([`HINT_HOLDOFF`]).
+    hints_after: Option<Instant>,
     changed: bool,
     stats: PmtuStats,
 }
@@ -359,6 +400,7 @@ impl Pmtud {
             next_raise: None,
             raises: 0,
             silent_rounds: 0,
+            hints_after: None,
             changed: false,
             stats: PmtuStats::default(),
         }
@@ -490,14 +532,44 @@ impl Pmtud {
     }
 
     /// An ICMP "too big" (or a local EMSGSIZE) says nothing above `mtu`
-    /// passes. Taken as a hint: the search restarts below it at once.
-    pub fn on_too_big(&mut self, mtu: u16, now: Instant) {
-        let mtu = mtu.max(self.limits.floor);
-        if mtu >= self.upper && self.confirmed.is_none_or(|c| c <= mtu) {
+    /// passes. Anyone can forge one, so it is a hint only (RFC 8899 §4.6):
+    /// if `mtu` is below the size in use, the size in use and `mtu` are
+    /// probed at once, and the size in use is given up only if its probes
+    /// are lost. Nothing changes until they are. Ignored within
+    /// [`HINT_HOLDOFF`] of the last hint, and while the path answers
+    /// nothing at all (the silent retry probes it anyway). Returns whether
+    /// it started probing.
+    pub fn on_too_big(&mut self, mtu: u16, now: Instant) -> bool {
+        let hint = mtu.max(self.limits.floor);
+        let in_use = self.in_use;
+        if hint >= in_use || self.hints_after.is_some_and(|t| now < t) {
+            return false;
+        }
+        match &mut self.phase {
+            Phase::Silent { .. } => return false,
+            // A search or validation under way takes the two sizes in.
+            Phase::Probing(round) => round.add_hint(in_use, hint),
+            Phase::Complete { .. } => {
+                let mut round = Round::new(None, self.loss.copies());
+                round.add_hint(in_use, hint);
+                round.add_control(self.limits.floor, 1);
+                self.phase = Phase::Probing(round);
+            }
+        }
+        self.hints_after = Some(now + HINT_HOLDOFF);
+        self.stats.hints += 1;
+        true
+    }
+
+    /// Nothing above `max` can pass (the local interface says so): the
+    /// search restarts below it at once, using no size above it.
+    fn lower_max(&mut self, max: u16, now: Instant) {
+        let max = max.max(self.limits.floor);
+        if max >= self.upper && self.confirmed.is_none_or(|c| c <= max) {
             return;
         }
-        self.upper = mtu;
-        if self.confirmed.is_some_and(|c| c > mtu) {
+        self.upper = max;
+        if self.confirmed.is_some_and(|c| c > max) {
             self.confirmed = None;
         }
         self.recompute();
@@ -513,7 +585,7 @@ impl Pmtud {
         self.limits.floor = self.limits.floor.min(max);
         self.limits.base = self.limits.base.min(max);
         if max < self.in_use {
-            self.on_too_big(max, now);
+            self.lower_max(max, now);
         } else {
             self.upper = max;
             self.start_round(now, None);
@@ -717,6 +789,13 @@ impl Pmtud {
                 resume: round.resume,
             };
             return;
+        }
+        if let Some(hinted) = round.hinted {
+            if round.entries.iter().any(|e| e.size == hinted && e.acked) {
+                // The size in use passes after all: the hint was stale or
+                // forged, and nothing changes.
+                self.stats.hints_refuted += 1;
+            }
         }
         // Sizes that went unanswered are ruled out. (A stored size given up
         // while the path answers no longer passes: a normal search runs

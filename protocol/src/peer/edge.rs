@@ -236,18 +236,17 @@ impl PathMtu {
         true
     }
 
-    /// Packets to `endpoint` larger than `mtu` do not pass. Returns whether
-    /// the edge took it (it is toward `endpoint` and `mtu` is below its
-    /// size in use).
+    /// An ICMP "too big" (or EMSGSIZE) says packets to `endpoint` larger
+    /// than `mtu` do not pass. A hint only ([`Pmtud::on_too_big`]): the
+    /// edge probes its size in use at once and lowers it only if those
+    /// probes are lost. Returns whether the edge started probing (it is
+    /// toward `endpoint`, `mtu` is below its size in use, and no hint was
+    /// taken just before).
     pub fn on_too_big(&mut self, endpoint: SocketAddr, mtu: u16, now: Instant) -> bool {
         let Some(edge) = self.edge.as_mut() else {
             return false;
         };
-        if edge.endpoint != endpoint || mtu >= edge.pmtud.current() {
-            return false;
-        }
-        edge.pmtud.on_too_big(mtu, now);
-        true
+        edge.endpoint == endpoint && edge.pmtud.on_too_big(mtu, now)
     }
 
     /// A size to try first, unless an edge already runs.

@@ -145,15 +145,178 @@ fn twenty_percent_random_loss_converges_to_the_exact_value_not_lower() {
 }
 
 #[test]
-fn an_icmp_too_big_hint_restarts_the_search_below_it() {
+fn a_true_icmp_hint_lowers_the_edge_to_the_exact_size_within_a_few_probe_timeouts() {
     let mut run = Run::new(1500, 0.0, 3);
     run.time_to(1500, Duration::from_secs(1)).unwrap();
+    // Idle between validations: only the hint can start probing now.
+    run.run_for(Duration::from_millis(100));
     run.path.mtu = 1380;
     let now = run.now;
-    run.edge.on_too_big(1380, now);
-    assert!(run.edge.current() <= 1380);
-    run.time_to(1380, Duration::from_secs(1))
+    assert!(run.edge.on_too_big(1380, now));
+    assert_eq!(run.edge.current(), 1500, "a hint alone changes nothing");
+    assert_eq!(
+        run.edge.poll_probe().map(|p| p.size),
+        Some(1500),
+        "the size in use is probed at once"
+    );
+    let t = run
+        .time_to(1380, Duration::from_secs(1))
         .expect("converged after the hint");
+    // Without the hint the next validation would start up to 1 s later.
+    assert!(t < Duration::from_millis(100), "took {t:?}");
+    let s = run.edge.stats();
+    assert_eq!((s.hints, s.hints_refuted), (1, 0), "{s:?}");
+}
+
+#[test]
+fn a_forged_hint_below_the_confirmed_size_does_not_lower_it_while_its_probes_pass() {
+    let mut run = Run::new(1400, 0.0, 21);
+    run.time_to(1400, Duration::from_secs(1)).unwrap();
+    run.run_for(Duration::from_millis(300));
+    while run.edge.poll_change().is_some() {}
+    let sent = run.edge.stats().probes_sent;
+    let now = run.now;
+    // The forged "fragmentation needed" announces the IPv4 floor.
+    assert!(run.edge.on_too_big(576, now), "the hint starts probing");
+    assert_eq!(run.edge.current(), 1400);
+    let mut probed = Vec::new();
+    while let Some(p) = run.edge.poll_probe() {
+        probed.push(p.size);
+        run.edge.probe_sent(p, now);
+        run.acks.push((now + run.path.rtt, p.id));
+    }
+    probed.sort_unstable();
+    assert_eq!(probed, [576, 1400], "the hinted size and the size in use");
+    let lost = run.edge.stats().probes_lost;
+    let change = run.run_for(Duration::from_secs(5));
+    assert_eq!(change, None, "the size in use never changed");
+    assert_eq!(run.edge.current(), 1400);
+    assert_eq!(run.edge.confirmed(), Some(1400));
+    let s = run.edge.stats();
+    assert_eq!((s.hints, s.hints_refuted), (1, 1), "{s:?}");
+    // Only the raise attempt's sizes above 1400 were lost since.
+    assert!(
+        run.edge.probes.lost.iter().all(|&(_, size)| size > 1400),
+        "{s:?}"
+    );
+    assert!(s.probes_lost > lost, "the raise was tried: {s:?}");
+    eprintln!(
+        "forged hint: {} probes in 5 s after it, edge stays at {}",
+        s.probes_sent - sent,
+        run.edge.current()
+    );
+}
+
+#[test]
+fn a_forged_hint_every_5s_for_a_minute_never_lowers_the_edge() {
+    let mut run = Run::new(1400, 0.1, 22);
+    run.time_to(1400, Duration::from_secs(5)).unwrap();
+    run.run_for(Duration::from_secs(3));
+    while run.edge.poll_change().is_some() {}
+    for _ in 0..12 {
+        let now = run.now;
+        run.edge.on_too_big(576, now);
+        let change = run.run_for(Duration::from_secs(5));
+        assert_eq!(change, None, "lowered to {}", run.edge.current());
+    }
+    let s = run.edge.stats();
+    assert_eq!(s.hints, 12, "{s:?}");
+    assert!(s.hints_refuted >= 11, "{s:?}");
+    assert_eq!(run.edge.current(), 1400);
+}
+
+#[test]
+fn a_flood_of_forged_hints_starts_at_most_one_round_per_holdoff() {
+    let mut run = Run::new(1400, 0.0, 23);
+    run.time_to(1400, Duration::from_secs(1)).unwrap();
+    // Past the first raise attempt, which probes above 1400.
+    run.run_for(FIRST_RAISE + Duration::from_secs(1));
+    let before = run.edge.stats().probes_sent;
+    let start = run.now;
+    // 10,000 hints over one second.
+    for i in 0..10_000u32 {
+        run.edge.on_too_big(576 + (i % 800) as u16, run.now);
+        run.run_for(Duration::from_micros(100));
+    }
+    let elapsed = run.now - start;
+    let s = run.edge.stats();
+    let rounds = elapsed.as_millis() / HINT_HOLDOFF.as_millis() + 1;
+    assert!(u128::from(s.hints) <= rounds, "{s:?} in {elapsed:?}");
+    // Each hint round costs its two sizes and the control; validations go on.
+    let probes = s.probes_sent - before;
+    assert!(
+        u128::from(probes) <= rounds * 3 + 2 * (elapsed.as_secs() as u128 + 1),
+        "{probes} probes in {elapsed:?}"
+    );
+    assert_eq!(run.edge.current(), 1400);
+}
+
+#[test]
+fn a_hint_followed_by_real_loss_lowers_the_edge_within_the_decrease_budget() {
+    let mut run = Run::new(1400, 0.0, 24);
+    run.time_to(1400, Duration::from_secs(1)).unwrap();
+    run.run_for(Duration::from_secs(2));
+    // A forged hint first: refuted, and the holdoff starts.
+    let now = run.now;
+    assert!(run.edge.on_too_big(576, now));
+    run.run_for(Duration::from_millis(50));
+    assert_eq!(run.edge.current(), 1400);
+    // Then the path really narrows, and the router's hint falls in the
+    // holdoff: validation alone must find it in time, exactly.
+    run.path.mtu = 1300;
+    let now = run.now;
+    assert!(!run.edge.on_too_big(1300, now), "within the holdoff");
+    let t = run
+        .time_to(1300, Duration::from_secs(3))
+        .unwrap_or_else(|| panic!("still {} after 3 s", run.edge.current()));
+    assert!(t <= Duration::from_millis(2100), "took {t:?}");
+}
+
+#[test]
+fn a_hint_during_a_search_joins_that_search_and_the_exact_size_is_still_found() {
+    let mut run = Run::new(1300, 0.0, 25);
+    // The first round is in flight; the hint arrives before any answer.
+    let now = run.now;
+    while let Some(p) = run.edge.poll_probe() {
+        run.edge.probe_sent(p, now);
+        if p.size <= run.path.mtu {
+            run.acks.push((now + run.path.rtt, p.id));
+        }
+    }
+    assert!(run.edge.on_too_big(700, now));
+    let probed = run.edge.poll_probe().map(|p| p.size);
+    assert!(
+        matches!(probed, Some(700) | Some(1340)),
+        "the hint and the base join the round: {probed:?}"
+    );
+    run.time_to(1300, Duration::from_secs(1))
+        .unwrap_or_else(|| panic!("stuck at {}", run.edge.current()));
+}
+
+#[test]
+fn a_hint_at_or_above_the_size_in_use_or_on_a_silent_path_is_ignored() {
+    let mut run = Run::new(1400, 0.0, 26);
+    run.time_to(1400, Duration::from_secs(1)).unwrap();
+    run.run_for(Duration::from_millis(100));
+    let now = run.now;
+    assert!(!run.edge.on_too_big(1400, now));
+    assert!(!run.edge.on_too_big(9000, now));
+    assert_eq!(run.edge.poll_probe(), None);
+    let mut silent = Run::new(1400, 1.0, 27);
+    silent.run_for(Duration::from_secs(1));
+    let now = silent.now;
+    assert!(!silent.edge.on_too_big(576, now));
+    assert_eq!(silent.edge.current(), LIMITS.base);
+}
+
+#[test]
+fn a_lower_local_mtu_is_not_a_hint_and_is_used_at_once() {
+    let mut run = Run::new(1400, 0.0, 28);
+    run.time_to(1400, Duration::from_secs(1)).unwrap();
+    let now = run.now;
+    run.edge.set_max(1350, now);
+    assert!(run.edge.current() <= 1350, "{}", run.edge.current());
+    run.time_to(1350, Duration::from_secs(1)).unwrap();
 }
 
 #[test]

@@ -287,3 +287,64 @@ fn a_stored_pmtu_toward_another_endpoint_is_only_a_prior() {
     // Checked exactly (1400 and 1401, with escalation), not resumed.
     assert!(probes > 2, "{probes} probes");
 }
+
+/// Runs `a` → `b` traffic of full-size packets for `d`, one every 10 ms.
+fn full_size_stream(sim: &mut Sim, a: usize, b: usize, len: usize, d: Duration) {
+    let until = sim.now() + d;
+    sim.stream(&[(a, b)], ms(10), until, len);
+}
+
+#[test]
+fn a_forged_too_big_for_the_floor_leaves_a_streaming_edge_at_its_mtu() {
+    let (mut sim, a, b) = black_hole_pair(40, 1400, 0.0);
+    full_size_stream(&mut sim, a, b, 200, secs(3));
+    assert_eq!(pmtu(&sim, a, b), Some((1400, true)));
+    let events = sim.node(a).events.len();
+    let before = sim.delivered_seqs(a, b).len();
+    let endpoint = sim.node(b).addr;
+    // A forged "fragmentation needed" announcing 576, every 5 s for 30 s,
+    // while full-size inner packets (1340 bytes: the edge's inner MTU) flow.
+    let mut full_size = 0;
+    for _ in 0..6 {
+        sim.with_device(a, |d, now| d.handle_too_big(endpoint, 576, now));
+        assert_eq!(pmtu(&sim, a, b), Some((1400, true)), "lowered by the hint");
+        let until = sim.now() + secs(5);
+        while sim.now() < until {
+            let out = sim.send(a, b, 1340);
+            assert!(matches!(out, Encapsulated::Send { .. }), "{out:?}");
+            full_size += 1;
+            sim.run_for(ms(10));
+        }
+    }
+    let changes: Vec<_> = sim.node(a).events[events..]
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::PmtuChanged { .. }))
+        .collect();
+    assert!(changes.is_empty(), "{changes:?}");
+    let arrived = sim.delivered_seqs(a, b).len() - before;
+    assert_eq!(arrived, full_size, "full-size packets lost");
+    let stats = sim.node(a).device.pmtu_stats(sim.peer(a, b)).unwrap();
+    assert_eq!((stats.hints, stats.hints_refuted), (6, 6), "{stats:?}");
+}
+
+#[test]
+fn a_true_too_big_on_a_black_hole_is_followed_exactly_within_a_few_probe_timeouts() {
+    let (mut sim, a, b) = black_hole_pair(41, 1400, 0.0);
+    full_size_stream(&mut sim, a, b, 200, secs(3));
+    assert_eq!(pmtu(&sim, a, b), Some((1400, true)));
+    sim.set_default_link(Link {
+        mtu: 1300,
+        ..Link::latency(Duration::from_micros(150))
+    });
+    let endpoint = sim.node(b).addr;
+    // A router's message, true this time (and rounded down, as some do).
+    sim.with_device(a, |d, now| d.handle_too_big(endpoint, 1280, now));
+    let start = sim.now();
+    while pmtu(&sim, a, b) != Some((1300, true)) {
+        assert!(sim.now() - start < secs(3), "still {:?}", pmtu(&sim, a, b));
+        full_size_stream(&mut sim, a, b, 200, ms(5));
+    }
+    let t = sim.now() - start;
+    // Validation alone would take up to a second more.
+    assert!(t < ms(200), "followed after {t:?}");
+}
