@@ -423,6 +423,16 @@ const PEER: &[(&str, &str, PerPeer)] = &[
         "Changes of the path MTU in use on the edge",
         PerPeer::Total(|p| p.pmtu_changes),
     ),
+    (
+        "weft_pmtu_hints_total",
+        "ICMP too-big hints that started probing below the path MTU in use on the edge",
+        PerPeer::Total(|p| p.pmtu_hints),
+    ),
+    (
+        "weft_pmtu_hints_refuted_total",
+        "ICMP too-big hints after which the path MTU in use still passed its probes",
+        PerPeer::Total(|p| p.pmtu_hints_refuted),
+    ),
 ];
 
 /// Builds a registry holding `snapshot` and encodes it as text.

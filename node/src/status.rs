@@ -111,6 +111,12 @@ pub struct PeerRow {
     pub pmtu_probes_lost: u64,
     /// Changes of the path MTU in use.
     pub pmtu_changes: u64,
+    /// ICMP "too big" hints that started probing below the size in use.
+    #[serde(default)]
+    pub pmtu_hints: u64,
+    /// Of those, the ones after which the size in use still passed.
+    #[serde(default)]
+    pub pmtu_hints_refuted: u64,
 }
 
 /// Mesh membership and gossip counters.
@@ -223,6 +229,8 @@ impl Snapshot {
                 pmtu_probes_sent: pmtu_stats.probes_sent,
                 pmtu_probes_lost: pmtu_stats.probes_lost,
                 pmtu_changes: pmtu_stats.changes,
+                pmtu_hints: pmtu_stats.hints,
+                pmtu_hints_refuted: pmtu_stats.hints_refuted,
             });
         }
         let stats = device.stats();

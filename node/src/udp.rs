@@ -167,11 +167,18 @@ impl UdpIo {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.socket.writable().await?;
                 }
-                // An ICMP port unreachable answering an earlier datagram
-                // (an initiation to a NAT with no mapping for us, say) is
-                // reported by the next send, which it fails unsent: this
-                // datagram deserves its own try.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && !retried => {
+                // An ICMP error answering an earlier datagram is reported
+                // by the next send, which it fails unsent: a port
+                // unreachable (an initiation to a NAT with no mapping for
+                // us, say) as ECONNREFUSED, a "fragmentation needed" (true
+                // or forged; discovery reads it from the error queue) as
+                // EMSGSIZE. This datagram deserves its own try; one really
+                // too big for the interface fails again.
+                Err(e)
+                    if (e.kind() == io::ErrorKind::ConnectionRefused
+                        || e.raw_os_error() == Some(libc::EMSGSIZE))
+                        && !retried =>
+                {
                     retried = true;
                 }
                 other => return other,

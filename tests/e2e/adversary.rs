@@ -810,3 +810,132 @@ fn weft_revoke_with_no_member_to_publish_to_succeeds_and_warns_that_it_was_not_p
         "weft revoke did not warn that the revocation was not published: {err:?}"
     );
 }
+
+#[test]
+fn a_forged_icmp_too_big_does_not_lower_a_working_edge() {
+    use std::net::SocketAddrV4;
+
+    use crate::harness::{overlay, RouterPath, DEFAULT_PORT};
+    use crate::pmtu::{
+        cached_route_mtu, frag_needed, handshake_and_converge, send_icmp, start_nodes,
+    };
+
+    /// The real path MTU between A and B: the router–B link's.
+    const PATH_MTU: u16 = 1400;
+    /// What the forged messages announce: the IPv4 floor.
+    const FORGED_MTU: u16 = 576;
+    /// Forged messages sent, and the time between them.
+    const FORGED: u32 = 3;
+    const FORGED_EVERY: Duration = Duration::from_secs(2);
+
+    let lab = Lab::new("adv-forgedicmp");
+    let net = RouterPath::new(&lab, "", PATH_MTU);
+    // The router itself never says "too big": every one A receives is forged.
+    net.drop_icmp_too_big();
+    let (node_a, _node_b) = start_nodes(&lab, &net, |c| c);
+    handshake_and_converge(&net, &node_a, PATH_MTU);
+    let log = node_a.log();
+    let (b4, _) = overlay(2);
+    // A busy edge: pings keep it carrying traffic (and validating its size) throughout.
+    let pinger = ping_in_background(&net.a, b4.into(), 80);
+    std::thread::sleep(Duration::from_secs(1));
+    let changes_before = log.pmtu_changes("b").len();
+
+    // Fragmentation-needed for 576 bytes quoting the tunnel's real UDP flow A -> B: everything
+    // a true one would carry. The forger is a host on B's link (an address no interface holds,
+    // sent from B's namespace); A's kernel takes a "too big" from any address.
+    let flow = |ip: &str| SocketAddrV4::new(ip.parse().unwrap(), DEFAULT_PORT);
+    let forged = frag_needed(flow(RouterPath::A), flow(RouterPath::B), FORGED_MTU);
+    let forger = Ipv4Addr::new(203, 0, 113, 77);
+    let victim: Ipv4Addr = RouterPath::A.parse().unwrap();
+    for _ in 0..FORGED {
+        send_icmp(&net.b, forger, victim, &forged);
+        std::thread::sleep(FORGED_EVERY);
+    }
+    let pings = pinger.finish(Duration::from_secs(15));
+
+    // The premise: A's kernel took the forgeries (it caches 576 toward B) and weft read them.
+    assert_eq!(
+        cached_route_mtu(&net.a, RouterPath::B),
+        Some(FORGED_MTU),
+        "A's kernel did not take the forged ICMP: the scenario proves nothing"
+    );
+    let hints = log.field_values("kernel path MTU hint", "mtu");
+    assert!(
+        hints.iter().any(|m| *m == FORGED_MTU.to_string()),
+        "weft never read the forged ICMP from its socket: {hints:?}"
+    );
+    let changes: Vec<_> = log.pmtu_changes("b").split_off(changes_before);
+    let lowest = changes.iter().map(|c| c.pmtu).min();
+    let config = lab.dir().join("a.toml");
+    let (ok, out, err) = weft(
+        &net.a,
+        &["status", "--json", "--config", config.to_str().unwrap()],
+    );
+    assert!(ok, "weft status failed: {err}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status is JSON");
+    let b = status["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|p| p["name"] == "b"))
+        .unwrap_or_else(|| panic!("no peer b in {out}"));
+    let status_pmtu = b["pmtu"].as_u64();
+    let (probed, refuted) = (b["pmtu_hints"].as_u64(), b["pmtu_hints_refuted"].as_u64());
+    println!(
+        "adv-forgedicmp: {FORGED} forged fragmentation-needed (MTU {FORGED_MTU}), {} read by \
+         weft, {probed:?} probed and {refuted:?} refuted by probes; A's PMTU toward B \
+         afterwards {status_pmtu:?} (weft status), lowest in use since the first forgery {}, \
+         {} PMTU changes; pings {}/{}",
+        hints.len(),
+        lowest.map_or(format!("{PATH_MTU} (unchanged)"), |l| l.to_string()),
+        changes.len(),
+        pings.received,
+        pings.transmitted
+    );
+    assert!(
+        changes.is_empty(),
+        "a forged ICMP changed A's PMTU toward B:\n{}",
+        log.describe_changes("b")
+    );
+    assert_eq!(status_pmtu, Some(u64::from(PATH_MTU)));
+    // Each forgery was acted on (probed at once) and refuted by the probes.
+    assert_eq!(probed, Some(u64::from(FORGED)), "hints probed");
+    assert_eq!(refuted, probed, "hints refuted");
+    assert_eq!(
+        pings.lost(),
+        0,
+        "pings lost across the forgeries: {pings:?}"
+    );
+}
+
+#[test]
+fn weft_revoke_with_no_member_to_publish_to_succeeds_and_warns_that_it_was_not_published() {
+    use crate::mesh::{build_mesh, wait_pairs};
+
+    let lab = Lab::new("adv-revokewarn");
+    let hosts = RoutedHosts::new(&lab, "rw", 2);
+    let (mut nodes, addrs) = build_mesh(&lab, &hosts, 2);
+    assert!(
+        wait_pairs(&hosts, &[(1, 0, addrs[0].0)], Duration::from_secs(15)).is_empty(),
+        "the mesh did not form"
+    );
+    // m1 stops: m0 still knows it, but has no member to publish to.
+    nodes[1].stop();
+    let connections = "weft_control_connections";
+    let alone = crate::harness::poll(Duration::from_secs(15), Duration::from_millis(200), || {
+        (record_flood_counter(&record_flood_metrics(&hosts.hosts[0]), connections) == 0)
+            .then_some(())
+    });
+    assert!(alone.is_some(), "m0 kept a control connection to the stopped m1");
+    let config0 = lab.dir().join("m0").join("weft.toml");
+    let (ok, out, err) = weft(
+        &hosts.hosts[0],
+        &["revoke", "m1", "--config", config0.to_str().unwrap()],
+    );
+    println!("revoke with nobody to publish to: exit ok {ok}; stdout {out:?}; stderr {err:?}");
+    assert!(ok, "weft revoke failed although the revocation was stored: {err}");
+    assert!(out.contains("revoked m1"), "{out}");
+    assert!(
+        err.contains("WARN") && err.contains("not published"),
+        "weft revoke did not warn that the revocation was not published: {err:?}"
+    );
+}

@@ -12,8 +12,10 @@ use crate::harness::{
     tcp_transfer_while, try_tcp_transfer, wait_reachable, DfPing, Keypair, Lab, Limits, Netns,
     Node, NodeConfig, PeerConfig, RouterPath, DEFAULT_PORT, MIB,
 };
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// The router–B link's MTU, and so the path MTU between the nodes.
 const BOTTLENECK: u16 = 1400;
@@ -30,7 +32,7 @@ const PEER_B: &str = "b";
 
 /// Writes key pairs and the configs of nodes `a` (overlay host 1) and `b` (host 2) on
 /// `RouterPath`'s underlay addresses, each adjusted by `tweak`, and starts both.
-fn start_nodes<'n>(
+pub(crate) fn start_nodes<'n>(
     lab: &Lab,
     net: &'n RouterPath,
     tweak: impl Fn(NodeConfig) -> NodeConfig,
@@ -49,7 +51,7 @@ fn start_nodes<'n>(
 
 /// Pings B's overlay IPv4 address from A until it answers (the first ping starts the
 /// handshake), then waits until A reports the PMTU toward B as exactly `pmtu`.
-fn handshake_and_converge(net: &RouterPath, node_a: &Node<'_>, pmtu: u16) {
+pub(crate) fn handshake_and_converge(net: &RouterPath, node_a: &Node<'_>, pmtu: u16) {
     let (b4, _) = overlay(2);
     wait_reachable(&net.a, b4.into(), Duration::from_secs(10));
     let log = node_a.log();
@@ -67,6 +69,75 @@ fn handshake_and_converge(net: &RouterPath, node_a: &Node<'_>, pmtu: u16) {
         Some(pmtu - OVERHEAD_V4),
         "inner MTU of a PMTU of {pmtu} over IPv4: {change:?}"
     );
+}
+
+/// The Internet checksum (RFC 1071) of `data`.
+fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An ICMPv4 fragmentation-needed (type 3, code 4) announcing next-hop MTU `mtu`, quoting the
+/// IPv4 header and UDP header of a full-size (1480-byte, DF) datagram `from` -> `to`: what a
+/// router on the path sends when that datagram is too big for its next link.
+pub(crate) fn frag_needed(from: SocketAddrV4, to: SocketAddrV4, mtu: u16) -> Vec<u8> {
+    let mut quoted = vec![0u8; 28];
+    quoted[0] = 0x45;
+    quoted[2..4].copy_from_slice(&1480u16.to_be_bytes());
+    quoted[4..6].copy_from_slice(&0x5eedu16.to_be_bytes());
+    quoted[6] = 0x40; // don't fragment
+    quoted[8] = 64;
+    quoted[9] = 17; // UDP
+    quoted[12..16].copy_from_slice(&from.ip().octets());
+    quoted[16..20].copy_from_slice(&to.ip().octets());
+    let ip_sum = internet_checksum(&quoted[..20]);
+    quoted[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    quoted[20..22].copy_from_slice(&from.port().to_be_bytes());
+    quoted[22..24].copy_from_slice(&to.port().to_be_bytes());
+    quoted[24..26].copy_from_slice(&1460u16.to_be_bytes());
+    let mut icmp = vec![3, 4, 0, 0, 0, 0];
+    icmp.extend_from_slice(&mtu.to_be_bytes());
+    icmp.extend_from_slice(&quoted);
+    let sum = internet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    icmp
+}
+
+/// Sends `icmp` from `ns` to `victim` in an IPv4 packet claiming to come from `source` (which
+/// need not be `ns`'s: a raw socket writes the header itself).
+pub(crate) fn send_icmp(ns: &Netns, source: Ipv4Addr, victim: Ipv4Addr, icmp: &[u8]) {
+    let mut packet = vec![0u8; 20];
+    packet[0] = 0x45;
+    packet[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    packet[8] = 64;
+    packet[9] = 1; // ICMP
+    packet[12..16].copy_from_slice(&source.octets());
+    packet[16..20].copy_from_slice(&victim.octets());
+    let sum = internet_checksum(&packet);
+    packet[10..12].copy_from_slice(&sum.to_be_bytes());
+    packet.extend_from_slice(icmp);
+    ns.run(|| {
+        let socket = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(libc::IPPROTO_RAW)),
+        )
+        .expect("a raw IPv4 socket (the e2e tests run as root)");
+        socket
+            .set_header_included_v4(true)
+            .expect("IP_HDRINCL on a raw socket");
+        let to = SocketAddr::from((victim, 0));
+        let sent = socket
+            .send_to(&packet, &to.into())
+            .expect("send the ICMP message");
+        assert_eq!(sent, packet.len());
+    });
 }
 
 /// Waits (up to 2 s: routes are programmed after the change is logged) until `ns` routes
@@ -224,6 +295,71 @@ fn a_pmtu_decrease_mid_transfer_is_followed_and_a_raise_is_found_again() {
         raised.elapsed().as_secs_f64()
     );
     assert_route_mtu(&net.a, b4.into(), BOTTLENECK - OVERHEAD_V4);
+}
+
+/// The kernel's cached path MTU toward `dest` in `ns` (`ip route get`), if it holds one.
+pub(crate) fn cached_route_mtu(ns: &Netns, dest: &str) -> Option<u16> {
+    let route = ns.ip(&["-4", "route", "get", dest]);
+    let mut words = route.split_whitespace();
+    words.find(|w| *w == "mtu")?;
+    words.next()?.parse().ok()
+}
+
+#[test]
+fn with_icmp_a_pmtu_decrease_mid_transfer_is_followed_within_3s() {
+    let lab = Lab::new("pmtu-icmp-decrease");
+    let net = RouterPath::new(&lab, "", BOTTLENECK);
+    let (node_a, _node_b) = start_nodes(&lab, &net, |c| c);
+    handshake_and_converge(&net, &node_a, BOTTLENECK);
+    let log = node_a.log();
+    let (b4, _) = overlay(2);
+
+    let (report, followed) = tcp_transfer_while(
+        &net.a,
+        &net.b,
+        b4.into(),
+        5201,
+        LONG_TRANSFER,
+        0x5eed_1c3f,
+        |progress| {
+            let started = poll(Duration::from_secs(30), Duration::from_millis(5), || {
+                (progress.received() >= BEFORE_DECREASE || progress.is_done()).then_some(())
+            });
+            assert!(started.is_some(), "the transfer did not get going");
+            net.set_bottleneck_mtu(LOWERED);
+            let changed = Instant::now();
+            poll(Duration::from_secs(10), Duration::from_millis(10), || {
+                (log.reported_pmtu(PEER_B) == Some(LOWERED)).then(|| changed.elapsed())
+            })
+        },
+    );
+    println!(
+        "pmtu-icmp-decrease: with the router's ICMP, {LOWERED} followed after {followed:?}; \
+         TCP a -> b {}",
+        report.summary()
+    );
+    // The premise: the router's fragmentation-needed reached A (its kernel cached the size).
+    assert_eq!(
+        cached_route_mtu(&net.a, RouterPath::B),
+        Some(LOWERED),
+        "no ICMP from the router reached A: the scenario proves nothing"
+    );
+    let followed = followed.unwrap_or_else(|| {
+        panic!(
+            "A never followed the decrease; every change:\n{}",
+            log.describe_changes(PEER_B)
+        )
+    });
+    assert!(
+        followed < Duration::from_secs(3),
+        "the decrease took {followed:?} to follow"
+    );
+    assert_eq!(report.received, report.sent, "bytes lost in the tunnel");
+    assert_eq!(
+        report.received_sha256, report.sent_sha256,
+        "the data arrived corrupted"
+    );
+    assert_route_mtu(&net.a, b4.into(), LOWERED - OVERHEAD_V4);
 }
 
 #[test]
