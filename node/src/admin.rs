@@ -43,6 +43,8 @@ pub enum Request {
         /// The member's name.
         name: String,
     },
+    /// Renew this node's certificate now.
+    Renew,
     /// Everything `weft status` shows.
     Status,
 }

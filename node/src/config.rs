@@ -60,6 +60,7 @@ struct RawMesh {
     #[serde(default)]
     advertise: Vec<String>,
     relay_bytes_per_second: Option<u64>,
+    certificate_lifetime: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -331,6 +332,12 @@ fn parse_mesh(m: RawMesh, base: &Path) -> anyhow::Result<crate::mesh::MeshConfig
     for (k, a) in m.advertise.iter().enumerate() {
         advertise.push(parse_advertised(a).with_context(|| format!("mesh.advertise[{k}]"))?);
     }
+    let certificate_lifetime = m
+        .certificate_lifetime
+        .as_deref()
+        .map(parse_certificate_lifetime)
+        .transpose()
+        .context("mesh.certificate_lifetime")?;
     Ok(crate::mesh::MeshConfig {
         network,
         network_name: m.network_name,
@@ -346,7 +353,21 @@ fn parse_mesh(m: RawMesh, base: &Path) -> anyhow::Result<crate::mesh::MeshConfig
         relay_bytes_per_second: m
             .relay_bytes_per_second
             .unwrap_or(weft_protocol::device::DEFAULT_RELAY_BYTES_PER_SECOND),
+        certificate_lifetime,
     })
+}
+
+/// `mesh.certificate_lifetime`: a duration such as "30d", "12h" or "90s"
+/// (humantime's syntax), from 60 s to a year.
+pub(crate) fn parse_certificate_lifetime(text: &str) -> anyhow::Result<std::time::Duration> {
+    use weft_protocol::membership::authority_set::{
+        MAX_CERTIFICATE_LIFETIME_SECS, MIN_CERTIFICATE_LIFETIME_SECS,
+    };
+    let d = humantime::parse_duration(text.trim()).map_err(|e| anyhow!("{text:?}: {e}"))?;
+    if !(MIN_CERTIFICATE_LIFETIME_SECS..=MAX_CERTIFICATE_LIFETIME_SECS).contains(&d.as_secs()) {
+        bail!("{text:?} is outside 60s..=365d");
+    }
+    Ok(d)
 }
 
 /// A static peer's endpoint: an IP address and port that

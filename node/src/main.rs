@@ -63,6 +63,10 @@ enum Command {
         /// The network's name.
         #[arg(long, default_value = "weft")]
         network_name: String,
+        /// How long the certificates this node issues are valid (60s to
+        /// 365d); members renew when a third of it remains.
+        #[arg(long, default_value = "30d")]
+        certificate_lifetime: String,
         /// Directory for keys, certificate, configuration and state.
         #[arg(long, default_value = "/etc/weft")]
         dir: PathBuf,
@@ -75,6 +79,13 @@ enum Command {
         /// How long the token stays valid (e.g. 30m, 24h, 7d).
         #[arg(long, default_value = "24h")]
         expires: String,
+        /// This node's configuration file.
+        #[arg(long, short, default_value = "/etc/weft/weft.toml")]
+        config: PathBuf,
+    },
+    /// Renew this node's certificate now through the running daemon
+    /// (it renews by itself when a third of the lifetime remains).
+    Renew {
         /// This node's configuration file.
         #[arg(long, short, default_value = "/etc/weft/weft.toml")]
         config: PathBuf,
@@ -121,8 +132,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             network,
             network_name,
+            certificate_lifetime,
             dir,
-        } => cli::init::run(&name, &network, &network_name, &dir),
+        } => cli::init::run(&name, &network, &network_name, &certificate_lifetime, &dir),
         Command::Invite {
             name,
             expires,
@@ -130,6 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => cli::invite::run(&config, name, &expires),
         Command::Join { token, name, dir } => cli::join::run(&token, name, &dir),
         Command::Revoke { name, config } => cli::revoke::run(&config, name),
+        Command::Renew { config } => cli::renew::run(&config),
         Command::Status {
             config,
             socket,

@@ -104,6 +104,8 @@ enum Source {
     Counts(&'static str, fn(&Snapshot) -> Option<&Counts>),
     /// An information metric: 1, with the text as the named label's value.
     Info(&'static str, fn(&Snapshot) -> &str),
+    /// A gauge per value of the label named here.
+    Gauges(&'static str, fn(&Snapshot) -> Option<&Counts>),
 }
 
 /// How a per-peer metric reads one peer, and folds all peers into one
@@ -303,6 +305,39 @@ const MESH: &[(&str, &str, Source)] = &[
         "Undecodable records found when the store was opened",
         Source::One(|s| Some(Value::Int(s.mesh.as_ref()?.store_corrupt_records as i64))),
     ),
+    (
+        "weft_certificate_expiry_timestamp_seconds",
+        "When each known member's certificate expires (unix time), this node's included",
+        Source::Gauges("member", |s| Some(&s.mesh.as_ref()?.certificate_expiry)),
+    ),
+    (
+        "weft_certificate_lifetime_seconds",
+        "The validity period of this node's certificate in force",
+        Source::One(|s| {
+            let c = s.mesh.as_ref()?.certificate.as_ref()?;
+            Some(Value::Int(c.not_after.saturating_sub(c.not_before) as i64))
+        }),
+    ),
+    (
+        "weft_certificate_renewals_total",
+        "Renewals of this node's certificate, by result (ok, or why not)",
+        Source::Counts("result", |s| Some(&s.mesh.as_ref()?.certificate_renewals)),
+    ),
+    (
+        "weft_certificate_renewals_answered_total",
+        "Renewal requests this node answered as an authority holder, by result",
+        Source::Counts("result", |s| Some(&s.mesh.as_ref()?.renewals_answered)),
+    ),
+    (
+        "weft_members_expired_total",
+        "Members dropped from the data and control planes when their certificate expired",
+        Source::One(|s| Some(Value::Count(s.mesh.as_ref()?.members_expired))),
+    ),
+    (
+        "weft_authorities",
+        "Keys trusted to sign this network's certificates, current and retired",
+        Source::One(|s| Some(Value::Int(s.mesh.as_ref()?.authorities as i64))),
+    ),
 ];
 
 /// The per-peer metrics: one series per peer with a `peer` label, or, for
@@ -457,6 +492,17 @@ pub fn render(snapshot: &Snapshot, per_peer_labels: bool) -> prometheus::Result<
                 let family = Family::register(&r, name, help, Kind::IntGauge, &[label])?;
                 family.set(&[text(snapshot)], Value::Int(1))?;
             }
+            Source::Gauges(label, values) => {
+                if let Some(values) = values(snapshot) {
+                    let family = Family::register(&r, name, help, Kind::IntGauge, &[label])?;
+                    for (k, n) in values {
+                        family.set(
+                            &[k.as_str()],
+                            Value::Int(i64::try_from(*n).unwrap_or(i64::MAX)),
+                        )?;
+                    }
+                }
+            }
         }
     }
     let labels: &[&str] = if per_peer_labels { &["peer"] } else { &[] };
@@ -555,6 +601,14 @@ mod tests {
         s.mesh = Some(MeshStats {
             members: 3,
             gossip_rejected: vec![("bad_signature".into(), 2)],
+            certificate: Some(crate::status::CertificateInfo {
+                not_before: 1_800_000_000,
+                not_after: 1_800_000_060,
+                ..Default::default()
+            }),
+            certificate_expiry: vec![("a".into(), 1_800_000_060), ("b".into(), 1_800_000_090)],
+            certificate_renewals: vec![("ok".into(), 4), ("unreachable".into(), 1)],
+            authorities: 2,
             ..MeshStats::default()
         });
         s
@@ -589,6 +643,20 @@ mod tests {
             2.0
         );
         assert_eq!(sample(&text, "weft_members"), 3.0);
+        assert_eq!(
+            sample(
+                &text,
+                "weft_certificate_expiry_timestamp_seconds{member=\"b\"}"
+            ),
+            1_800_000_090.0
+        );
+        assert_eq!(sample(&text, "weft_certificate_lifetime_seconds"), 60.0);
+        assert_eq!(
+            sample(&text, "weft_certificate_renewals_total{result=\"ok\"}"),
+            4.0
+        );
+        assert_eq!(sample(&text, "weft_authorities"), 2.0);
+        assert!(text.contains("# TYPE weft_certificate_expiry_timestamp_seconds gauge"));
         assert!(text.contains("# TYPE weft_peer_rx_bytes_total counter"));
         assert!(text.contains("# TYPE weft_path_mtu_bytes gauge"));
     }

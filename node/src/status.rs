@@ -153,6 +153,40 @@ pub struct MeshStats {
     pub store_write_errors: u64,
     /// Records found undecodable when the store was opened.
     pub store_corrupt_records: u64,
+    /// This node's certificate in force.
+    #[serde(default)]
+    pub certificate: Option<CertificateInfo>,
+    /// The certificate expiry of every known member, this node's
+    /// included: (name, unix time).
+    #[serde(default)]
+    pub certificate_expiry: Vec<(String, u64)>,
+    /// Renewals of this node's certificate, by result (`ok` or why not).
+    #[serde(default)]
+    pub certificate_renewals: Vec<(String, u64)>,
+    /// Renewals this node answered as an authority holder, by result.
+    #[serde(default)]
+    pub renewals_answered: Vec<(String, u64)>,
+    /// Members dropped from the data plane when their certificate expired.
+    #[serde(default)]
+    pub members_expired: u64,
+    /// Keys trusted to sign certificates (current and retired).
+    #[serde(default)]
+    pub authorities: u64,
+}
+
+/// This node's certificate, as `weft status` shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CertificateInfo {
+    /// Serial number.
+    pub serial: u64,
+    /// The key that signed it (fingerprint), if a trusted one did.
+    pub issuer: String,
+    /// Valid from (unix time).
+    pub not_before: u64,
+    /// Valid until (unix time).
+    pub not_after: u64,
+    /// Whether it has expired (the node is renewing it).
+    pub expired: bool,
 }
 
 /// What this node knows of the NAT in front of it.

@@ -892,14 +892,20 @@ fn weft_revoke_with_no_member_to_publish_to_succeeds_and_warns_that_it_was_not_p
         (record_flood_counter(&record_flood_metrics(&hosts.hosts[0]), connections) == 0)
             .then_some(())
     });
-    assert!(alone.is_some(), "m0 kept a control connection to the stopped m1");
+    assert!(
+        alone.is_some(),
+        "m0 kept a control connection to the stopped m1"
+    );
     let config0 = lab.dir().join("m0").join("weft.toml");
     let (ok, out, err) = weft(
         &hosts.hosts[0],
         &["revoke", "m1", "--config", config0.to_str().unwrap()],
     );
     println!("revoke with nobody to publish to: exit ok {ok}; stdout {out:?}; stderr {err:?}");
-    assert!(ok, "weft revoke failed although the revocation was stored: {err}");
+    assert!(
+        ok,
+        "weft revoke failed although the revocation was stored: {err}"
+    );
     assert!(out.contains("revoked m1"), "{out}");
     assert!(
         err.contains("WARN") && err.contains("not published"),

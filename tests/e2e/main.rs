@@ -9,6 +9,7 @@
 mod harness;
 
 mod adversary;
+mod certificates;
 mod cli;
 mod deploy;
 mod host;

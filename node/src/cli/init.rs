@@ -16,10 +16,19 @@ use weft_store::{MemberRecord, Store};
 
 use super::member_dir::{finish, staging_dir, write_member_files, MemberFiles};
 use crate::keys;
-use crate::mesh::{now_unix, CERT_LIFETIME_SECS, CLOCK_SKEW_SECS};
+use crate::mesh::now_unix;
 
-/// `weft init --name NAME --network PREFIX [--network-name N] --dir DIR`.
-pub fn run(name: &str, prefix: &str, network_name: &str, dir: &Path) -> anyhow::Result<()> {
+/// `weft init --name NAME --network PREFIX [--network-name N]
+/// [--certificate-lifetime D] --dir DIR`.
+pub fn run(
+    name: &str,
+    prefix: &str,
+    network_name: &str,
+    certificate_lifetime: &str,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let lifetime = crate::config::parse_certificate_lifetime(certificate_lifetime)
+        .map_err(|e| anyhow!("--certificate-lifetime: {e:#}"))?;
     let prefix: Ipv4Network = prefix
         .parse()
         .map_err(|_| anyhow!("--network: {prefix:?} is not an IPv4 prefix like 100.64.0.0/16"))?;
@@ -57,8 +66,9 @@ pub fn run(name: &str, prefix: &str, network_name: &str, dir: &Path) -> anyhow::
             ipv4,
             ipv6: info.allocate_v6(ipv4),
             serial: 1,
-            not_before: now.saturating_sub(CLOCK_SKEW_SECS),
-            not_after: now + CERT_LIFETIME_SECS,
+            // Verifiers allow five minutes of clock skew on the start.
+            not_before: now,
+            not_after: now + lifetime.as_secs(),
         };
         let signed = Authority::issue(&cert, &authority);
         store
@@ -85,6 +95,7 @@ pub fn run(name: &str, prefix: &str, network_name: &str, dir: &Path) -> anyhow::
             authority: Some(&authority),
             certificate: &signed,
             ipv4,
+            certificate_lifetime: Some(lifetime),
         })?;
         Ok::<_, anyhow::Error>((ipv4, info.allocate_v6(ipv4)))
     })();

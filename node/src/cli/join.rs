@@ -149,6 +149,7 @@ pub fn run(token_text: &str, name: Option<String>, dir: &Path) -> anyhow::Result
             authority: None,
             certificate: &signed,
             ipv4: cert.ipv4,
+            certificate_lifetime: None,
         })
     })();
     if let Err(e) = written {

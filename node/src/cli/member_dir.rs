@@ -32,6 +32,9 @@ pub struct MemberFiles<'a> {
     pub authority: Option<&'a IdentitySecret>,
     pub certificate: &'a weft_protocol::membership::SignedCertificate,
     pub ipv4: Ipv4Addr,
+    /// On authority holders: the lifetime of the certificates it issues
+    /// (`mesh.certificate_lifetime`).
+    pub certificate_lifetime: Option<std::time::Duration>,
 }
 
 /// Refuses a `dir` that exists with anything in it: weft never writes over
@@ -129,10 +132,13 @@ per_peer_labels = true
         network = f.info.id(),
         prefix = f.info.ipv4(),
         authority = f.info.authority().to_hex(),
-        authority_line = if f.authority.is_some() {
-            "authority_key_file = \"authority.key\"\n"
-        } else {
-            ""
+        authority_line = match (f.authority, f.certificate_lifetime) {
+            (Some(_), Some(lifetime)) => format!(
+                "authority_key_file = \"authority.key\"\ncertificate_lifetime = \"{}\"\n",
+                humantime::format_duration(lifetime)
+            ),
+            (Some(_), None) => "authority_key_file = \"authority.key\"\n".to_string(),
+            (None, _) => String::new(),
         },
         join_port = DEFAULT_JOIN_PORT,
     );

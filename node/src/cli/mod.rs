@@ -13,6 +13,7 @@ pub mod invite;
 pub mod join;
 pub mod keys;
 pub mod member_dir;
+pub mod renew;
 pub mod revoke;
 pub mod status;
 

@@ -89,6 +89,44 @@ pub fn table(snapshot: &Snapshot) -> String {
             "  network {}: {} members; gossip {} rejected; invites {} issued, {} used",
             m.network, m.members, rejected, m.invites_issued, m.invites_used
         );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let until = |t: u64| match t.checked_sub(now) {
+            Some(left) => format!("expires in {}", human_duration(Duration::from_secs(left))),
+            None => format!(
+                "EXPIRED {} ago",
+                human_duration(Duration::from_secs(now - t))
+            ),
+        };
+        if let Some(c) = &m.certificate {
+            let renewed = m
+                .certificate_renewals
+                .iter()
+                .find(|(k, _)| k == "ok")
+                .map_or(0, |(_, n)| *n);
+            let failed: u64 = m
+                .certificate_renewals
+                .iter()
+                .filter(|(k, _)| k != "ok")
+                .map(|(_, n)| n)
+                .sum();
+            let _ = writeln!(
+                out,
+                "  certificate: serial {}, issuer {}, {} (renewed {renewed}, failed {failed})",
+                c.serial,
+                if c.issuer.is_empty() {
+                    "unknown"
+                } else {
+                    &c.issuer
+                },
+                until(c.not_after)
+            );
+        }
+        // The first entry is this node's own.
+        for (name, t) in m.certificate_expiry.iter().skip(1) {
+            let _ = writeln!(out, "    {name}: certificate {}", until(*t));
+        }
     }
     if snapshot.relay.forwarded_packets > 0 {
         let _ = writeln!(

@@ -49,8 +49,18 @@ struct Peer {
 
 #[derive(Debug)]
 enum State {
-    Pending { deadline: Instant },
-    Member { credential: Vec<u8> },
+    Pending {
+        deadline: Instant,
+    },
+    /// Presented a credential that may only be renewed: it may ask for a
+    /// renewal and present the renewed one until `deadline`, then it is
+    /// disconnected without a block.
+    RenewalOnly {
+        deadline: Instant,
+    },
+    Member {
+        credential: Vec<u8>,
+    },
     Rejected,
 }
 
@@ -78,6 +88,9 @@ pub(super) struct Expired {
     pub(super) silent: Vec<PeerId>,
     /// Rejected peers whose block ended.
     pub(super) unblocked: Vec<PeerId>,
+    /// Peers allowed only to renew whose time ran out: disconnect them,
+    /// without a block (they come back once renewed).
+    pub(super) lapsed: Vec<PeerId>,
 }
 
 impl Admission {
@@ -128,7 +141,9 @@ impl Admission {
                 return Presented::Unchanged
             }
             (_, false) => Presented::Rejected,
-            (State::Pending { .. }, true) => Presented::Admitted { announce: None },
+            (State::Pending { .. } | State::RenewalOnly { .. }, true) => {
+                Presented::Admitted { announce: None }
+            }
             (State::Member { .. }, true) => Presented::Renewed { announce: None },
         };
         if outcome == Presented::Rejected {
@@ -145,6 +160,22 @@ impl Admission {
         match outcome {
             Presented::Admitted { .. } => Presented::Admitted { announce },
             _ => Presented::Renewed { announce },
+        }
+    }
+
+    /// A pending `peer` presented a credential that may only be renewed: it
+    /// keeps its deadline, and meets it without a block. Returns whether
+    /// it was pending.
+    pub(super) fn handle_renewal_only(&mut self, peer: PeerId) -> bool {
+        match self.peers.get_mut(&peer) {
+            Some(entry) => match entry.state {
+                State::Pending { deadline } | State::RenewalOnly { deadline } => {
+                    entry.state = State::RenewalOnly { deadline };
+                    true
+                }
+                _ => false,
+            },
+            None => false,
         }
     }
 
@@ -211,6 +242,17 @@ impl Admission {
         for peer in &silent {
             self.reject_for(*peer, now + self.silent_block);
         }
+        let lapsed: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(p.state, State::RenewalOnly { deadline } if deadline <= now))
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in &lapsed {
+            if let Some(entry) = self.peers.get_mut(peer) {
+                entry.state = State::Rejected;
+            }
+        }
         let unblocked: Vec<PeerId> = self
             .blocked
             .iter()
@@ -220,13 +262,17 @@ impl Admission {
         for peer in &unblocked {
             self.blocked.remove(peer);
         }
-        Expired { silent, unblocked }
+        Expired {
+            silent,
+            unblocked,
+            lapsed,
+        }
     }
 
     /// The earliest deadline still to fire.
     pub(super) fn next_timeout(&self) -> Option<Instant> {
         let pending = self.peers.values().filter_map(|p| match p.state {
-            State::Pending { deadline } => Some(deadline),
+            State::Pending { deadline } | State::RenewalOnly { deadline } => Some(deadline),
             _ => None,
         });
         pending.chain(self.blocked.values().copied()).min()
@@ -240,11 +286,11 @@ impl Admission {
     }
 
     /// Whether `peer` is connected and has not presented an accepted or
-    /// refused credential yet.
+    /// refused credential yet (or only one that may be renewed).
     pub(super) fn is_pending(&self, peer: &PeerId) -> bool {
         self.peers
             .get(peer)
-            .is_some_and(|p| matches!(p.state, State::Pending { .. }))
+            .is_some_and(|p| matches!(p.state, State::Pending { .. } | State::RenewalOnly { .. }))
     }
 
     /// The connected members.
@@ -326,7 +372,8 @@ mod tests {
             table.handle_timeout(now + BLOCK),
             Expired {
                 silent: vec![],
-                unblocked: vec![peer]
+                unblocked: vec![peer],
+                lapsed: vec![],
             }
         );
     }
@@ -380,6 +427,28 @@ mod tests {
             Presented::Ignored
         );
         assert_eq!(table.members().count(), 0);
+    }
+
+    #[test]
+    fn a_peer_that_may_only_renew_stays_pending_then_leaves_without_a_block_or_is_admitted() {
+        let (mut a, peer, t0) = setup();
+        a.handle_connected(peer, t0);
+        assert!(a.handle_renewal_only(peer));
+        assert!(a.is_pending(&peer) && !a.is_member(&peer));
+        // Its deadline passes: disconnected, not blocked.
+        let expired = a.handle_timeout(t0 + TIMEOUT);
+        assert_eq!(expired.lapsed, vec![peer]);
+        assert!(expired.silent.is_empty());
+        assert_eq!(a.next_timeout(), None);
+        // Another time it renews in time: the renewed credential admits it.
+        let (mut a, peer, t0) = setup();
+        a.handle_connected(peer, t0);
+        a.handle_renewal_only(peer);
+        assert_eq!(
+            a.handle_credential(peer, b"renewed", true, t0 + Duration::from_secs(1)),
+            Presented::Admitted { announce: None }
+        );
+        assert!(a.is_member(&peer));
     }
 
     #[test]

@@ -47,7 +47,31 @@ pub const EVENT_CAPACITY: usize = 1024;
 /// The membership gate: given a peer's libp2p identity and the credential
 /// it presented, whether it is a member. Called on the control task, so it
 /// must be quick, must not block and must not panic.
-pub type Gate = Arc<dyn Fn(&PeerId, &[u8]) -> bool + Send + Sync>;
+pub type Gate = Arc<dyn Fn(&PeerId, &[u8]) -> Admit + Send + Sync>;
+
+/// The gate's verdict on a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// A member: it joins the records topic.
+    Member,
+    /// Not a member now, but one that may renew its certificate (it has
+    /// expired recently): it stays pending, gets no record, may ask for a
+    /// renewal and present the renewed credential before its deadline;
+    /// otherwise it is held off only as a silent peer is.
+    RenewalOnly,
+    /// Refused: disconnected and blocked for [`REJECTED_PEER_BLOCK`].
+    Refused,
+}
+
+impl From<bool> for Admit {
+    fn from(member: bool) -> Self {
+        if member {
+            Admit::Member
+        } else {
+            Admit::Refused
+        }
+    }
+}
 
 /// What the control plane tells its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +121,19 @@ pub enum ControlEvent {
         /// The records.
         records: Vec<Vec<u8>>,
     },
+    /// A member (or a peer whose certificate may be renewed) asks for a
+    /// new certificate (`/weft/renew/1`). Answer with
+    /// [`ControlHandle::try_answer_renewal`](super::ControlHandle::try_answer_renewal)
+    /// and this `id`; unanswered requests are dropped after the renewal
+    /// timeout.
+    RenewalRequest {
+        /// The peer that asked; QUIC proved its identity.
+        peer: PeerId,
+        /// Names the request in the answer.
+        id: u64,
+        /// The request.
+        request: Vec<u8>,
+    },
 }
 
 /// What the control plane dropped or failed at, for metrics. Shared by the
@@ -112,6 +149,9 @@ pub struct ControlCounters {
     pub publish_failed: Mutex<BTreeMap<&'static str, u64>>,
     /// Records dropped because their origin sent more than its budget.
     pub records_over_rate: AtomicU64,
+    /// Renewal requests turned away unread: from a peer neither a member
+    /// nor allowed to renew, or beyond the requests already waiting.
+    pub renewals_turned_away: AtomicU64,
     /// Connections refused before any behaviour spent on them, by reason
     /// (`limit`: over a connection limit; `blocked`: a blocked peer).
     pub connections_refused: Mutex<BTreeMap<&'static str, u64>>,
@@ -177,6 +217,10 @@ pub enum ControlError {
     /// A credential longer than [`MAX_CREDENTIAL_LEN`] was given.
     #[error("credential longer than {MAX_CREDENTIAL_LEN} bytes")]
     CredentialTooLong,
+    /// A renewal request got no answer: the peer is not connected, refused
+    /// the stream, closed it, or did not answer in time.
+    #[error("renewal request failed: {0}")]
+    Renewal(String),
 }
 
 /// A publish failed.
@@ -256,5 +300,14 @@ pub(super) enum Command {
     },
     ListenAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Renew {
+        peer: PeerId,
+        request: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, ControlError>>,
+    },
+    AnswerRenewal {
+        id: u64,
+        response: Vec<u8>,
     },
 }

@@ -1,6 +1,6 @@
 //! The control plane's libp2p behaviour and swarm: gossipsub for records,
-//! the credential exchange, the direct record push, the block list for
-//! rejected peers and the connection limits, on QUIC.
+//! the credential exchange, the direct record push, certificate renewal,
+//! the block list for rejected peers and the connection limits, on QUIC.
 //!
 //! This file owns every tuning number of gossipsub (mesh sizes, heartbeat,
 //! peer-scoring weights and thresholds) and of the connection limits, and
@@ -19,7 +19,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{allow_block_list, connection_limits, Swarm, SwarmBuilder};
 use sha2::{Digest, Sha256};
 
-use super::{credential, sync};
+use super::{credential, renewal, sync};
 
 /// The swarm's behaviours. Polled in field order: the block list first, so
 /// a blocked peer is closed before the others act on it, then the limits,
@@ -30,6 +30,7 @@ pub(super) struct Behaviour {
     pub(super) limits: connection_limits::Behaviour,
     pub(super) credential: credential::Behaviour,
     pub(super) sync: sync::Behaviour,
+    pub(super) renewal: renewal::Behaviour,
     pub(super) gossipsub: gossipsub::Behaviour,
 }
 
@@ -112,6 +113,7 @@ pub(super) fn build_swarm(
         limits: connection_limits::Behaviour::new(limits()),
         credential: credential::behaviour(),
         sync: sync::behaviour(),
+        renewal: renewal::behaviour(),
         gossipsub,
     };
     let Ok(builder) = SwarmBuilder::with_existing_identity(keypair)

@@ -86,18 +86,7 @@ async fn read_credential<T>(io: &mut T) -> io::Result<Vec<u8>>
 where
     T: AsyncRead + Unpin + Send,
 {
-    let mut len = [0u8; 2];
-    io.read_exact(&mut len).await?;
-    let len = usize::from(u16::from_be_bytes(len));
-    if len > MAX_CREDENTIAL_LEN {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "credential longer than the limit",
-        ));
-    }
-    let mut credential = vec![0; len];
-    io.read_exact(&mut credential).await?;
-    Ok(credential)
+    read_frame(io, MAX_CREDENTIAL_LEN).await
 }
 
 /// Writes one length-prefixed credential.
@@ -105,12 +94,41 @@ async fn write_credential<T>(io: &mut T, credential: &[u8]) -> io::Result<()>
 where
     T: AsyncWrite + Unpin + Send,
 {
-    let len = u16::try_from(credential.len())
+    write_frame(io, credential, MAX_CREDENTIAL_LEN).await
+}
+
+/// Reads one frame: a two-byte big-endian length, at most `max`, and that
+/// many bytes. A stream that ends early is an error. (The renewal exchange
+/// frames its messages the same way.)
+pub(super) async fn read_frame<T>(io: &mut T, max: usize) -> io::Result<Vec<u8>>
+where
+    T: AsyncRead + Unpin + Send,
+{
+    let mut len = [0u8; 2];
+    io.read_exact(&mut len).await?;
+    let len = usize::from(u16::from_be_bytes(len));
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "frame longer than the limit",
+        ));
+    }
+    let mut frame = vec![0; len];
+    io.read_exact(&mut frame).await?;
+    Ok(frame)
+}
+
+/// Writes one frame of at most `max` bytes (and at most 65,535).
+pub(super) async fn write_frame<T>(io: &mut T, frame: &[u8], max: usize) -> io::Result<()>
+where
+    T: AsyncWrite + Unpin + Send,
+{
+    let len = u16::try_from(frame.len())
         .ok()
-        .filter(|len| usize::from(*len) <= MAX_CREDENTIAL_LEN)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "credential too long"))?;
+        .filter(|len| usize::from(*len) <= max)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame too long"))?;
     io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(credential).await?;
+    io.write_all(frame).await?;
     io.flush().await
 }
 

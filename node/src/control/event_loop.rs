@@ -10,14 +10,16 @@
 //! is gone. It never judges a credential or a record itself: the gate and
 //! the caller's reports do.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId};
-use libp2p::request_response::{self, Message as CredentialMessage, Message as SyncMessage};
+use libp2p::request_response::{
+    self, Message as CredentialMessage, Message as SyncMessage, OutboundRequestId, ResponseChannel,
+};
 use libp2p::swarm::{
     dial_opts::DialOpts, ConnectionDenied, ConnectionId, DialError, ListenError, SwarmEvent,
 };
@@ -29,11 +31,12 @@ use tracing::{debug, info, trace, warn};
 
 use super::admission::{Admission, Presented};
 use super::api::{
-    Command, ControlCounters, ControlError, ControlEvent, Gate, PublishError, RejectReason,
+    Admit, Command, ControlCounters, ControlError, ControlEvent, Gate, PublishError, RejectReason,
     Verdict, CREDENTIAL_TIMEOUT, REJECTED_PEER_BLOCK, SILENT_PEER_BLOCK,
 };
 use super::behaviour::{Behaviour, BehaviourEvent, MEMBER_SCORE, PENDING_SCORE};
 use super::origin_rate::OriginRate;
+use super::renewal::{MAX_PENDING_RENEWALS, RENEWAL_TIMEOUT};
 
 /// The event receiver was dropped: time to stop.
 struct Closed;
@@ -71,6 +74,12 @@ pub(super) struct EventLoop {
     listen_addrs: Vec<Multiaddr>,
     /// `listen_addrs` calls waiting for the IPv4 listener.
     addr_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
+    /// Renewal requests handed to the owner and not answered yet, oldest
+    /// first, with when each arrived (at most [`MAX_PENDING_RENEWALS`]).
+    renewals_in: VecDeque<(u64, Instant, ResponseChannel<Vec<u8>>)>,
+    next_renewal_id: u64,
+    /// Our renewal requests waiting for their answer.
+    renewals_out: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, ControlError>>>,
 }
 
 impl EventLoop {
@@ -99,6 +108,9 @@ impl EventLoop {
             quiet_listener: Some(ipv4_listener),
             listen_addrs: Vec::new(),
             addr_waiters: Vec::new(),
+            renewals_in: VecDeque::new(),
+            next_renewal_id: 0,
+            renewals_out: HashMap::new(),
         }
     }
 
@@ -182,6 +194,7 @@ impl EventLoop {
                 return self.on_credential(event).await
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => return self.on_sync(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Renewal(event)) => return self.on_renewal(event),
             SwarmEvent::Behaviour(BehaviourEvent::Blocked(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
             SwarmEvent::ConnectionEstablished {
@@ -348,7 +361,15 @@ impl EventLoop {
             }
             CredentialMessage::Response { response, .. } => response,
         };
-        let accepted = (self.gate)(&peer, &credential);
+        let verdict = (self.gate)(&peer, &credential);
+        if verdict == Admit::RenewalOnly && self.admission.handle_renewal_only(peer) {
+            // It stays pending: no records either way, a renewal may be
+            // asked for, and a renewed credential admits it before its
+            // deadline; if none comes, it is disconnected without a block.
+            debug!(%peer, "control plane: expired credential; renewal only");
+            return Ok(());
+        }
+        let accepted = verdict == Admit::Member;
         let now = Instant::now().into_std();
         match self
             .admission
@@ -407,6 +428,64 @@ impl EventLoop {
         Ok(())
     }
 
+    /// A renewal request from a peer, the answer to ours, or a failure.
+    fn on_renewal(
+        &mut self,
+        event: request_response::Event<Vec<u8>, Vec<u8>>,
+    ) -> Result<(), Closed> {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                // Members, and peers that have not been judged yet or may
+                // only renew: the request itself proves who may renew.
+                let may_ask = self.admission.is_member(&peer) || self.admission.is_pending(&peer);
+                let now = Instant::now();
+                self.renewals_in
+                    .retain(|(_, at, _)| now.duration_since(*at) < RENEWAL_TIMEOUT);
+                if !may_ask || self.renewals_in.len() >= MAX_PENDING_RENEWALS {
+                    // Dropping the channel closes the stream: the asker
+                    // tries another holder, or later.
+                    debug!(%peer, may_ask, "control plane: renewal request turned away");
+                    self.counters
+                        .renewals_turned_away
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                let id = self.next_renewal_id;
+                self.next_renewal_id += 1;
+                self.renewals_in.push_back((id, now, channel));
+                self.emit(ControlEvent::RenewalRequest { peer, id, request })?;
+            }
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.renewals_out.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(reply) = self.renewals_out.remove(&request_id) {
+                    let _ = reply.send(Err(ControlError::Renewal(error.to_string())));
+                }
+            }
+            other => trace!(event = ?other, "control plane: renewal exchange event"),
+        }
+        Ok(())
+    }
+
     /// Blocks `peer` (closing its connections) and tells the caller. The
     /// admission table has already marked it rejected.
     async fn reject(&mut self, peer: PeerId, reason: RejectReason) -> Result<(), Closed> {
@@ -435,6 +514,10 @@ impl EventLoop {
         }
         for peer in expired.silent {
             self.reject(peer, RejectReason::NoCredential).await?;
+        }
+        for peer in expired.lapsed {
+            debug!(%peer, "control plane: renewal-only peer's time is up");
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
         Ok(())
     }
@@ -517,6 +600,30 @@ impl EventLoop {
                         .behaviour_mut()
                         .credential
                         .send_request(&peer, self.credential.clone());
+                }
+            }
+            Command::Renew {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .renewal
+                    .send_request(&peer, request);
+                self.renewals_out.insert(id, reply);
+            }
+            Command::AnswerRenewal { id, response } => {
+                if let Some(at) = self.renewals_in.iter().position(|(i, _, _)| *i == id) {
+                    if let Some((_, _, channel)) = self.renewals_in.remove(at) {
+                        // Fails only if the connection is already gone.
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .renewal
+                            .send_response(channel, response);
+                    }
                 }
             }
             Command::ListenAddrs { reply } => {

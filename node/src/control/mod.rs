@@ -36,6 +36,7 @@ pub(crate) mod behaviour;
 mod credential;
 mod event_loop;
 mod origin_rate;
+mod renewal;
 mod sync;
 #[cfg(test)]
 mod tests;
@@ -55,11 +56,12 @@ use crate::host::{Step, StepError};
 use api::Command;
 pub use api::PublishError;
 pub use api::{
-    ControlCounters, ControlError, ControlEvent, Gate, NotQueued, Verdict, COMMAND_CAPACITY,
+    Admit, ControlCounters, ControlError, ControlEvent, Gate, NotQueued, Verdict, COMMAND_CAPACITY,
     EVENT_CAPACITY, MAX_CREDENTIAL_LEN,
 };
 pub use libp2p::gossipsub::MessageId;
 pub use libp2p::{Multiaddr, PeerId};
+pub use renewal::MAX_RENEWAL_LEN;
 pub use sync::MAX_SYNC_RECORDS;
 
 /// What the control plane needs to start.
@@ -292,6 +294,46 @@ impl ControlHandle {
     /// Queues closing every connection to `peer`.
     pub fn try_disconnect(&self, peer: PeerId) -> Result<(), NotQueued> {
         self.try_command(Command::Disconnect { peer })
+    }
+
+    /// Queues the answer to [`ControlEvent::RenewalRequest`] `id`.
+    pub fn try_answer_renewal(&self, id: u64, response: Vec<u8>) -> Result<(), NotQueued> {
+        self.try_command(Command::AnswerRenewal { id, response })
+    }
+
+    /// Queues replacing our credential (after a renewal) and presenting it
+    /// at once to every connected peer.
+    pub fn try_set_credential(&self, credential: Vec<u8>) -> Result<(), NotQueued> {
+        self.try_command(Command::SetCredential { credential })
+    }
+
+    /// Asks `peer` for a certificate renewal (`/weft/renew/1`) and waits
+    /// for its answer, at most [`RENEWAL_TIMEOUT`] once sent. Dials the
+    /// peer first if the swarm knows an address for it. For a task of its
+    /// own: the main task never waits on this.
+    pub async fn renew(&self, peer: PeerId, request: Vec<u8>) -> Result<Vec<u8>, ControlError> {
+        if request.len() > MAX_RENEWAL_LEN {
+            return Err(ControlError::Renewal("request too long".into()));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Renew {
+            peer,
+            request,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// Dials `address` and returns the peer once the connection is up.
+    pub async fn connect(&self, address: Multiaddr) -> Result<PeerId, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Dial {
+            address,
+            reply: Some(reply),
+        })
+        .await?;
+        answer.await.map_err(|_| ControlError::Stopped)?
     }
 
     #[cfg(test)]

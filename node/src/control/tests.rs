@@ -35,7 +35,10 @@ type Events = mpsc::Receiver<ControlEvent>;
 
 /// A member whose gate admits exactly the credential `b"member"`.
 fn spawn_member(seed: u8) -> (ControlHandle, Events) {
-    spawn_with_gate(seed, Arc::new(|_, credential| credential == b"member"))
+    spawn_with_gate(
+        seed,
+        Arc::new(|_, credential| (credential == b"member").into()),
+    )
 }
 
 /// A node presenting `b"member"` and judging others with `gate`.
@@ -358,7 +361,7 @@ async fn a_member_disconnected_on_request_is_reported_gone_on_both_sides() {
 #[tokio::test]
 async fn a_renewed_credential_is_presented_at_once_and_a_refused_one_ends_membership() {
     // A admits any credential starting with "member".
-    let (a, mut a_events) = spawn_with_gate(12, Arc::new(|_, c| c.starts_with(b"member")));
+    let (a, mut a_events) = spawn_with_gate(12, Arc::new(|_, c| c.starts_with(b"member").into()));
     let (b, mut b_events) = spawn_member(13);
     bounded(b.dial(loopback(&a).await)).await.unwrap();
     member_connected(&mut a_events, b.peer_id()).await;

@@ -43,19 +43,21 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 use weft_protocol::membership::validator::MAX_ANNOUNCED_ENDPOINTS;
 use weft_protocol::membership::{
-    Certificate, IdentityKey, NatLifetime, NetworkInfo, PathObservation, RecordBody, RecordError,
-    Revocation, SignedCertificate, SignedRecord, Validator,
+    CertError, Certificate, IdentityKey, NatLifetime, NetworkInfo, PathObservation, RecordBody,
+    RecordError, Revocation, SignedCertificate, SignedRecord, Validator,
 };
 use weft_protocol::nat::OwnEndpoints;
 use weft_protocol::Device;
 use weft_store::{MemberRecord, NatRecord, PathRecord, RevocationRecord};
 
+use super::expiry::Expiry;
 use super::members::{peer_config, peer_id_of, MemberTable};
-use super::neighbours::Neighbours;
+use super::neighbours::{control_address, Neighbours};
+use super::renewal::{Holder, Renewal};
 use super::revocation;
 use super::writer::StoreWriter;
 use super::{now_unix, EndpointSource, Membership};
-use crate::control::{Control, ControlConfig, ControlEvent, ControlHandle, Gate, Verdict};
+use crate::control::{Admit, Control, ControlConfig, ControlEvent, ControlHandle, Gate, Verdict};
 
 /// Shortest interval of periodic announcements; each is jittered by ±10%.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(60);
@@ -109,6 +111,74 @@ fn admit(
         .map(|r| !r.contains(cert.identity.as_bytes()))
         .unwrap_or(false);
     (not_revoked && peer_id_of(&cert.identity).as_ref() == Some(peer)).then_some(cert)
+}
+
+/// The gate's verdict on `peer`'s `credential`: a member ([`admit`]); one
+/// whose own certificate is not valid now but may be renewed (its
+/// signature, identity and standing check out and it ended less than the
+/// renewal grace ago), which may then only ask for a renewal; or refused.
+fn gate_verdict(
+    info: &NetworkInfo,
+    revoked: &RwLock<HashSet<[u8; 32]>>,
+    peer: &PeerId,
+    credential: &[u8],
+) -> Admit {
+    if admit(info, revoked, peer, credential).is_some() {
+        return Admit::Member;
+    }
+    let renewable = SignedCertificate::from_bytes(credential)
+        .ok()
+        .and_then(|signed| signed.verify_signed(info).ok())
+        .filter(|cert| peer_id_of(&cert.identity).as_ref() == Some(peer))
+        .filter(|cert| {
+            revoked
+                .read()
+                .map(|r| !r.contains(cert.identity.as_bytes()))
+                .unwrap_or(false)
+        })
+        .is_some_and(|cert| {
+            matches!(
+                cert.check(info, now_unix()),
+                Err(CertError::Expired { .. } | CertError::NotYetValid { .. })
+            ) && cert
+                .not_after
+                .saturating_add(weft_protocol::membership::renewal::RENEWAL_GRACE_SECS)
+                >= now_unix()
+        });
+    if renewable {
+        Admit::RenewalOnly
+    } else {
+        Admit::Refused
+    }
+}
+
+/// The members the store holds whose certificates a trusted authority
+/// signed (expired or not), less this node and the revoked, with the
+/// control address of the endpoint this node last reached each at.
+fn stored_holders(m: &Membership, port: u16) -> Vec<Holder> {
+    let me = m.identity.identity();
+    let Ok(list) = m.store.members().list() else {
+        return Vec::new();
+    };
+    list.into_iter()
+        .filter(|(id, _)| *id != me.0)
+        .filter(|(id, _)| !m.store.revocations().is_revoked(id).unwrap_or(true))
+        .filter_map(|(id, record)| {
+            let cert = SignedCertificate::from_bytes(&record.certificate)
+                .ok()?
+                .verify_signed(&m.info)
+                .ok()?;
+            let peer = peer_id_of(&cert.identity)?;
+            let endpoint = m.store.paths().get(&me.0, &id).ok().flatten()?.endpoint;
+            let mut address = control_address(endpoint, port)?;
+            address.push(libp2p::multiaddr::Protocol::P2p(peer));
+            Some(Holder {
+                name: cert.name,
+                peer,
+                address: Some(address),
+            })
+        })
+        .collect()
 }
 
 /// Sequence numbers for this member's records: above every number an
@@ -211,6 +281,19 @@ pub struct Gossip {
     /// Data-plane keys of the members heard of since the last
     /// [`Gossip::take_heard`] (bounded by the records handled in between).
     heard: Vec<weft_protocol::PublicKey>,
+    /// When members' certificates run out.
+    expiry: Expiry,
+    /// This member's own renewals, and the renewals it answered.
+    pub renewal: Renewal,
+    /// Members dropped because their certificate expired.
+    pub expired: u64,
+    /// The control-plane port members listen on.
+    control_port: u16,
+    /// Members known from the store at start, whatever their
+    /// certificates' validity, and where this node last reached them: whom
+    /// to ask for a renewal when this node starts with an expired
+    /// certificate and everyone else's it stored has run out too.
+    stored_holders: Vec<Holder>,
 }
 
 impl std::fmt::Debug for Gossip {
@@ -256,7 +339,7 @@ impl Gossip {
             let info = m.info.clone();
             let revoked = revoked.clone();
             Arc::new(move |peer: &PeerId, credential: &[u8]| {
-                admit(&info, &revoked, peer, credential).is_some()
+                gate_verdict(&info, &revoked, peer, credential)
             })
         };
         let (handle, events) = Control::spawn(
@@ -264,7 +347,7 @@ impl Gossip {
                 identity_secret: m.identity.to_bytes(),
                 listen_port: port,
                 topic: format!("weft/{}/records", m.info.id()),
-                credential: m.certificate.to_bytes(),
+                credential: m.certificate().to_bytes(),
                 bootstrap: Vec::new(),
             },
             gate,
@@ -283,6 +366,16 @@ impl Gossip {
             m.counters
                 .store("nat", m.store.nat().retain_members(|id| keep.contains(id)));
         });
+        let mut expiry = Expiry::default();
+        for x in members.iter() {
+            expiry.note(x.cert.not_after);
+        }
+        let own = m
+            .certificate()
+            .verify_signed(&m.info)
+            .map_err(|e| anyhow::anyhow!("own certificate: {e}"))?;
+        let renewal = Renewal::new(&own);
+        let stored_holders = stored_holders(m, port);
         let now = Instant::now();
         Ok((
             Self {
@@ -313,6 +406,11 @@ impl Gossip {
                 received: Default::default(),
                 relays: Default::default(),
                 heard: Vec::new(),
+                expiry,
+                renewal,
+                expired: 0,
+                control_port: port,
+                stored_holders,
             },
             events,
         ))
@@ -357,7 +455,11 @@ impl Gossip {
         if let Some(r) = self.next_relays {
             t = t.min(r);
         }
-        t
+        let now = Instant::now();
+        if let Some(e) = self.expiry.next_deadline(now, now_unix()) {
+            t = t.min(e);
+        }
+        t.min(self.renewal.next_deadline(now))
     }
 
     /// Announces when due or at once when the host's addresses changed,
@@ -403,6 +505,89 @@ impl Gossip {
             let own = self.own.candidates.clone();
             self.relays.apply(&self.members, m, device, own);
         }
+        self.enforce_expiry(device);
+        self.renew(m);
+    }
+
+    /// Drops every member whose certificate has run out from the data
+    /// plane (its sessions end, its handshakes are refused) and the
+    /// control plane. A renewed certificate, announced or presented, adds
+    /// it back.
+    fn enforce_expiry(&mut self, device: &mut Device) {
+        let now = now_unix();
+        if !self.expiry.due(now) {
+            return;
+        }
+        for id in self.expiry.take_expired(&self.members, now) {
+            let Some(member) = self.members.remove(&id) else {
+                continue;
+            };
+            self.expired += 1;
+            info!(name = %member.cert.name, expired_unix = member.cert.not_after,
+                "member's certificate expired; removed from the data and control planes");
+            if let Some(peer) = device.find_peer(&member.cert.noise_key) {
+                device.remove_peer(peer);
+            }
+            self.relays.forget(&id);
+            if let Some(peer) = member.p2p.or_else(|| peer_id_of(&id)) {
+                let _ = self.handle.try_disconnect(peer);
+            }
+        }
+    }
+
+    /// Runs this member's renewal; a renewed certificate is presented to
+    /// every connected peer and announced at once.
+    fn renew(&mut self, m: &Membership) {
+        let members = &self.members;
+        let control = &self.handle;
+        let port = self.control_port;
+        let stored = &self.stored_holders;
+        let renewed = self.renewal.poll(m, control, || {
+            let connected = control.members();
+            let mut holders: Vec<(bool, Holder)> = members
+                .iter()
+                .filter_map(|x| {
+                    let peer = x.p2p.or_else(|| peer_id_of(&x.cert.identity))?;
+                    let address = x
+                        .endpoints
+                        .first()
+                        .and_then(|e| control_address(*e, port))
+                        .map(|mut a| {
+                            a.push(libp2p::multiaddr::Protocol::P2p(peer));
+                            a
+                        });
+                    Some((
+                        !connected.contains(&peer),
+                        Holder {
+                            name: x.cert.name.clone(),
+                            peer,
+                            address,
+                        },
+                    ))
+                })
+                .collect();
+            // Connected members first, then those only the store knows.
+            holders.sort_by_key(|(far, _)| *far);
+            let mut holders: Vec<Holder> = holders.into_iter().map(|(_, h)| h).collect();
+            for h in stored {
+                if !holders.iter().any(|x| x.peer == h.peer) {
+                    holders.push(h.clone());
+                }
+            }
+            holders
+        });
+        if let Some(certificate) = renewed {
+            let bytes = certificate.to_bytes();
+            m.set_certificate(certificate);
+            let _ = self.handle.try_set_credential(bytes);
+            self.own_announcement = None;
+            self.announce(m);
+        }
+    }
+
+    /// Forces a renewal now (`weft renew`); `reply` hears the outcome.
+    pub fn force_renewal(&mut self, reply: oneshot::Sender<Result<String, String>>) {
+        self.renewal.force(reply);
     }
 
     /// Takes this member's endpoints from the device again: a reflexive
@@ -722,6 +907,21 @@ impl Gossip {
                     .try_report(message_id, propagation_source, verdict);
                 added
             }
+            ControlEvent::RenewalRequest { peer, id, request } => {
+                let revoked = &self.revoked;
+                let is_revoked = |who: &IdentityKey| {
+                    revoked
+                        .read()
+                        .map(|r| r.contains(who.as_bytes()))
+                        .unwrap_or(true)
+                };
+                let lifetime = m.config.certificate_lifetime_secs();
+                let (answer, result) =
+                    super::renewal::answer(m, &is_revoked, &peer, &request, lifetime);
+                *self.renewal.answered.entry(result).or_default() += 1;
+                let _ = self.handle.try_answer_renewal(id, answer.to_bytes());
+                Vec::new()
+            }
             ControlEvent::Records { peer, records } => {
                 debug!(%peer, records = records.len(), "records pushed by a member");
                 let mut added = Vec::new();
@@ -960,6 +1160,7 @@ impl Gossip {
         let endpoint = endpoints.first().copied();
         let id = cert.identity;
         self.heard.push(cert.noise_key);
+        self.expiry.note(cert.not_after);
         let known = self.members.get(&id);
         let stored = known.and_then(|x| x.stored_serial);
         // The store is written only when the endpoint changed.

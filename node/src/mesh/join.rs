@@ -46,7 +46,7 @@ use weft_store::{InviteError, InviteRecord, MemberRecord};
 use crate::bucket::TokenBucket;
 use crate::host::{Ipv6, Step, StepError};
 
-use super::{now_unix, Membership, NetworkWire, CERT_LIFETIME_SECS, CLOCK_SKEW_SECS};
+use super::{now_unix, Membership, NetworkWire};
 
 /// How long one join exchange may take, on either side.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -419,8 +419,9 @@ fn decide(
         ipv4,
         ipv6: m.info.allocate_v6(ipv4),
         serial,
-        not_before: now.saturating_sub(CLOCK_SKEW_SECS),
-        not_after: now + CERT_LIFETIME_SECS,
+        // Verifiers allow five minutes of clock skew on the start.
+        not_before: now,
+        not_after: now + m.config.certificate_lifetime_secs(),
     };
     let signed = Authority::issue(&cert, authority);
     m.counters.store(
@@ -627,7 +628,7 @@ mod tests {
         fn new(name: &str) -> Network {
             let dir = std::env::temp_dir().join(format!("weft-join-{name}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
-            crate::cli::init::run("alpha", "100.64.0.0/16", "test", &dir).unwrap();
+            crate::cli::init::run("alpha", "100.64.0.0/16", "test", "30d", &dir).unwrap();
             let config = crate::config::Config::load(&dir.join("weft.toml")).unwrap();
             let m = Membership::open(config.mesh.as_ref().unwrap()).unwrap();
             Network { dir, m: Some(m) }

@@ -10,6 +10,7 @@
 //! commands (`weft init`, `join`, `invite`, `revoke`) live in `cli/` and
 //! nothing here imports them.
 
+pub mod expiry;
 pub mod gossip;
 pub mod invite;
 pub mod join;
@@ -17,6 +18,7 @@ pub mod members;
 pub mod neighbours;
 pub mod node;
 pub mod relay;
+pub mod renewal;
 pub mod revocation;
 pub mod warm;
 pub mod writer;
@@ -32,7 +34,7 @@ use anyhow::{anyhow, Context};
 use ip_network::Ipv4Network;
 use serde::{Deserialize, Serialize};
 use weft_protocol::membership::{
-    Announcement, IdentityKey, IdentitySecret, NetworkId, NetworkInfo, RecordBody,
+    Announcement, CertError, IdentityKey, IdentitySecret, NetworkId, NetworkInfo, RecordBody,
     SignedCertificate, SignedRecord,
 };
 use weft_store::Store;
@@ -42,11 +44,11 @@ use crate::keys;
 /// Default TCP port of the join listener (beside the data-plane UDP port).
 pub const DEFAULT_JOIN_PORT: u16 = 51821;
 
-/// Certificates are valid for a year; renewal comes with certificate
-/// rotation.
-pub const CERT_LIFETIME_SECS: u64 = 365 * 24 * 3600;
-/// Backdating of `not_before`, for members whose clocks run a little slow.
-pub const CLOCK_SKEW_SECS: u64 = 300;
+/// How long certificates are valid unless `mesh.certificate_lifetime`
+/// says otherwise: members renew when a third of it remains.
+pub const DEFAULT_CERTIFICATE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(
+    weft_protocol::membership::authority_set::DEFAULT_CERTIFICATE_LIFETIME_SECS,
+);
 
 /// Seconds since 1970, for certificate and token times.
 pub fn now_unix() -> u64 {
@@ -85,6 +87,17 @@ pub struct MeshConfig {
     /// Bytes per second this member relays for each other member (0: it
     /// relays for nobody).
     pub relay_bytes_per_second: u64,
+    /// How long the certificates this member issues (as an authority
+    /// holder) are valid; [`DEFAULT_CERTIFICATE_LIFETIME`] if unset.
+    pub certificate_lifetime: Option<std::time::Duration>,
+}
+
+impl MeshConfig {
+    /// The lifetime of certificates this member issues, in seconds.
+    pub fn certificate_lifetime_secs(&self) -> u64 {
+        self.certificate_lifetime
+            .map_or(DEFAULT_CERTIFICATE_LIFETIME.as_secs(), |d| d.as_secs())
+    }
 }
 
 impl MeshConfig {
@@ -148,8 +161,9 @@ pub struct Membership {
     pub identity: IdentitySecret,
     /// The authority key, on authority holders.
     pub authority: Option<IdentitySecret>,
-    /// This member's certificate.
-    pub certificate: SignedCertificate,
+    /// This member's certificate: replaced when it is renewed (read it
+    /// with [`Membership::certificate`]).
+    certificate: std::sync::RwLock<SignedCertificate>,
     /// The store.
     pub store: Store,
     /// The mesh settings.
@@ -225,9 +239,23 @@ impl Membership {
             }
         }
         let certificate = read_certificate(&config.certificate_file)?;
-        certificate
-            .verify(&info, now_unix())
+        // An expired certificate is no reason not to start: the member
+        // renews it (within the renewal grace) and is back by itself. A
+        // forged or foreign one is.
+        let cert = certificate
+            .verify_signed(&info)
             .map_err(|e| anyhow!("certificate {}: {e}", config.certificate_file.display()))?;
+        match cert.check(&info, now_unix()) {
+            Ok(()) => {}
+            Err(e @ (CertError::Expired { .. } | CertError::NotYetValid { .. })) => {
+                tracing::warn!(
+                    certificate = %config.certificate_file.display(),
+                    error = %e,
+                    "starting with a certificate that is not valid now; renewing it"
+                );
+            }
+            Err(e) => anyhow::bail!("certificate {}: {e}", config.certificate_file.display()),
+        }
         let store = Store::open(&config.state)
             .map_err(|e| anyhow!("{e}"))
             .with_context(|| format!("mesh.state {}", config.state.display()))?;
@@ -235,11 +263,27 @@ impl Membership {
             info,
             identity,
             authority,
-            certificate,
+            certificate: std::sync::RwLock::new(certificate),
             store,
             config: config.clone(),
             counters: MeshCounters::default(),
         })
+    }
+
+    /// This member's certificate in force.
+    pub fn certificate(&self) -> SignedCertificate {
+        match self.certificate.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts a renewed certificate in force (the file is already written).
+    pub fn set_certificate(&self, certificate: SignedCertificate) {
+        match self.certificate.write() {
+            Ok(mut c) => *c = certificate,
+            Err(poisoned) => *poisoned.into_inner() = certificate,
+        }
     }
 
     /// A signed announcement of this member at `endpoints`, with sequence
@@ -249,7 +293,7 @@ impl Membership {
             &self.identity,
             seq,
             RecordBody::Announcement(Announcement {
-                certificate: self.certificate.clone(),
+                certificate: self.certificate(),
                 endpoints,
             }),
         )
@@ -328,11 +372,33 @@ pub fn read_certificate(path: &Path) -> anyhow::Result<SignedCertificate> {
         .map_err(|e| anyhow!("certificate {}: {e}", path.display()))
 }
 
-/// Writes a certificate file.
+/// Writes a certificate file atomically: a temporary file beside it,
+/// written and fsynced, renamed over it, and the directory fsynced, so a
+/// crash leaves either the old certificate or the new one, never a torn
+/// one.
 pub fn write_certificate(path: &Path, cert: &SignedCertificate) -> anyhow::Result<()> {
+    use std::io::Write;
     let text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, cert.to_bytes());
-    std::fs::write(path, format!("{text}\n"))
-        .with_context(|| format!("cannot write certificate {}", path.display()))
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(format!("{text}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow!("cannot write certificate {}: {e}", path.display())
+    })
 }
 
 /// The host's own addresses a peer could reach: every configured unicast

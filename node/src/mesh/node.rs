@@ -179,6 +179,18 @@ impl MeshNode {
                     let _ = reply.send(Response::Error(format!("{e:#}")));
                 }
             },
+            Request::Renew => {
+                let (tx, rx) = oneshot::channel();
+                self.gossip.force_renewal(tx);
+                self.services.spawn(async move {
+                    let response = match rx.await {
+                        Ok(Ok(text)) => Response::Done(text),
+                        Ok(Err(e)) => Response::Error(e),
+                        Err(_) => Response::Error("the daemon stopped before renewing".into()),
+                    };
+                    let _ = reply.send(response);
+                });
+            }
             // The daemon answers status itself.
             Request::Status => {
                 let _ = reply.send(Response::Error("not a mesh request".into()));
@@ -247,6 +259,39 @@ impl MeshNode {
                 .unwrap_or_default(),
             store_write_errors: c.store_write_errors.load(Ordering::Relaxed),
             store_corrupt_records: m.store.corrupt_records(),
+            certificate: {
+                let signed = m.certificate();
+                signed
+                    .verify_signed(&m.info)
+                    .ok()
+                    .map(|cert| crate::status::CertificateInfo {
+                        serial: cert.serial,
+                        issuer: signed
+                            .issuer(&m.info)
+                            .map(|k| k.to_string())
+                            .unwrap_or_default(),
+                        not_before: cert.not_before,
+                        not_after: cert.not_after,
+                        expired: super::now_unix() >= cert.not_after,
+                    })
+            },
+            certificate_expiry: m
+                .certificate()
+                .verify_signed(&m.info)
+                .ok()
+                .map(|c| (c.name, c.not_after))
+                .into_iter()
+                .chain(
+                    self.gossip
+                        .members
+                        .iter()
+                        .map(|x| (x.cert.name.clone(), x.cert.not_after)),
+                )
+                .collect(),
+            certificate_renewals: pairs(&self.gossip.renewal.results),
+            renewals_answered: pairs(&self.gossip.renewal.answered),
+            members_expired: self.gossip.expired,
+            authorities: m.info.issuers().len() as u64,
         }
     }
 

@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::cert::{CertError, Certificate, SignedCertificate, CLOCK_SKEW_SECS};
+use super::cert::{CertError, Certificate, SignedCertificate};
 use super::encoding::{decode_canonical, encode};
 use super::identity::IdentityKey;
 use super::network::NetworkInfo;
@@ -181,11 +181,13 @@ impl RenewalResponse {
 /// The certificate a holder issues in place of `old`: the same network,
 /// identity, Noise key, name and addresses; a serial above `old`'s (and
 /// at least `now_unix`, as serials of first certificates are); valid from
-/// [`CLOCK_SKEW_SECS`] before `now_unix` for `lifetime_secs`.
+/// `now_unix` for `lifetime_secs`. It is not backdated: verifiers allow
+/// five minutes of skew on the start, and a third of the lifetime stays a
+/// third of the time it was issued for.
 pub fn renewed_certificate(old: &Certificate, lifetime_secs: u64, now_unix: u64) -> Certificate {
     Certificate {
         serial: old.serial.saturating_add(1).max(now_unix),
-        not_before: now_unix.saturating_sub(CLOCK_SKEW_SECS),
+        not_before: now_unix,
         not_after: now_unix.saturating_add(lifetime_secs),
         ..old.clone()
     }

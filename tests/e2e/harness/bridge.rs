@@ -257,22 +257,28 @@ impl<'b> Fleet<'b> {
     /// which is started; for every other member a token from it (`weft invite --expires 1h`)
     /// and `weft join`; then all the joined members started at once.
     pub fn enroll(lab: &'b Lab, bridge: &'b Bridge) -> Fleet<'b> {
+        Fleet::enroll_with(lab, bridge, &[])
+    }
+
+    /// [`Fleet::enroll`] with more arguments for `weft init` (e.g.
+    /// `--certificate-lifetime 60s`).
+    pub fn enroll_with(lab: &'b Lab, bridge: &'b Bridge, init_args: &[&str]) -> Fleet<'b> {
         let n = bridge.count();
         let name = |i: usize| format!("n{:02}", i + 1);
         let dir = |i: usize| lab.dir().join(format!("{}{}", bridge.tag, name(i)));
         let dir0 = dir(0);
-        let (ok, _, err) = weft(
-            bridge.ns(0),
-            &[
-                "init",
-                "--name",
-                &name(0),
-                "--network",
-                "100.64.0.0/16",
-                "--dir",
-                path_str(&dir0),
-            ],
-        );
+        let first = name(0);
+        let mut args = vec![
+            "init",
+            "--name",
+            &first,
+            "--network",
+            "100.64.0.0/16",
+            "--dir",
+            path_str(&dir0),
+        ];
+        args.extend_from_slice(init_args);
+        let (ok, _, err) = weft(bridge.ns(0), &args);
         assert!(ok, "{}: weft init failed: {err}", name(0));
         let mut fleet = Fleet {
             lab,
@@ -331,6 +337,26 @@ impl<'b> Fleet<'b> {
     /// The file name (without `.log`) of member `i`'s log in the lab's dir.
     fn log_name(&self, i: usize) -> String {
         format!("{}{}", self.bridge.tag, self.members[i].name)
+    }
+
+    /// What member `i` has logged so far (every run of it).
+    pub fn log(&self, i: usize) -> String {
+        let path = self.lab.dir().join(format!("{}.log", self.log_name(i)));
+        std::fs::read_to_string(&path).unwrap_or_default()
+    }
+
+    /// Stops member `i` (SIGTERM; SIGKILL after 3 s) so it can be started again with
+    /// [`Fleet::start_one`]; returns what went wrong, as [`Fleet::stop_all`] does.
+    pub fn stop_one(&mut self, i: usize) -> Option<String> {
+        let node = self.nodes[i].as_mut()?;
+        let was_running = node.is_running();
+        let status = node.stop();
+        exit_problem(&self.members[i].name, was_running, status)
+    }
+
+    /// Starts member `i` again and waits for its overlay address.
+    pub fn start_one(&mut self, i: usize) -> Duration {
+        self.start(&[i])
     }
 
     /// Starts every member that is not running and not retired, all at once, and waits until
