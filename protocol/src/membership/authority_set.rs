@@ -337,6 +337,29 @@ impl AuthorityChain {
         })
     }
 
+    /// The chain with every link signed again by the key `secret_of` its
+    /// signer field names (links whose signer it does not know keep their
+    /// signature): fuzzing reaches the checks behind the signatures.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn resigned(
+        &self,
+        secret_of: impl Fn(&IdentityKey) -> Option<&'static IdentitySecret>,
+    ) -> Self {
+        let links = self
+            .links
+            .iter()
+            .map(|l| match secret_of(&l.signer) {
+                Some(secret) => SignedAuthoritySet {
+                    bytes: l.bytes.clone(),
+                    signer: l.signer,
+                    signature: secret.sign(SigningContext::AuthoritySet, &l.bytes),
+                },
+                None => l.clone(),
+            })
+            .collect();
+        AuthorityChain { links }
+    }
+
     /// The number of versions.
     pub fn len(&self) -> usize {
         self.links.len()

@@ -47,6 +47,10 @@ mod fixtures;
 #[doc(hidden)]
 pub mod fuzzing;
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod authority_fuzzing;
+
 pub use authority::Authority;
 pub use authority_set::{
     Authorities, AuthorityChain, AuthorityHolder, AuthoritySet, SetChange, SetError,
