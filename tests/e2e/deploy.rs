@@ -80,6 +80,8 @@ const ALERTS: &[&str] = &[
     "WeftRelayInUse",
     "WeftQueueDrops",
     "WeftControlPlaneIsolated",
+    "WeftCertificateRenewalFailing",
+    "WeftCertificateExpiresSoon",
 ];
 
 /// The repository checkout the test binary was built from.
