@@ -37,6 +37,8 @@ const METRICS: &[&str] = &[
     "weft_pmtu_probes_sent_total",
     "weft_pmtu_probes_lost_total",
     "weft_pmtu_changes_total",
+    "weft_pmtu_hints_total",
+    "weft_pmtu_hints_refuted_total",
     "weft_build_info",
     "weft_peers",
     "weft_members",
