@@ -302,6 +302,44 @@ mod tests {
     }
 
     #[test]
+    fn table_shows_this_nodes_certificate_and_each_members_time_left() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut s = Snapshot::default();
+        s.mesh = Some(crate::status::MeshStats {
+            members: 3,
+            certificate: Some(crate::status::CertificateInfo {
+                serial: 7,
+                issuer: "a1b2c3d4e5f60718".into(),
+                not_before: now - 100,
+                not_after: now + 2 * 86_400 + 30,
+                expired: false,
+            }),
+            certificate_expiry: vec![
+                ("alpha".into(), now + 2 * 86_400 + 30),
+                ("beta".into(), now + 3600 + 30),
+                ("gamma".into(), now - 90),
+            ],
+            certificate_renewals: vec![("ok".into(), 4), ("unreachable".into(), 2)],
+            ..Default::default()
+        });
+        let t = table(&s);
+        let own = t
+            .lines()
+            .find(|l| l.contains("certificate: serial 7"))
+            .expect(&t);
+        assert!(own.contains("issuer a1b2c3d4e5f60718"), "{own}");
+        assert!(own.contains("expires in 2d 0h"), "{own}");
+        assert!(own.contains("renewed 4, failed 2"), "{own}");
+        assert!(t.contains("beta: certificate expires in 1h 0m"), "{t}");
+        assert!(t.contains("gamma: certificate EXPIRED 1m 30s ago"), "{t}");
+        // This node's own entry is not listed again among the members.
+        assert!(!t.contains("alpha: certificate"), "{t}");
+    }
+
+    #[test]
     fn table_says_so_when_there_are_no_peers() {
         assert!(table(&Snapshot::default()).contains("(no peers yet)"));
     }

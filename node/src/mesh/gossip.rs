@@ -1299,6 +1299,58 @@ mod tests {
     }
 
     #[test]
+    fn the_gate_admits_a_valid_credential_lets_a_recently_expired_one_only_renew_and_refuses_the_rest(
+    ) {
+        use rand_core::OsRng;
+        use weft_protocol::membership::{Authority, IdentitySecret, NetworkId, NetworkInfo};
+        let authority = IdentitySecret::generate(&mut OsRng);
+        let network = NetworkId([4; 16]);
+        let info = NetworkInfo::new(
+            network,
+            "test".into(),
+            "100.64.0.0/16".parse().unwrap(),
+            authority.identity(),
+        )
+        .unwrap();
+        let member = IdentitySecret::generate(&mut OsRng);
+        let peer = peer_id_of(&member.identity()).unwrap();
+        let now = now_unix();
+        let ipv4 = std::net::Ipv4Addr::new(100, 64, 0, 9);
+        let credential = |not_before: u64, not_after: u64, signer: &IdentitySecret| {
+            let cert = Certificate {
+                network,
+                name: "gamma".into(),
+                identity: member.identity(),
+                noise_key: weft_protocol::PublicKey([9; 32]),
+                ipv4,
+                ipv6: info.allocate_v6(ipv4),
+                serial: 1,
+                not_before,
+                not_after,
+            };
+            Authority::issue(&cert, signer).to_bytes()
+        };
+        let revoked = RwLock::new(HashSet::new());
+        let verdict = |c: &[u8], who: &PeerId| gate_verdict(&info, &revoked, who, c);
+        let valid = credential(now - 10, now + 60, &authority);
+        let expired = credential(now - 120, now - 60, &authority);
+        let long_expired = credential(now - 40 * 86_400, now - 31 * 86_400, &authority);
+        let forged = credential(now - 120, now - 60, &member);
+        assert_eq!(verdict(&valid, &peer), Admit::Member);
+        assert_eq!(verdict(&expired, &peer), Admit::RenewalOnly);
+        assert_eq!(verdict(&long_expired, &peer), Admit::Refused);
+        assert_eq!(verdict(&forged, &peer), Admit::Refused);
+        // Another peer presenting this member's certificate.
+        let other = PeerId::random();
+        assert_eq!(verdict(&expired, &other), Admit::Refused);
+        assert_eq!(verdict(&valid, &other), Admit::Refused);
+        // A revoked member may not even renew.
+        revoked.write().unwrap().insert(member.identity().0);
+        assert_eq!(verdict(&expired, &peer), Admit::Refused);
+        assert_eq!(verdict(&valid, &peer), Admit::Refused);
+    }
+
+    #[test]
     fn a_restart_after_the_clock_stepped_back_still_numbers_records_higher() {
         // First run: clock at t, numbers used up to just below the block end.
         let clock = 1_700_000_000_000;
