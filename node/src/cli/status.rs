@@ -307,24 +307,26 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let mut s = Snapshot::default();
-        s.mesh = Some(crate::status::MeshStats {
-            members: 3,
-            certificate: Some(crate::status::CertificateInfo {
-                serial: 7,
-                issuer: "a1b2c3d4e5f60718".into(),
-                not_before: now - 100,
-                not_after: now + 2 * 86_400 + 30,
-                expired: false,
+        let s = Snapshot {
+            mesh: Some(crate::status::MeshStats {
+                members: 3,
+                certificate: Some(crate::status::CertificateInfo {
+                    serial: 7,
+                    issuer: "a1b2c3d4e5f60718".into(),
+                    not_before: now - 100,
+                    not_after: now + 2 * 86_400 + 30,
+                    expired: false,
+                }),
+                certificate_expiry: vec![
+                    ("alpha".into(), now + 2 * 86_400 + 30),
+                    ("beta".into(), now + 3600 + 30),
+                    ("gamma".into(), now - 90),
+                ],
+                certificate_renewals: vec![("ok".into(), 4), ("unreachable".into(), 2)],
+                ..Default::default()
             }),
-            certificate_expiry: vec![
-                ("alpha".into(), now + 2 * 86_400 + 30),
-                ("beta".into(), now + 3600 + 30),
-                ("gamma".into(), now - 90),
-            ],
-            certificate_renewals: vec![("ok".into(), 4), ("unreachable".into(), 2)],
             ..Default::default()
-        });
+        };
         let t = table(&s);
         let own = t
             .lines()
