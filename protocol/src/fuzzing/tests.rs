@@ -158,6 +158,8 @@ fn fuzz_smoke() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(ITERATIONS);
+    // As in the fuzz targets' bodies.
+    x25519_memo::enable();
     let origin = Instant::now();
     let seeds: Vec<Vec<u8>> = seed_corpus(origin).into_iter().map(|(_, s)| s).collect();
     let mut rng = ChaCha20Rng::seed_from_u64(0x5eed_f022);
@@ -245,6 +247,7 @@ fn every_control_message_type_reaches_its_handler_authenticated_in_the_control_m
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(CONTROL_ITERATIONS);
+    x25519_memo::enable();
     let origin = Instant::now();
     let seeds: Vec<Vec<u8>> = control_mode_seed_corpus()
         .into_iter()
@@ -449,4 +452,109 @@ fn the_committed_fuzz_seeds_are_current() {
             "seed {name} is stale; run write_fuzz_seeds"
         );
     }
+}
+
+/// `count` control-mode records of one ping each, every one a clock step
+/// of 200 s later than the last: each needs a session younger than the
+/// one before.
+fn pings_200_s_apart(count: usize) -> Vec<u8> {
+    let ping = Control::Ping(control::Ping { id: 1 }).to_vec();
+    let len = u16::try_from(ping.len()).unwrap().to_le_bytes();
+    let flags = LENGTH_PREFIXED | (7 << STEP_SHIFT);
+    (0..count)
+        .flat_map(|_| [&[flags][..], &len, &ping].concat())
+        .collect()
+}
+
+#[test]
+fn a_sealed_input_ends_at_the_record_that_would_need_one_peer_handshake_too_many() {
+    let origin = Instant::now();
+    let budget = PEER_HANDSHAKES as usize;
+    let input = pings_200_s_apart(budget + 3);
+    let mut target = Target::new(origin);
+    let got = target.feed_sealed(&input);
+    // Each record fed made the peer re-handshake, and each was sealed in
+    // a session the device accepted.
+    assert_eq!(
+        got.iter().map(reason_name).collect::<Vec<_>>(),
+        vec!["consumed"; budget]
+    );
+    assert_eq!(
+        target.reached().get(&control::TYPE_PING),
+        Some(&(budget as u64))
+    );
+    // The budget is the input's: the next input gets it again, in either
+    // mode.
+    assert_eq!(target.feed_sealed(&input).len(), budget);
+    let sealed_records: Vec<u8> = input
+        .chunks(3 + control::PING_LEN)
+        .flat_map(|r| [&[r[0] | SEALED | FROM_PEER][..], &r[1..]].concat())
+        .collect();
+    let got = target.feed(&sealed_records);
+    assert_eq!(
+        got.iter().map(reason_name).collect::<Vec<_>>(),
+        vec!["consumed"; budget]
+    );
+    // Records that need no new session are never cut short.
+    let quick: Vec<u8> = input
+        .chunks(3 + control::PING_LEN)
+        .cycle()
+        .take(200)
+        .flat_map(|r| [&[r[0] & !(0b111 << STEP_SHIFT)][..], &r[1..]].concat())
+        .collect();
+    assert_eq!(target.feed_sealed(&quick).len(), 200);
+}
+
+/// What a target makes and does, for comparing runs: the seed messages,
+/// then the outcomes and the device's drop counters after the seeds of
+/// both targets and a run of rekeys.
+fn everything_a_target_makes(origin: Instant) -> (Vec<(String, Vec<u8>)>, Vec<String>) {
+    let seeds = seed_corpus(origin);
+    let mut outcomes = Vec::new();
+    let inputs: Vec<Vec<u8>> = seeds
+        .iter()
+        .chain(&control_mode_seed_corpus())
+        .map(|(_, input)| input.clone())
+        .chain([pings_200_s_apart(PEER_HANDSHAKES as usize)])
+        .collect();
+    for input in &inputs {
+        let mut target = Target::new(origin);
+        let mut got = target.feed_sealed(input);
+        got.extend(target.feed(input));
+        let got: Vec<_> = got.iter().map(reason_name).collect();
+        let drops = DropReason::ALL.map(|r| target.device.stats().dropped(r));
+        outcomes.push(format!("{got:?} {drops:?}"));
+    }
+    (seeds, outcomes)
+}
+
+#[test]
+fn remembered_x25519_results_change_no_byte_and_no_outcome() {
+    let origin = Instant::now();
+    let computed = std::thread::spawn(move || {
+        let made = everything_a_target_makes(origin);
+        assert_eq!(x25519_memo::counts(), None, "the memo is off");
+        made
+    })
+    .join()
+    .unwrap();
+    let remembered = std::thread::spawn(move || {
+        x25519_memo::enable();
+        let first = everything_a_target_makes(origin);
+        let (_, misses) = x25519_memo::counts().unwrap();
+        // The second time round every key is known.
+        let again = everything_a_target_makes(origin);
+        let (hits, misses_after) = x25519_memo::counts().unwrap();
+        assert_eq!(misses_after, misses, "every result remembered");
+        assert!(hits > 0);
+        assert_eq!(first, again);
+        first
+    })
+    .join()
+    .unwrap();
+    assert_eq!(computed.0.len(), remembered.0.len());
+    for ((name, a), (_, b)) in computed.0.iter().zip(&remembered.0) {
+        assert_eq!(a, b, "seed {name}");
+    }
+    assert_eq!(computed.1, remembered.1);
 }
