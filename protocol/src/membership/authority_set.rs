@@ -331,8 +331,10 @@ impl AuthorityChain {
             previous_hash = link.hash();
             sets.push(set);
         }
+        let links = self.links.iter().map(|l| (l.hash(), l.signer)).collect();
         Ok(Authorities {
             sets,
+            links,
             head: previous_hash,
         })
     }
@@ -358,6 +360,14 @@ impl AuthorityChain {
             })
             .collect();
         AuthorityChain { links }
+    }
+
+    /// The chain's first `versions` versions (`None` if it has fewer, or
+    /// for 0): what a node that missed the later changes holds.
+    pub fn prefix(&self, versions: usize) -> Option<AuthorityChain> {
+        (versions > 0 && versions <= self.links.len()).then(|| AuthorityChain {
+            links: self.links[..versions].to_vec(),
+        })
     }
 
     /// The number of versions.
@@ -396,7 +406,32 @@ impl AuthorityChain {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authorities {
     sets: Vec<AuthoritySet>,
+    /// Per link: its hash and the key that signed it (empty for
+    /// [`Authorities::anchor_only`]).
+    links: Vec<([u8; 32], IdentityKey)>,
     head: [u8; 32],
+}
+
+/// How a verified chain a node receives relates to the one it holds
+/// ([`Authorities::compare`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adoption {
+    /// The same chain.
+    Same,
+    /// It continues the chain held: take it.
+    Extends,
+    /// A prefix of the chain held: an older version, replayed or late.
+    Older,
+    /// A fork that wins by the fork rule ([`Authorities::prefers`]) and
+    /// whose own versions are all signed by keys of the version held:
+    /// take it (two holders changed the set at the same moment).
+    WinningFork,
+    /// A fork that loses by the fork rule: keep the chain held.
+    LosingFork,
+    /// A fork with a version signed by a key the chain held no longer
+    /// trusts: what a removed (perhaps lost) authority key would sign to
+    /// take the network back. Refused, however long it is.
+    RetiredSigner,
 }
 
 impl Authorities {
@@ -416,6 +451,7 @@ impl Authorities {
                     since_unix: 0,
                 }],
             }],
+            links: Vec::new(),
             head: [0; 32],
         }
     }
@@ -442,6 +478,52 @@ impl Authorities {
     pub fn prefers(&self, other: &Authorities) -> bool {
         (other.version(), std::cmp::Reverse(other.head))
             > (self.version(), std::cmp::Reverse(self.head))
+    }
+
+    /// How `candidate` relates to this chain: whether a node holding this
+    /// one takes it.
+    ///
+    /// A chain that continues this one is taken; an older one is not. Two
+    /// chains that share a prefix and then differ are a fork: the winner
+    /// of [`Authorities::prefers`] is kept, except that a fork is never
+    /// taken if one of its own versions is signed by a key the current
+    /// version here no longer holds. Without that exception a key removed
+    /// from the set could fork the chain from before its removal, make
+    /// the fork longer, and win.
+    pub fn compare(&self, candidate: &Authorities) -> Adoption {
+        let shared = self
+            .links
+            .iter()
+            .zip(&candidate.links)
+            .take_while(|(a, b)| a.0 == b.0)
+            .count();
+        let (ours, theirs) = (self.links.len(), candidate.links.len());
+        if shared == ours && shared == theirs {
+            return Adoption::Same;
+        }
+        if shared == ours {
+            return Adoption::Extends;
+        }
+        if shared == theirs {
+            return Adoption::Older;
+        }
+        let current = self.current();
+        if candidate.links[shared..]
+            .iter()
+            .any(|(_, signer)| current.holder(signer).is_none())
+        {
+            return Adoption::RetiredSigner;
+        }
+        if self.prefers(candidate) {
+            Adoption::WinningFork
+        } else {
+            Adoption::LosingFork
+        }
+    }
+
+    /// Every version, oldest first.
+    pub fn versions(&self) -> &[AuthoritySet] {
+        &self.sets
     }
 
     /// Every key that ever was in the set, with when it left (if it did).

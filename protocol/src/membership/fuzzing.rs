@@ -182,6 +182,13 @@ fn record(flags: u8, payload: &[u8]) -> &'static str {
             assert!(k.is_member(&r.origin));
             assert!((1_000..=3_600_000).contains(&n.lifetime_ms));
         }
+        RecordBody::AuthoritySet(chain) => {
+            assert!(k.is_member(&r.origin));
+            let authorities = chain
+                .verify(k.network.id(), k.network.authority())
+                .expect("verified");
+            assert!(!authorities.current().holders.is_empty());
+        }
     }
     assert!(matches!(
         v.validate(&bytes, &k.network, &members, NOW),

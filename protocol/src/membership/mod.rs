@@ -35,6 +35,7 @@ mod encoding;
 pub mod identity;
 pub mod invite;
 pub mod network;
+pub mod nomination;
 pub mod overlay;
 pub mod records;
 pub mod renewal;
@@ -53,13 +54,14 @@ pub mod authority_fuzzing;
 
 pub use authority::Authority;
 pub use authority_set::{
-    Authorities, AuthorityChain, AuthorityHolder, AuthoritySet, SetChange, SetError,
+    Adoption, Authorities, AuthorityChain, AuthorityHolder, AuthoritySet, SetChange, SetError,
 };
 pub use cert::{CertError, Certificate, SignedCertificate};
 pub use encoding::SIGNATURE_LEN;
 pub use identity::{IdentityKey, IdentitySecret, ParseKeyError, SignatureError, SigningContext};
 pub use invite::{InviteError, InviteToken};
 pub use network::{derive_ula, is_valid_name, Issuer, NetworkError, NetworkId, NetworkInfo};
+pub use nomination::{Nomination, NominationAnswer, NominationRefusal};
 pub use records::{
     Announcement, NatLifetime, PathObservation, RecordBody, RecordError, RecordKind, Revocation,
     SignedRecord,

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::authority_set::{AuthorityChain, SetError, MAX_CHAIN_LEN};
 use super::cert::{CertError, Certificate, SignedCertificate};
 use super::encoding::{decode_canonical, encode, SIGNATURE_LEN};
 use super::identity::{Hex, IdentityKey, IdentitySecret, SignatureError, SigningContext};
@@ -20,8 +21,13 @@ use super::network::{NetworkId, NetworkInfo, NETWORK_ID_LEN};
 
 /// Version byte that starts every encoded record.
 pub const RECORD_VERSION: u8 = 1;
-/// Longest encoded record accepted.
+/// Longest encoded record accepted, except one carrying the authority
+/// chain.
 pub const MAX_RECORD_LEN: usize = 4096;
+/// Longest encoded record carrying the authority chain
+/// ([`RecordBody::AuthoritySet`]): the chain's own limit and room for the
+/// record around it.
+pub const MAX_AUTHORITY_RECORD_LEN: usize = MAX_CHAIN_LEN + 256;
 
 /// A record as its origin signed it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,14 +109,19 @@ impl SignedRecord {
     /// Decodes what [`SignedRecord::to_bytes`] wrote: size, version and a
     /// canonical encoding. Checks no signature.
     pub fn from_bytes(data: &[u8]) -> Result<Self, RecordError> {
-        if data.len() > MAX_RECORD_LEN {
+        if data.len() > MAX_AUTHORITY_RECORD_LEN {
             return Err(RecordError::TooLarge { len: data.len() });
         }
         let (&version, rest) = data.split_first().ok_or(RecordError::Malformed)?;
         if version != RECORD_VERSION {
             return Err(RecordError::UnsupportedVersion(version));
         }
-        decode_canonical(rest).ok_or(RecordError::Malformed)
+        let record: SignedRecord = decode_canonical(rest).ok_or(RecordError::Malformed)?;
+        // Only the authority chain may be long.
+        if data.len() > MAX_RECORD_LEN && !matches!(record.body, RecordBody::AuthoritySet(_)) {
+            return Err(RecordError::TooLarge { len: data.len() });
+        }
+        Ok(record)
     }
 }
 
@@ -125,6 +136,9 @@ pub enum RecordBody {
     Revocation(Revocation),
     /// "Behind this public address, idle NAT mappings live this long."
     NatLifetime(NatLifetime),
+    /// "These keys may sign certificates": the network's authority chain,
+    /// which proves itself from the anchor; relayed by any member.
+    AuthoritySet(AuthorityChain),
 }
 
 impl RecordBody {
@@ -135,6 +149,7 @@ impl RecordBody {
             RecordBody::PathObservation(_) => RecordKind::PathObservation,
             RecordBody::Revocation(_) => RecordKind::Revocation,
             RecordBody::NatLifetime(_) => RecordKind::NatLifetime,
+            RecordBody::AuthoritySet(_) => RecordKind::AuthoritySet,
         }
     }
 }
@@ -152,15 +167,18 @@ pub enum RecordKind {
     Revocation,
     /// [`RecordBody::NatLifetime`].
     NatLifetime,
+    /// [`RecordBody::AuthoritySet`].
+    AuthoritySet,
 }
 
 impl RecordKind {
     /// Every kind, in discriminant order.
-    pub const ALL: [RecordKind; 4] = [
+    pub const ALL: [RecordKind; 5] = [
         RecordKind::Announcement,
         RecordKind::PathObservation,
         RecordKind::Revocation,
         RecordKind::NatLifetime,
+        RecordKind::AuthoritySet,
     ];
 
     /// A stable snake_case name, for logs and metric labels.
@@ -170,6 +188,7 @@ impl RecordKind {
             RecordKind::PathObservation => "path_observation",
             RecordKind::Revocation => "revocation",
             RecordKind::NatLifetime => "nat",
+            RecordKind::AuthoritySet => "authority_set",
         }
     }
 }
@@ -340,6 +359,10 @@ pub enum RecordError {
     /// A revocation is not signed by the network authority.
     #[error("revocation is not signed by the network authority")]
     BadRevocation,
+    /// An authority chain does not verify from the network's anchor
+    /// (forged, unchained, or for another network).
+    #[error("authority set refused: {0}")]
+    BadAuthoritySet(SetError),
     /// The sequence number is not above the last one accepted from this
     /// origin for this kind of record: a replay, or an old record late.
     #[error("stale sequence number {got} (last accepted {last})")]
@@ -358,7 +381,7 @@ pub enum RecordError {
 impl RecordError {
     /// Every name [`RecordError::as_str`] returns, so counters can be
     /// created up front.
-    pub const REASONS: [&'static str; 11] = [
+    pub const REASONS: [&'static str; 12] = [
         "too_large",
         "unsupported_version",
         "malformed",
@@ -368,6 +391,7 @@ impl RecordError {
         "certificate_mismatch",
         "revoked",
         "bad_revocation",
+        "bad_authority_set",
         "stale_sequence",
         "implausible",
     ];
@@ -384,6 +408,7 @@ impl RecordError {
             RecordError::CertificateMismatch => "certificate_mismatch",
             RecordError::Revoked { .. } => "revoked",
             RecordError::BadRevocation => "bad_revocation",
+            RecordError::BadAuthoritySet(_) => "bad_authority_set",
             RecordError::StaleSequence { .. } => "stale_sequence",
             RecordError::Implausible(_) => "implausible",
         }

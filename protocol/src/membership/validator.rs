@@ -52,6 +52,7 @@ fn slot(kind: RecordKind) -> usize {
         RecordKind::PathObservation => 1,
         RecordKind::Revocation => 2,
         RecordKind::NatLifetime => 3,
+        RecordKind::AuthoritySet => 4,
     }
 }
 
@@ -116,8 +117,8 @@ impl Validator {
     /// 4. the origin's right to say it: an announcement's certificate must
     ///    verify, belong to the origin and not be revoked (this is how a new
     ///    member first becomes known, so `members` is not asked); any other
-    ///    record needs a member origin, and a revocation the authority's
-    ///    signature;
+    ///    record needs a member origin, a revocation the authority's
+    ///    signature, and an authority chain must verify from the anchor;
     /// 5. plausibility of endpoints, MTU, RTT and times.
     ///
     /// A refused record changes nothing.
@@ -190,6 +191,17 @@ impl Validator {
                 }
                 r.verify(network).map_err(|_| RecordError::BadRevocation)?;
             }
+            // The chain proves itself from the anchor; whether it replaces
+            // the one the node holds is the node's question
+            // (`Authorities::compare`).
+            RecordBody::AuthoritySet(chain) => {
+                if !members(&record.origin) {
+                    return Err(RecordError::NotAMember);
+                }
+                chain
+                    .verify(network.id(), network.authority())
+                    .map_err(RecordError::BadAuthoritySet)?;
+            }
         }
         Ok(())
     }
@@ -244,6 +256,8 @@ impl Validator {
             // Its authority signature is what matters; its time is the
             // authority's clock and is not second-guessed.
             RecordBody::Revocation(_) => {}
+            // Signed from the anchor on; its times are its signers'.
+            RecordBody::AuthoritySet(_) => {}
         }
         Ok(())
     }

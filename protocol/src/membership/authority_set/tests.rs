@@ -330,3 +330,56 @@ fn a_retired_key_keeps_its_old_certificates_valid_but_cannot_mint_new_ones() {
 }
 
 use crate::membership::cert::CertError as CertErrorKind;
+
+#[test]
+fn a_node_takes_a_continuation_and_refuses_an_older_version() {
+    let b = key(1);
+    let v2 = add(&genesis(), "second", &b, &anchor(), NOW + 10);
+    let v3 = remove(&v2, "first", &b, NOW + 20);
+    let (old, new) = (verify(&v2).unwrap(), verify(&v3).unwrap());
+    assert_eq!(old.compare(&new), Adoption::Extends);
+    assert_eq!(new.compare(&old), Adoption::Older);
+    assert_eq!(new.compare(&verify(&v3).unwrap()), Adoption::Same);
+    // Before any chain, the anchor alone: every verified chain continues it.
+    let none = Authorities::anchor_only(NETWORK_ID, anchor().identity());
+    assert_eq!(
+        none.compare(&verify(&genesis()).unwrap()),
+        Adoption::Extends
+    );
+    assert_eq!(v3.prefix(2), Some(v2.clone()));
+    assert_eq!(v3.prefix(0), None);
+    assert_eq!(v3.prefix(4), None);
+}
+
+#[test]
+fn concurrent_changes_by_two_current_holders_converge_on_the_same_fork() {
+    let b = key(1);
+    let v2 = add(&genesis(), "second", &b, &anchor(), NOW + 10);
+    let x = verify(&add(&v2, "x", &key(2), &anchor(), NOW + 20)).unwrap();
+    let y = verify(&add(&v2, "y", &key(3), &b, NOW + 20)).unwrap();
+    let (on_x, on_y) = (x.compare(&y), y.compare(&x));
+    // Whichever a node saw first, both end on the same branch.
+    assert!(
+        (on_x == Adoption::WinningFork && on_y == Adoption::LosingFork)
+            || (on_x == Adoption::LosingFork && on_y == Adoption::WinningFork),
+        "{on_x:?} {on_y:?}"
+    );
+}
+
+#[test]
+fn a_removed_key_cannot_win_back_the_network_with_a_longer_fork() {
+    // "first" (the anchor) adds "second", which then removes "first".
+    let b = key(1);
+    let v2 = add(&genesis(), "second", &b, &anchor(), NOW + 10);
+    let v3 = remove(&v2, "first", &b, NOW + 20);
+    let held = verify(&v3).unwrap();
+    // Whoever has the removed key forks from version 2, where it was still
+    // a holder, and makes the fork longer: every link verifies.
+    let f3 = remove(&v2, "second", &anchor(), NOW + 30);
+    let f4 = add(&f3, "mallory", &key(9), &anchor(), NOW + 40);
+    let forged = verify(&f4).unwrap();
+    assert!(held.prefers(&forged), "the fork rule alone would take it");
+    assert_eq!(held.compare(&forged), Adoption::RetiredSigner);
+    // A node that never saw version 3 cannot know better, and takes it.
+    assert_eq!(verify(&v2).unwrap().compare(&forged), Adoption::Extends);
+}

@@ -88,9 +88,9 @@ fn an_unknown_version_or_an_oversized_record_is_refused_first() {
         Err(RecordError::UnsupportedVersion(9))
     );
     assert_eq!(
-        SignedRecord::from_bytes(&[RECORD_VERSION; MAX_RECORD_LEN + 1]),
+        SignedRecord::from_bytes(&[RECORD_VERSION; MAX_AUTHORITY_RECORD_LEN + 1]),
         Err(RecordError::TooLarge {
-            len: MAX_RECORD_LEN + 1
+            len: MAX_AUTHORITY_RECORD_LEN + 1
         })
     );
 }
@@ -183,6 +183,7 @@ fn reasons_list_every_name_once() {
         RecordError::CertificateMismatch,
         RecordError::Revoked { serial: 0 },
         RecordError::BadRevocation,
+        RecordError::BadAuthoritySet(crate::membership::SetError::Empty),
         RecordError::StaleSequence { last: 0, got: 0 },
         RecordError::Implausible(""),
     ];
@@ -191,6 +192,12 @@ fn reasons_list_every_name_once() {
     let kinds: Vec<_> = RecordKind::ALL.iter().map(|k| k.as_str()).collect();
     assert_eq!(
         kinds,
-        ["announcement", "path_observation", "revocation", "nat"]
+        [
+            "announcement",
+            "path_observation",
+            "revocation",
+            "nat",
+            "authority_set"
+        ]
     );
 }

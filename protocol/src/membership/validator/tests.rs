@@ -1,9 +1,11 @@
 use std::net::SocketAddr;
 
 use super::super::authority::Authority;
+use super::super::authority_set::{AuthorityChain, SetError};
 use super::super::cert::CertError;
-use super::super::fixtures::{self, NOW};
+use super::super::fixtures::{self, NETWORK_ID, NOW};
 use super::super::identity::IdentitySecret;
+use super::super::records::MAX_RECORD_LEN;
 use super::super::records::{Announcement, PathObservation, Revocation};
 use super::*;
 
@@ -250,10 +252,8 @@ fn tampered_or_oversized_records_are_refused() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     assert_eq!(check(&mut v, &bytes), Err(RecordError::BadSignature));
-    assert_eq!(
-        check(&mut v, &vec![1; 5000]),
-        Err(RecordError::TooLarge { len: 5000 })
-    );
+    // Up to the authority chain's limit, junk is refused as junk.
+    assert_eq!(check(&mut v, &vec![1; 5000]), Err(RecordError::Malformed));
     assert_eq!(check(&mut v, &[]), Err(RecordError::Malformed));
 }
 
@@ -418,4 +418,64 @@ fn mapped_endpoints_in_records_are_judged_as_ipv4_and_never_taken_as_written() {
         check(&mut Validator::new(), &announced(1, 1, a)),
         Err(RecordError::Implausible(why)) if why.contains("IPv4-mapped")
     ));
+}
+
+fn chain_record(from: &IdentitySecret, seq: u64, chain: AuthorityChain) -> Vec<u8> {
+    SignedRecord::sign(from, seq, RecordBody::AuthoritySet(chain)).to_bytes()
+}
+
+#[test]
+fn an_authority_chain_from_the_anchor_is_taken_from_any_member_and_a_forged_one_refused() {
+    let net = fixtures::network();
+    let genesis =
+        AuthorityChain::genesis(NETWORK_ID, "first", &fixtures::authority(), 3600, NOW).unwrap();
+    let mut v = Validator::new();
+    let ok = v.validate(
+        &chain_record(&fixtures::member(1), 1, genesis.clone()),
+        &net,
+        &members,
+        NOW,
+    );
+    assert!(matches!(ok.map(|r| r.body), Ok(RecordBody::AuthoritySet(c)) if c == genesis));
+    // From someone who is not a member: not its business.
+    assert_eq!(
+        v.validate(
+            &chain_record(&fixtures::member(9), 1, genesis.clone()),
+            &net,
+            &members,
+            NOW
+        )
+        .unwrap_err(),
+        RecordError::NotAMember
+    );
+    // A chain that starts from another key than the anchor.
+    let outsider = IdentitySecret::from_bytes([0x77; 32]);
+    let forged = AuthorityChain::genesis(NETWORK_ID, "first", &outsider, 3600, NOW).unwrap();
+    assert_eq!(
+        v.validate(
+            &chain_record(&fixtures::member(2), 1, forged),
+            &net,
+            &members,
+            NOW
+        )
+        .unwrap_err(),
+        RecordError::BadAuthoritySet(SetError::SignerNotInPreviousVersion)
+    );
+}
+
+#[test]
+fn only_an_authority_chain_may_be_longer_than_an_ordinary_record() {
+    let mut a = announcement(1);
+    a.endpoints = vec![fixtures::endpoint(2); 1000];
+    let bytes = announced(1, 1, a);
+    assert!(bytes.len() > MAX_RECORD_LEN);
+    assert_eq!(
+        SignedRecord::from_bytes(&bytes).unwrap_err(),
+        RecordError::TooLarge { len: bytes.len() }
+    );
+    let big = vec![0u8; super::super::records::MAX_AUTHORITY_RECORD_LEN + 1];
+    assert_eq!(
+        SignedRecord::from_bytes(&big).unwrap_err(),
+        RecordError::TooLarge { len: big.len() }
+    );
 }
