@@ -102,6 +102,14 @@ pub enum DecodeError {
         /// The length this tree's keys have.
         expected: usize,
     },
+    /// The value is empty or longer than its tree allows.
+    #[error("value is {found} bytes, allowed 1 to {max}")]
+    ValueLength {
+        /// The value's length.
+        found: usize,
+        /// The longest value this tree takes.
+        max: usize,
+    },
 }
 
 /// Bytes shown as lowercase hex in messages and logs.

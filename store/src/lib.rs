@@ -11,7 +11,8 @@
 //!
 //! One module, one sled tree and one record type per stored entity:
 //! [`members`], [`revocations`], [`invites`], [`allocations`] (two trees, one
-//! per direction), [`paths`], [`nat`] and [`sequence`]. A value is a one-byte record version
+//! per direction), [`paths`], [`nat`], [`sequence`] and [`authorities`] (the chain's
+//! own encoding, checked by the daemon). Otherwise a value is a one-byte record version
 //! followed by the record in [postcard]; see [`record`] for how a record
 //! evolves. A `meta` tree holds the schema version, which the numbered
 //! [`migrations`] raise one step at a time when the store is opened.
@@ -34,6 +35,7 @@
 //!   [`StoreError::Corrupt`]: see the state file in [`Store::open`].
 
 pub mod allocations;
+pub mod authorities;
 mod error;
 pub mod invites;
 mod manifest;
@@ -52,6 +54,7 @@ pub mod fuzzing;
 mod testing;
 
 pub use allocations::{AllocError, AllocationRecord, Allocations};
+pub use authorities::Authorities;
 pub use error::{DecodeError, StoreError};
 pub use invites::{InviteError, InviteRecord, Invites};
 pub use members::{MemberRecord, Members};

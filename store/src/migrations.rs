@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::info;
 
 /// The schema version this build writes: the last migration's number.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The tree holding the schema version and the migration history.
 pub(crate) const META_TREE: &str = "meta";
@@ -49,6 +49,11 @@ const MIGRATIONS: &[Migration] = &[
         description: "key NAT lifetimes by the member that measured them",
         apply: v4_nat_by_member,
     },
+    Migration {
+        version: 5,
+        description: "create the authority chain tree",
+        apply: v5_create_authorities_tree,
+    },
 ];
 
 fn v1_create_trees(db: &sled::Db) -> sled::Result<()> {
@@ -71,6 +76,10 @@ fn v2_create_nat_tree(db: &sled::Db) -> sled::Result<()> {
 
 fn v3_create_sequence_tree(db: &sled::Db) -> sled::Result<()> {
     db.open_tree("sequence").map(drop)
+}
+
+fn v5_create_authorities_tree(db: &sled::Db) -> sled::Result<()> {
+    db.open_tree("authorities").map(drop)
 }
 
 /// The NAT lifetimes tree was keyed by address alone (16 bytes), so one

@@ -18,8 +18,9 @@ use crate::manifest::{self, State};
 use crate::migrations::{self, META_TREE, SCHEMA_VERSION};
 use crate::record::{self, Record};
 use crate::{
-    allocations, invites, members, nat, paths, revocations, sequence, Allocations, DecodeError,
-    Invites, Members, NatLifetimes, Paths, Revocations, Sequence, StoreError,
+    allocations, authorities, invites, members, nat, paths, revocations, sequence, Allocations,
+    Authorities, DecodeError, Invites, Members, NatLifetimes, Paths, Revocations, Sequence,
+    StoreError,
 };
 
 /// One entity tree and how to check its entries.
@@ -31,7 +32,7 @@ pub(crate) struct TreeSpec {
 }
 
 /// Every entity tree, in the order the open-time scan visits them.
-pub(crate) const ENTITY_TREES: [TreeSpec; 8] = [
+pub(crate) const ENTITY_TREES: [TreeSpec; 9] = [
     members::SPEC,
     revocations::SPEC,
     invites::SPEC,
@@ -40,6 +41,7 @@ pub(crate) const ENTITY_TREES: [TreeSpec; 8] = [
     paths::SPEC,
     nat::SPEC,
     sequence::SPEC,
+    authorities::SPEC,
 ];
 
 /// weft's persistent state: one sled database in one directory.
@@ -69,6 +71,7 @@ pub(crate) struct Trees {
     pub(crate) paths: sled::Tree,
     pub(crate) nat: sled::Tree,
     pub(crate) sequence: sled::Tree,
+    pub(crate) authorities: sled::Tree,
 }
 
 impl Store {
@@ -296,6 +299,11 @@ impl Store {
         NatLifetimes::new(self)
     }
 
+    /// The network's authority chain.
+    pub fn authorities(&self) -> Authorities<'_> {
+        Authorities::new(self)
+    }
+
     /// The gossip sequence reservation.
     pub fn sequence(&self) -> Sequence<'_> {
         Sequence::new(self)
@@ -406,6 +414,7 @@ impl Trees {
             paths: tree(paths::TREE)?,
             nat: tree(nat::TREE)?,
             sequence: tree(sequence::TREE)?,
+            authorities: tree(authorities::TREE)?,
         })
     }
 }
