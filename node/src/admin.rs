@@ -45,6 +45,18 @@ pub enum Request {
     },
     /// Renew this node's certificate now.
     Renew,
+    /// Make member `name` an authority holder.
+    AuthorityAdd {
+        /// The member's name.
+        name: String,
+    },
+    /// Take holder `name`'s key out of the authority set.
+    AuthorityRemove {
+        /// The holder's name.
+        name: String,
+    },
+    /// The authority set.
+    AuthorityList,
     /// Everything `weft status` shows.
     Status,
 }
@@ -60,6 +72,8 @@ pub enum Response {
     Error(String),
     /// The node's status.
     Status(Box<crate::status::Snapshot>),
+    /// The authority set.
+    Authorities(crate::mesh::authorities::AuthorityList),
 }
 
 /// Why a call failed.

@@ -98,6 +98,12 @@ enum Command {
         #[arg(long, short, default_value = "/etc/weft/weft.toml")]
         config: PathBuf,
     },
+    /// Show or change the network's authority set (who may sign
+    /// certificates), through the running daemon.
+    Authority {
+        #[command(subcommand)]
+        command: AuthorityCommand,
+    },
     /// Show this node and every peer: endpoint, path MTU, RTT, handshake,
     /// traffic, keepalive, NAT.
     Status {
@@ -124,6 +130,39 @@ enum Command {
     },
 }
 
+/// `weft authority` subcommands.
+#[derive(Debug, Subcommand)]
+enum AuthorityCommand {
+    /// Make member NAME an authority holder (run on a holder): NAME
+    /// generates its own authority key and the new set is gossiped.
+    Add {
+        /// The member's name.
+        name: String,
+        /// This node's configuration file.
+        #[arg(long, short, default_value = "/etc/weft/weft.toml")]
+        config: PathBuf,
+    },
+    /// Take holder NAME's key out of the set (run on a holder; also for a
+    /// lost holder). Certificates it signed stay valid until they renew.
+    Remove {
+        /// The holder's name.
+        name: String,
+        /// This node's configuration file.
+        #[arg(long, short, default_value = "/etc/weft/weft.toml")]
+        config: PathBuf,
+    },
+    /// Print the set: version, lifetime, and each holder's name, key
+    /// fingerprint and since when it holds.
+    List {
+        /// This node's configuration file.
+        #[arg(long, short, default_value = "/etc/weft/weft.toml")]
+        config: PathBuf,
+        /// Print JSON (with the signed chain) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Genkey { out } => cli::keys::genkey(out.as_deref()),
@@ -143,6 +182,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Join { token, name, dir } => cli::join::run(&token, name, &dir),
         Command::Revoke { name, config } => cli::revoke::run(&config, name),
         Command::Renew { config } => cli::renew::run(&config),
+        Command::Authority { command } => match command {
+            AuthorityCommand::Add { name, config } => {
+                cli::authority::change(&config, admin::Request::AuthorityAdd { name })
+            }
+            AuthorityCommand::Remove { name, config } => {
+                cli::authority::change(&config, admin::Request::AuthorityRemove { name })
+            }
+            AuthorityCommand::List { config, json } => cli::authority::list(&config, json),
+        },
         Command::Status {
             config,
             socket,

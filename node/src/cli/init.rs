@@ -11,7 +11,9 @@ use std::path::Path;
 use anyhow::{anyhow, bail};
 use ip_network::Ipv4Network;
 use rand_core::OsRng;
-use weft_protocol::membership::{Authority, Certificate, IdentitySecret, NetworkId, NetworkInfo};
+use weft_protocol::membership::{
+    Authority, AuthorityChain, Certificate, IdentitySecret, NetworkId, NetworkInfo,
+};
 use weft_store::{MemberRecord, Store};
 
 use super::member_dir::{finish, staging_dir, write_member_files, MemberFiles};
@@ -83,6 +85,14 @@ pub fn run(
                     updated_unix: now,
                 },
             )
+            .map_err(|e| anyhow!("{e}"))?;
+        // Version 1 of the authority set: the anchor alone, with the
+        // network's certificate lifetime.
+        let chain = AuthorityChain::genesis(*info.id(), name, &authority, lifetime.as_secs(), now)
+            .map_err(|e| anyhow!("{e}"))?;
+        store
+            .authorities()
+            .put(&chain.to_bytes())
             .map_err(|e| anyhow!("{e}"))?;
         store.close().map_err(|e| anyhow!("{e}"))?;
         write_member_files(&MemberFiles {

@@ -50,7 +50,9 @@ pub fn run(config_path: &Path, name: Option<String>, expires: &str) -> anyhow::R
         Ok(Response::Done(text)) => {
             bail!("unexpected answer from the daemon: {text}")
         }
-        Ok(Response::Status(_)) => bail!("unexpected answer from the daemon"),
+        Ok(Response::Status(_) | Response::Authorities(_)) => {
+            bail!("unexpected answer from the daemon")
+        }
         Err(CallError::NotRunning) => {
             // No daemon: the store is ours to open.
             let m = Membership::open(&mesh)?;

@@ -101,6 +101,14 @@ pub fn run(token_text: &str, name: Option<String>, dir: &Path) -> anyhow::Result
     let staging = staging_dir(dir)?;
     let written = (|| {
         let store = Store::open(&staging.join("state")).map_err(|e| anyhow!("{e}"))?;
+        // The authority set `to_info` verified: the new member trusts the
+        // keys it names from its first start.
+        if let Some(chain) = wire.chain()? {
+            store
+                .authorities()
+                .put(&chain.to_bytes())
+                .map_err(|e| anyhow!("{e}"))?;
+        }
         for certificate in std::iter::once((cert.clone(), grant.certificate.clone(), Vec::new()))
             .chain(bootstrap.iter().cloned())
         {

@@ -1,6 +1,7 @@
 //! The commands of `weft` behind `main.rs`'s parser: the one-shot commands
 //! that run, print and exit (`genkey`, `pubkey`, `init`, `join`, `invite`,
-//! `revoke`, `status`), and [`up`], the way into the daemon.
+//! `revoke`, `renew`, `authority`, `status`), and [`up`], the way into the
+//! daemon.
 //!
 //! A one-shot command never runs a daemon service: it talks to a running
 //! daemon only through the admin socket (`crate::admin`), and touches the
@@ -8,6 +9,7 @@
 //! daemon, `weft init`, `weft join` before the node first starts). Every
 //! failure is returned to `main`, which prints it on one line.
 
+pub mod authority;
 pub mod init;
 pub mod invite;
 pub mod join;

@@ -35,7 +35,7 @@ pub fn run(config_path: &Path, name: String) -> anyhow::Result<()> {
             Ok(())
         }
         Ok(Response::Error(e)) => bail!("{e}"),
-        Ok(Response::Token(_) | Response::Status(_)) => {
+        Ok(Response::Token(_) | Response::Status(_) | Response::Authorities(_)) => {
             bail!("unexpected answer from the daemon")
         }
         Err(CallError::NotRunning) => {

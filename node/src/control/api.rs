@@ -134,6 +134,18 @@ pub enum ControlEvent {
         /// The request.
         request: Vec<u8>,
     },
+    /// A member asks this one to become an authority holder
+    /// (`/weft/authority/1`). Answer with
+    /// [`ControlHandle::try_answer_nomination`](super::ControlHandle::try_answer_nomination)
+    /// and this `id`.
+    NominationRequest {
+        /// The member that asked; QUIC proved its identity.
+        peer: PeerId,
+        /// Names the request in the answer.
+        id: u64,
+        /// The request.
+        request: Vec<u8>,
+    },
 }
 
 /// What the control plane dropped or failed at, for metrics. Shared by the
@@ -152,6 +164,9 @@ pub struct ControlCounters {
     /// Renewal requests turned away unread: from a peer neither a member
     /// nor allowed to renew, or beyond the requests already waiting.
     pub renewals_turned_away: AtomicU64,
+    /// Nominations turned away unread: from a peer that is not a member,
+    /// or beyond the nominations already waiting.
+    pub nominations_turned_away: AtomicU64,
     /// Connections refused before any behaviour spent on them, by reason
     /// (`limit`: over a connection limit; `blocked`: a blocked peer).
     pub connections_refused: Mutex<BTreeMap<&'static str, u64>>,
@@ -221,6 +236,9 @@ pub enum ControlError {
     /// the stream, closed it, or did not answer in time.
     #[error("renewal request failed: {0}")]
     Renewal(String),
+    /// A nomination got no answer, for the same reasons.
+    #[error("nomination failed: {0}")]
+    Nomination(String),
 }
 
 /// A publish failed.
@@ -307,6 +325,15 @@ pub(super) enum Command {
         reply: oneshot::Sender<Result<Vec<u8>, ControlError>>,
     },
     AnswerRenewal {
+        id: u64,
+        response: Vec<u8>,
+    },
+    Nominate {
+        peer: PeerId,
+        request: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, ControlError>>,
+    },
+    AnswerNomination {
         id: u64,
         response: Vec<u8>,
     },

@@ -19,7 +19,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{allow_block_list, connection_limits, Swarm, SwarmBuilder};
 use sha2::{Digest, Sha256};
 
-use super::{credential, renewal, sync};
+use super::{credential, nomination, renewal, sync};
 
 /// The swarm's behaviours. Polled in field order: the block list first, so
 /// a blocked peer is closed before the others act on it, then the limits,
@@ -31,6 +31,7 @@ pub(super) struct Behaviour {
     pub(super) credential: credential::Behaviour,
     pub(super) sync: sync::Behaviour,
     pub(super) renewal: renewal::Behaviour,
+    pub(super) nomination: nomination::Behaviour,
     pub(super) gossipsub: gossipsub::Behaviour,
 }
 
@@ -114,6 +115,7 @@ pub(super) fn build_swarm(
         credential: credential::behaviour(),
         sync: sync::behaviour(),
         renewal: renewal::behaviour(),
+        nomination: nomination::behaviour(),
         gossipsub,
     };
     let Ok(builder) = SwarmBuilder::with_existing_identity(keypair)

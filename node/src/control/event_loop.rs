@@ -10,16 +10,14 @@
 //! is gone. It never judges a credential or a record itself: the gate and
 //! the caller's reports do.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId};
-use libp2p::request_response::{
-    self, Message as CredentialMessage, Message as SyncMessage, OutboundRequestId, ResponseChannel,
-};
+use libp2p::request_response::{self, Message as CredentialMessage, Message as SyncMessage};
 use libp2p::swarm::{
     dial_opts::DialOpts, ConnectionDenied, ConnectionId, DialError, ListenError, SwarmEvent,
 };
@@ -35,6 +33,8 @@ use super::api::{
     Verdict, CREDENTIAL_TIMEOUT, REJECTED_PEER_BLOCK, SILENT_PEER_BLOCK,
 };
 use super::behaviour::{Behaviour, BehaviourEvent, MEMBER_SCORE, PENDING_SCORE};
+use super::exchange::{Exchange, Handled};
+use super::nomination::{MAX_PENDING_NOMINATIONS, NOMINATION_TIMEOUT};
 use super::origin_rate::OriginRate;
 use super::renewal::{MAX_PENDING_RENEWALS, RENEWAL_TIMEOUT};
 
@@ -74,12 +74,10 @@ pub(super) struct EventLoop {
     listen_addrs: Vec<Multiaddr>,
     /// `listen_addrs` calls waiting for the IPv4 listener.
     addr_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
-    /// Renewal requests handed to the owner and not answered yet, oldest
-    /// first, with when each arrived (at most [`MAX_PENDING_RENEWALS`]).
-    renewals_in: VecDeque<(u64, Instant, ResponseChannel<Vec<u8>>)>,
-    next_renewal_id: u64,
-    /// Our renewal requests waiting for their answer.
-    renewals_out: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>, ControlError>>>,
+    /// Certificate renewals, both ways.
+    renewals: Exchange,
+    /// Authority nominations, both ways.
+    nominations: Exchange,
 }
 
 impl EventLoop {
@@ -108,9 +106,18 @@ impl EventLoop {
             quiet_listener: Some(ipv4_listener),
             listen_addrs: Vec::new(),
             addr_waiters: Vec::new(),
-            renewals_in: VecDeque::new(),
-            next_renewal_id: 0,
-            renewals_out: HashMap::new(),
+            renewals: Exchange::new(
+                "renewal",
+                MAX_PENDING_RENEWALS,
+                RENEWAL_TIMEOUT,
+                ControlError::Renewal,
+            ),
+            nominations: Exchange::new(
+                "nomination",
+                MAX_PENDING_NOMINATIONS,
+                NOMINATION_TIMEOUT,
+                ControlError::Nomination,
+            ),
         }
     }
 
@@ -195,6 +202,9 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => return self.on_sync(event),
             SwarmEvent::Behaviour(BehaviourEvent::Renewal(event)) => return self.on_renewal(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Nomination(event)) => {
+                return self.on_nomination(event)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Blocked(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
             SwarmEvent::ConnectionEstablished {
@@ -433,55 +443,43 @@ impl EventLoop {
         &mut self,
         event: request_response::Event<Vec<u8>, Vec<u8>>,
     ) -> Result<(), Closed> {
-        match event {
-            request_response::Event::Message {
-                peer,
-                message:
-                    request_response::Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                // Members, and peers that have not been judged yet or may
-                // only renew: the request itself proves who may renew.
-                let may_ask = self.admission.is_member(&peer) || self.admission.is_pending(&peer);
-                let now = Instant::now();
-                self.renewals_in
-                    .retain(|(_, at, _)| now.duration_since(*at) < RENEWAL_TIMEOUT);
-                if !may_ask || self.renewals_in.len() >= MAX_PENDING_RENEWALS {
-                    // Dropping the channel closes the stream: the asker
-                    // tries another holder, or later.
-                    debug!(%peer, may_ask, "control plane: renewal request turned away");
-                    self.counters
-                        .renewals_turned_away
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
-                let id = self.next_renewal_id;
-                self.next_renewal_id += 1;
-                self.renewals_in.push_back((id, now, channel));
-                self.emit(ControlEvent::RenewalRequest { peer, id, request })?;
+        // Members, and peers that have not been judged yet or may only
+        // renew: the request itself proves who may renew.
+        let admission = &self.admission;
+        let may_ask = |peer: &PeerId| admission.is_member(peer) || admission.is_pending(peer);
+        match self.renewals.on_event(event, may_ask) {
+            Handled::Request { peer, id, request } => {
+                self.emit(ControlEvent::RenewalRequest { peer, id, request })?
             }
-            request_response::Event::Message {
-                message:
-                    request_response::Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                if let Some(reply) = self.renewals_out.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
-                }
+            Handled::TurnedAway => {
+                self.counters
+                    .renewals_turned_away
+                    .fetch_add(1, Ordering::Relaxed);
             }
-            request_response::Event::OutboundFailure {
-                request_id, error, ..
-            } => {
-                if let Some(reply) = self.renewals_out.remove(&request_id) {
-                    let _ = reply.send(Err(ControlError::Renewal(error.to_string())));
-                }
+            Handled::Nothing => {}
+        }
+        Ok(())
+    }
+
+    /// A nomination from a member, the answer to ours, or a failure.
+    fn on_nomination(
+        &mut self,
+        event: request_response::Event<Vec<u8>, Vec<u8>>,
+    ) -> Result<(), Closed> {
+        let admission = &self.admission;
+        match self
+            .nominations
+            .on_event(event, |peer| admission.is_member(peer))
+        {
+            Handled::Request { peer, id, request } => {
+                self.emit(ControlEvent::NominationRequest { peer, id, request })?
             }
-            other => trace!(event = ?other, "control plane: renewal exchange event"),
+            Handled::TurnedAway => {
+                self.counters
+                    .nominations_turned_away
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Handled::Nothing => {}
         }
         Ok(())
     }
@@ -612,18 +610,37 @@ impl EventLoop {
                     .behaviour_mut()
                     .renewal
                     .send_request(&peer, request);
-                self.renewals_out.insert(id, reply);
+                self.renewals.sent(id, reply);
             }
             Command::AnswerRenewal { id, response } => {
-                if let Some(at) = self.renewals_in.iter().position(|(i, _, _)| *i == id) {
-                    if let Some((_, _, channel)) = self.renewals_in.remove(at) {
-                        // Fails only if the connection is already gone.
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .renewal
-                            .send_response(channel, response);
-                    }
+                if let Some(channel) = self.renewals.answer(id) {
+                    // Fails only if the connection is already gone.
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .renewal
+                        .send_response(channel, response);
+                }
+            }
+            Command::Nominate {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .nomination
+                    .send_request(&peer, request);
+                self.nominations.sent(id, reply);
+            }
+            Command::AnswerNomination { id, response } => {
+                if let Some(channel) = self.nominations.answer(id) {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .nomination
+                        .send_response(channel, response);
                 }
             }
             Command::ListenAddrs { reply } => {

@@ -35,6 +35,8 @@ mod api;
 pub(crate) mod behaviour;
 mod credential;
 mod event_loop;
+mod exchange;
+mod nomination;
 mod origin_rate;
 mod renewal;
 mod sync;
@@ -299,6 +301,29 @@ impl ControlHandle {
     /// Queues the answer to [`ControlEvent::RenewalRequest`] `id`.
     pub fn try_answer_renewal(&self, id: u64, response: Vec<u8>) -> Result<(), NotQueued> {
         self.try_command(Command::AnswerRenewal { id, response })
+    }
+
+    /// Queues the answer to [`ControlEvent::NominationRequest`] `id`.
+    pub fn try_answer_nomination(&self, id: u64, response: Vec<u8>) -> Result<(), NotQueued> {
+        self.try_command(Command::AnswerNomination { id, response })
+    }
+
+    /// Asks member `peer` to become an authority holder
+    /// (`/weft/authority/1`) and waits for its answer, at most
+    /// [`NOMINATION_TIMEOUT`](nomination::NOMINATION_TIMEOUT) once sent.
+    /// For a task of its own: the main task never waits on this.
+    pub async fn nominate(&self, peer: PeerId, request: Vec<u8>) -> Result<Vec<u8>, ControlError> {
+        if request.len() > MAX_RENEWAL_LEN {
+            return Err(ControlError::Nomination("request too long".into()));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Nominate {
+            peer,
+            request,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| ControlError::Stopped)?
     }
 
     /// Queues replacing our credential (after a renewal) and presenting it

@@ -49,6 +49,8 @@ pub enum Input {
     Snapshot(SnapshotRequest),
     /// A member the join listener admitted (mesh members only).
     Admitted(Admitted),
+    /// A member answered this holder's nomination (mesh members only).
+    Nominated(crate::mesh::authorities::Nominated),
     /// Control-plane events, the one that woke the task first, and up to
     /// [`CONTROL_EVENTS_PER_TURN`] in all (mesh members only).
     Control(Vec<ControlEvent>),
@@ -94,9 +96,13 @@ impl Io {
     /// Waits until something is ready or `deadline` passes. A failed TUN
     /// device or socket is an error: the node cannot go on without it.
     pub async fn next(&mut self, deadline: Instant) -> anyhow::Result<Input> {
-        let (admitted, control) = match self.mesh.as_mut() {
-            Some(m) => (Some(&mut m.admitted), Some(&mut m.control)),
-            None => (None, None),
+        let (admitted, control, nominated) = match self.mesh.as_mut() {
+            Some(m) => (
+                Some(&mut m.admitted),
+                Some(&mut m.control),
+                Some(&mut m.nominated),
+            ),
+            None => (None, None, None),
         };
         let input = tokio::select! {
             _ = self.sigterm.recv() => Input::Signal("SIGTERM"),
@@ -116,6 +122,7 @@ impl Io {
             Some((request, reply)) = self.admin.recv() => Input::Admin(request, reply),
             Some(reply) = self.snapshots.recv() => Input::Snapshot(reply),
             Some(admitted) = recv(admitted) => Input::Admitted(admitted),
+            Some(nominated) = recv(nominated) => Input::Nominated(nominated),
             Some(batch) = recv_batch(control) => Input::Control(batch),
         };
         Ok(input)

@@ -155,6 +155,11 @@ impl Node {
                     self.edges.peer_added(&mut self.device, peer, now);
                 }
             }
+            Input::Nominated(n) => {
+                if let Some(m) = self.mesh.as_mut() {
+                    m.nominated(n);
+                }
+            }
             Input::Control(events) => {
                 if let Some(m) = self.mesh.as_mut() {
                     for event in events {

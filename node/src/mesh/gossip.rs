@@ -166,7 +166,7 @@ fn stored_holders(m: &Membership, port: u16) -> Vec<Holder> {
         .filter_map(|(id, record)| {
             let cert = SignedCertificate::from_bytes(&record.certificate)
                 .ok()?
-                .verify_signed(&m.info)
+                .verify_signed(&m.info())
                 .ok()?;
             let peer = peer_id_of(&cert.identity)?;
             let endpoint = m.store.paths().get(&me.0, &id).ok().flatten()?.endpoint;
@@ -294,6 +294,8 @@ pub struct Gossip {
     /// to ask for a renewal when this node starts with an expired
     /// certificate and everyone else's it stored has run out too.
     stored_holders: Vec<Holder>,
+    /// The runtime of the control plane, for work that may block.
+    pub(super) services: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Gossip {
@@ -336,9 +338,13 @@ impl Gossip {
         }
         let revoked = Arc::new(RwLock::new(revoked_set));
         let gate: Gate = {
-            let info = m.info.clone();
+            // Shared, so a newly adopted authority set counts at once.
+            let network = m.network();
             let revoked = revoked.clone();
             Arc::new(move |peer: &PeerId, credential: &[u8]| {
+                let Ok(info) = network.read() else {
+                    return Admit::Refused;
+                };
                 gate_verdict(&info, &revoked, peer, credential)
             })
         };
@@ -346,7 +352,7 @@ impl Gossip {
             ControlConfig {
                 identity_secret: m.identity.to_bytes(),
                 listen_port: port,
-                topic: format!("weft/{}/records", m.info.id()),
+                topic: format!("weft/{}/records", m.info().id()),
                 credential: m.certificate().to_bytes(),
                 bootstrap: Vec::new(),
             },
@@ -372,7 +378,7 @@ impl Gossip {
         }
         let own = m
             .certificate()
-            .verify_signed(&m.info)
+            .verify_signed(&m.info())
             .map_err(|e| anyhow::anyhow!("own certificate: {e}"))?;
         let renewal = Renewal::new(&own);
         let stored_holders = stored_holders(m, port);
@@ -411,6 +417,8 @@ impl Gossip {
                 expired: 0,
                 control_port: port,
                 stored_holders,
+                // `start` runs on the services runtime.
+                services: tokio::runtime::Handle::current(),
             },
             events,
         ))
@@ -542,9 +550,10 @@ impl Gossip {
         let control = &self.handle;
         let port = self.control_port;
         let stored = &self.stored_holders;
+        let set = m.authorities().verified;
         let renewed = self.renewal.poll(m, control, || {
             let connected = control.members();
-            let mut holders: Vec<(bool, Holder)> = members
+            let mut holders: Vec<(bool, bool, Holder)> = members
                 .iter()
                 .filter_map(|x| {
                     let peer = x.p2p.or_else(|| peer_id_of(&x.cert.identity))?;
@@ -557,6 +566,7 @@ impl Gossip {
                             a
                         });
                     Some((
+                        set.current().holder_named(&x.cert.name).is_none(),
                         !connected.contains(&peer),
                         Holder {
                             name: x.cert.name.clone(),
@@ -566,9 +576,10 @@ impl Gossip {
                     ))
                 })
                 .collect();
-            // Connected members first, then those only the store knows.
-            holders.sort_by_key(|(far, _)| *far);
-            let mut holders: Vec<Holder> = holders.into_iter().map(|(_, h)| h).collect();
+            // Members the authority set names first, connected ones
+            // before the others; then those only the store knows.
+            holders.sort_by_key(|(other, far, _)| (*other, *far));
+            let mut holders: Vec<Holder> = holders.into_iter().map(|(_, _, h)| h).collect();
             for h in stored {
                 if !holders.iter().any(|x| x.peer == h.peer) {
                     holders.push(h.clone());
@@ -806,6 +817,11 @@ impl Gossip {
         self.publish("nat_lifetime", record.to_bytes());
     }
 
+    /// The next sequence number for a record this member signs.
+    pub(super) fn next_seq(&mut self) -> u64 {
+        self.seq.take(&self.writer)
+    }
+
     /// Queues `record` (of `kind`) for the mesh and counts it; a full
     /// queue is counted by the control handle.
     fn publish(&mut self, kind: &'static str, record: Vec<u8>) {
@@ -841,7 +857,16 @@ impl Gossip {
     /// observations, freshly signed in that order (a receiver accepts one
     /// origin's records only in increasing sequence order).
     fn push_for_newcomer(&mut self, m: &Membership) -> Vec<Vec<u8>> {
-        let mut records = vec![self.own_announcement(m, false)];
+        let mut records = Vec::new();
+        // The authority set first: the certificates that follow may be
+        // signed by a key only it names.
+        if let Some(chain) = m.authorities().chain {
+            let seq = self.seq.take(&self.writer);
+            records.push(
+                SignedRecord::sign(&m.identity, seq, RecordBody::AuthoritySet(chain)).to_bytes(),
+            );
+        }
+        records.push(self.own_announcement(m, false));
         records.extend(self.members.iter().filter_map(|x| x.announcement.clone()));
         for r in self.revocations.clone() {
             let seq = self.seq.take(&self.writer);
@@ -860,7 +885,7 @@ impl Gossip {
     /// device, for routes.
     pub fn on_event(
         &mut self,
-        m: &Membership,
+        m: &Arc<Membership>,
         event: ControlEvent,
         device: &mut Device,
     ) -> Vec<weft_protocol::PeerId> {
@@ -871,7 +896,7 @@ impl Gossip {
                 let mut added = Vec::new();
                 // Its credential is a certificate the gate verified: a
                 // member not known yet is learned from it at once.
-                if let Some(cert) = admit(&m.info, &self.revoked, &peer, &credential) {
+                if let Some(cert) = admit(&m.info(), &self.revoked, &peer, &credential) {
                     if !self.members.contains(&cert.identity) {
                         added = self.learn(m, cert, credential, None, Vec::new(), device);
                     }
@@ -915,11 +940,16 @@ impl Gossip {
                         .map(|r| r.contains(who.as_bytes()))
                         .unwrap_or(true)
                 };
-                let lifetime = m.config.certificate_lifetime_secs();
+                let lifetime = m.certificate_lifetime_secs();
                 let (answer, result) =
                     super::renewal::answer(m, &is_revoked, &peer, &request, lifetime);
                 *self.renewal.answered.entry(result).or_default() += 1;
                 let _ = self.handle.try_answer_renewal(id, answer.to_bytes());
+                Vec::new()
+            }
+            ControlEvent::NominationRequest { peer, id, request } => {
+                let services = self.services.clone();
+                self.nominated(m, peer, id, request, &services);
                 Vec::new()
             }
             ControlEvent::Records { peer, records } => {
@@ -956,7 +986,7 @@ impl Gossip {
                     .map(|r| r.contains(id.as_bytes()))
                     .unwrap_or(true)
         };
-        match self.validator.validate(data, &m.info, &is_member, now) {
+        match self.validator.validate(data, &m.info(), &is_member, now) {
             Ok(record) => {
                 *self
                     .received
@@ -971,6 +1001,9 @@ impl Gossip {
                         debug!(to = %p.to, "observation of a non-member dropped");
                         return (Verdict::Ignore, Vec::new());
                     }
+                }
+                if let RecordBody::AuthoritySet(chain) = record.body {
+                    return (self.take_authorities(m, chain), Vec::new());
                 }
                 let raw = matches!(record.body, RecordBody::Announcement(_)).then(|| data.to_vec());
                 let origin = record.origin;
@@ -1005,7 +1038,7 @@ impl Gossip {
         let now = now_unix();
         match body {
             RecordBody::Announcement(a) => {
-                let Ok(cert) = a.certificate.verify(&m.info, now) else {
+                let Ok(cert) = a.certificate.verify(&m.info(), now) else {
                     return Vec::new();
                 };
                 if cert.identity == m.identity.identity() {
@@ -1083,6 +1116,8 @@ impl Gossip {
                 self.revoke(r, device, None);
                 Vec::new()
             }
+            // Taken in `receive`, which needs the verdict.
+            RecordBody::AuthoritySet(_) => Vec::new(),
         }
     }
 

@@ -23,8 +23,8 @@ pub fn issue(
     ttl_secs: u64,
     noise_key: weft_protocol::PublicKey,
 ) -> anyhow::Result<String> {
-    if m.authority.is_none() {
-        bail!("this member does not hold the network's authority key, so it cannot invite");
+    if m.authority().is_none() {
+        bail!("this member holds no key of the current authority set, so it cannot invite");
     }
     if let Some(n) = &name {
         if !weft_protocol::membership::is_valid_name(n) {
@@ -39,7 +39,7 @@ pub fn issue(
     }
     let now = now_unix();
     let token = InviteToken::generate(
-        *m.info.id(),
+        *m.info().id(),
         noise_key,
         endpoints,
         name.clone(),

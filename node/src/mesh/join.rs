@@ -345,10 +345,10 @@ fn decide(
     req: &JoinRequest,
     endpoints: &[SocketAddr],
 ) -> Result<(JoinGrant, Certificate), JoinRefusal> {
-    if req.network != m.info.id().0 {
+    if req.network != m.info().id().0 {
         return Err(JoinRefusal::WrongNetwork);
     }
-    let authority = m.authority.as_ref().ok_or(JoinRefusal::Unknown)?;
+    let authority = m.authority().ok_or(JoinRefusal::Unknown)?;
     let now = now_unix();
     let hash = InviteToken::hash_secret(&req.secret);
     // Check the name before spending the invite.
@@ -399,7 +399,7 @@ fn decide(
             InviteError::Expired { .. } => JoinRefusal::Expired,
             _ => JoinRefusal::Unknown,
         })?;
-    let prefix = m.info.ipv4();
+    let prefix = m.info().ipv4();
     let ipv4 = m
         .store
         .allocations()
@@ -412,18 +412,18 @@ fn decide(
         .map_err(|_| JoinRefusal::NoAddress)?;
     let serial = now;
     let cert = Certificate {
-        network: *m.info.id(),
+        network: *m.info().id(),
         name: name.clone(),
         identity: IdentityKey(req.identity),
         noise_key: weft_protocol::PublicKey(req.noise_key),
         ipv4,
-        ipv6: m.info.allocate_v6(ipv4),
+        ipv6: m.info().allocate_v6(ipv4),
         serial,
         // Verifiers allow five minutes of clock skew on the start.
         not_before: now,
-        not_after: now + m.config.certificate_lifetime_secs(),
+        not_after: now + m.certificate_lifetime_secs(),
     };
-    let signed = Authority::issue(&cert, authority);
+    let signed = Authority::issue(&cert, &authority);
     m.counters.store(
         "members",
         m.store.members().put(
@@ -474,7 +474,7 @@ fn redeliver(
         .flatten()
         .ok_or(JoinRefusal::AlreadyUsed)?;
     let cert = SignedCertificate::from_bytes(&record.certificate)
-        .and_then(|signed| signed.verify(&m.info, now))
+        .and_then(|signed| signed.verify(&m.info(), now))
         .map_err(|_| JoinRefusal::AlreadyUsed)?;
     if cert.noise_key.0 != req.noise_key {
         return Err(JoinRefusal::AlreadyUsed);
@@ -515,7 +515,11 @@ fn grant(
         .collect();
     JoinGrant {
         certificate,
-        network: postcard::to_stdvec(&NetworkWire::from_info(&m.info)).unwrap_or_default(),
+        network: postcard::to_stdvec(&NetworkWire::from_info(
+            &m.info(),
+            m.authorities().chain.as_ref(),
+        ))
+        .unwrap_or_default(),
         bootstrap: vec![m.announcement(now, endpoints.to_vec()).to_bytes()],
         control_addresses: Vec::new(),
         members,
@@ -652,7 +656,7 @@ mod tests {
 
         fn request(&self, secret: [u8; 32], who: u8, name: &str) -> JoinRequest {
             JoinRequest {
-                network: self.m().info.id().0,
+                network: self.m().info().id().0,
                 secret,
                 name: Some(name.to_owned()),
                 identity: [who; 32],

@@ -10,6 +10,7 @@
 //! commands (`weft init`, `join`, `invite`, `revoke`) live in `cli/` and
 //! nothing here imports them.
 
+pub mod authorities;
 pub mod expiry;
 pub mod gossip;
 pub mod invite;
@@ -27,15 +28,15 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
 use ip_network::Ipv4Network;
 use serde::{Deserialize, Serialize};
 use weft_protocol::membership::{
-    Announcement, CertError, IdentityKey, IdentitySecret, NetworkId, NetworkInfo, RecordBody,
-    SignedCertificate, SignedRecord,
+    Announcement, AuthorityChain, CertError, IdentityKey, IdentitySecret, NetworkId, NetworkInfo,
+    RecordBody, SignedCertificate, SignedRecord,
 };
 use weft_store::Store;
 
@@ -93,7 +94,21 @@ pub struct MeshConfig {
 }
 
 impl MeshConfig {
-    /// The lifetime of certificates this member issues, in seconds.
+    /// Where this member's authority key is, or goes when a holder
+    /// nominates it: `mesh.authority_key_file`, or `authority.key` beside
+    /// the identity key.
+    pub fn authority_key_path(&self) -> PathBuf {
+        self.authority_key_file.clone().unwrap_or_else(|| {
+            self.identity_key_file
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("authority.key")
+        })
+    }
+
+    /// The lifetime `weft init` gave the network's certificates, in
+    /// seconds (what a network without an authority chain yet starts its
+    /// chain with).
     pub fn certificate_lifetime_secs(&self) -> u64 {
         self.certificate_lifetime
             .map_or(DEFAULT_CERTIFICATE_LIFETIME.as_secs(), |d| d.as_secs())
@@ -122,45 +137,72 @@ pub struct NetworkWire {
     pub name: String,
     /// IPv4 prefix, e.g. "100.64.0.0/16".
     pub ipv4: String,
-    /// Authority key.
+    /// The anchor: the key of the first authority set.
     pub authority: [u8; 32],
+    /// The authority chain's encoding (empty for a network without one):
+    /// which keys sign certificates now.
+    pub authorities: Vec<u8>,
 }
 
 impl NetworkWire {
-    /// From a network description.
-    pub fn from_info(info: &NetworkInfo) -> Self {
+    /// From a network description and its authority chain, if any.
+    pub fn from_info(info: &NetworkInfo, chain: Option<&AuthorityChain>) -> Self {
         Self {
             id: info.id().0,
             name: info.name().to_string(),
             ipv4: info.ipv4().to_string(),
             authority: info.authority().0,
+            authorities: chain.map(AuthorityChain::to_bytes).unwrap_or_default(),
         }
     }
 
-    /// Back to a checked network description.
+    /// Back to a checked network description, trusting the keys of its
+    /// authority chain once the chain verifies from the anchor.
     pub fn to_info(&self) -> anyhow::Result<NetworkInfo> {
         let ipv4: Ipv4Network = self
             .ipv4
             .parse()
             .map_err(|_| anyhow!("the inviter sent an invalid network prefix"))?;
-        NetworkInfo::new(
+        let mut info = NetworkInfo::new(
             NetworkId(self.id),
             self.name.clone(),
             ipv4,
             IdentityKey(self.authority),
         )
-        .map_err(|e| anyhow!("the inviter sent an invalid network: {e}"))
+        .map_err(|e| anyhow!("the inviter sent an invalid network: {e}"))?;
+        if let Some(chain) = self.chain()? {
+            let verified = chain
+                .verify(info.id(), info.authority())
+                .map_err(|e| anyhow!("the inviter sent an invalid authority set: {e}"))?;
+            info.set_issuers(verified.issuers());
+        }
+        Ok(info)
+    }
+
+    /// The authority chain, if the inviter sent one (not verified here).
+    pub fn chain(&self) -> anyhow::Result<Option<AuthorityChain>> {
+        if self.authorities.is_empty() {
+            return Ok(None);
+        }
+        AuthorityChain::from_bytes(&self.authorities)
+            .map(Some)
+            .map_err(|e| anyhow!("the inviter sent an invalid authority set: {e}"))
     }
 }
 
 /// What a running member holds: its network, keys, certificate and store.
 pub struct Membership {
-    /// The network.
-    pub info: NetworkInfo,
+    /// The network, with the keys trusted to sign certificates: replaced
+    /// when a new authority set is adopted (read it with
+    /// [`Membership::info`]). Shared with the control plane's gate.
+    network: Arc<RwLock<NetworkInfo>>,
     /// This member's identity.
     pub identity: IdentitySecret,
-    /// The authority key, on authority holders.
-    pub authority: Option<IdentitySecret>,
+    /// This member's authority key, if it has one: it signs only while
+    /// the key is in the current set ([`Membership::authority`]).
+    authority_key: RwLock<Option<IdentitySecret>>,
+    /// The authority chain adopted (`authorities.rs`).
+    authorities: RwLock<authorities::Held>,
     /// This member's certificate: replaced when it is renewed (read it
     /// with [`Membership::certificate`]).
     certificate: std::sync::RwLock<SignedCertificate>,
@@ -210,31 +252,37 @@ impl MeshCounters {
 impl std::fmt::Debug for Membership {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Membership")
-            .field("network", &self.info.id())
+            .field("network", &self.info().id())
             .field("name", &self.config.name)
             .finish_non_exhaustive()
     }
 }
 
 impl Membership {
-    /// Loads keys and certificate and opens the store.
+    /// Loads keys, the authority chain and the certificate, and opens the
+    /// store.
     pub fn open(config: &MeshConfig) -> anyhow::Result<Self> {
-        let info = config.network_info()?;
+        let mut info = config.network_info()?;
         let identity = read_identity(&config.identity_key_file, "identity key")?;
-        let authority = config
-            .authority_key_file
-            .as_deref()
-            .map(|p| read_identity(p, "authority key"))
-            .transpose()?;
-        if let Some(a) = &authority {
-            if a.identity() != *info.authority() {
-                anyhow::bail!(
-                    "mesh.authority_key_file {} is not the network's authority key",
-                    config
-                        .authority_key_file
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
+        // A configured key file must be there; the default one is there
+        // only once a holder nominated this member.
+        let key_path = config.authority_key_path();
+        let authority_key = if config.authority_key_file.is_some() || key_path.exists() {
+            Some(read_identity(&key_path, "authority key")?)
+        } else {
+            None
+        };
+        let store = Store::open(&config.state)
+            .map_err(|e| anyhow!("{e}"))
+            .with_context(|| format!("mesh.state {}", config.state.display()))?;
+        let held = authorities::load(&store, &info, config, authority_key.as_ref())?;
+        info.set_issuers(held.verified.issuers());
+        if let Some(key) = &authority_key {
+            if held.verified.current().holder(&key.identity()).is_none() {
+                tracing::warn!(
+                    key_file = %key_path.display(),
+                    "this member's authority key is not in the network's current authority set: \
+                     it signs nothing until a holder adds it"
                 );
             }
         }
@@ -256,18 +304,30 @@ impl Membership {
             }
             Err(e) => anyhow::bail!("certificate {}: {e}", config.certificate_file.display()),
         }
-        let store = Store::open(&config.state)
-            .map_err(|e| anyhow!("{e}"))
-            .with_context(|| format!("mesh.state {}", config.state.display()))?;
         Ok(Self {
-            info,
+            network: Arc::new(RwLock::new(info)),
             identity,
-            authority,
+            authority_key: RwLock::new(authority_key),
+            authorities: RwLock::new(held),
             certificate: std::sync::RwLock::new(certificate),
             store,
             config: config.clone(),
             counters: MeshCounters::default(),
         })
+    }
+
+    /// The network as this member knows it now, with the keys it trusts.
+    pub fn info(&self) -> NetworkInfo {
+        match self.network.read() {
+            Ok(n) => n.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The shared network description, for the control plane's gate,
+    /// which must see a newly adopted authority set at once.
+    pub fn network(&self) -> Arc<RwLock<NetworkInfo>> {
+        self.network.clone()
     }
 
     /// This member's certificate in force.
@@ -306,7 +366,7 @@ impl Membership {
     ) -> Option<weft_protocol::membership::Certificate> {
         SignedCertificate::from_bytes(&record.certificate)
             .ok()?
-            .verify(&self.info, now_unix())
+            .verify(&self.info(), now_unix())
             .ok()
     }
 
@@ -316,8 +376,8 @@ impl Membership {
         EndpointSource {
             advertise: self.config.advertise.clone(),
             exclude: vec![
-                ip_network::IpNetwork::V4(self.info.ipv4()),
-                ip_network::IpNetwork::V6(self.info.ipv6()),
+                ip_network::IpNetwork::V4(self.info().ipv4()),
+                ip_network::IpNetwork::V6(self.info().ipv6()),
             ],
             port,
         }

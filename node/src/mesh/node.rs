@@ -19,9 +19,10 @@ use anyhow::anyhow;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 use weft_protocol::membership::validator::MAX_ANNOUNCED_ENDPOINTS;
-use weft_protocol::membership::{Certificate, IdentityKey, Revocation};
+use weft_protocol::membership::{Certificate, IdentityKey, Revocation, SetChange};
 use weft_protocol::{Device, NatStatus, PeerId, StaticSecret};
 
+use super::authorities::{self, AuthorityList, Nominated};
 use super::gossip::Gossip;
 use super::join::{self, Admitted};
 use super::members::{peer_config, MemberTable};
@@ -46,6 +47,8 @@ pub struct MeshNode {
     /// admin work that may block.
     services: tokio::runtime::Handle,
     writer_thread: Option<WriterThread>,
+    /// Where nominations' answers come back to the main task.
+    nominated: mpsc::Sender<Nominated>,
 }
 
 /// What the mesh services hand to the main task.
@@ -55,6 +58,8 @@ pub struct MeshInbox {
     pub admitted: mpsc::Receiver<Admitted>,
     /// Control-plane events.
     pub control: mpsc::Receiver<ControlEvent>,
+    /// Members' answers to this holder's nominations.
+    pub nominated: mpsc::Receiver<Nominated>,
 }
 
 impl std::fmt::Debug for MeshNode {
@@ -110,6 +115,7 @@ impl MeshNode {
         };
         gossip.load_own_observations(&membership);
         let (admitted_tx, admitted) = mpsc::channel(16);
+        let (nominated_tx, nominated) = mpsc::channel(4);
         let listener = services
             .spawn(join::listen(
                 config.join_port,
@@ -121,7 +127,7 @@ impl MeshNode {
             .await
             .map_err(|e| anyhow!("join listener: {e}"))??;
         info!(
-            network = %membership.info.id(),
+            network = %membership.info().id(),
             name = %config.name,
             members = added,
             join_port = config.join_port,
@@ -136,8 +142,13 @@ impl MeshNode {
                 gave_up: HashSet::new(),
                 services,
                 writer_thread: Some(writer_thread),
+                nominated: nominated_tx,
             },
-            MeshInbox { admitted, control },
+            MeshInbox {
+                admitted,
+                control,
+                nominated,
+            },
         ))
     }
 
@@ -191,9 +202,84 @@ impl MeshNode {
                     let _ = reply.send(response);
                 });
             }
+            Request::AuthorityAdd { name } => self.nominate(name, reply),
+            Request::AuthorityRemove { name } => {
+                let services = self.services.clone();
+                self.gossip.change_authorities(
+                    &self.membership,
+                    SetChange::Remove { name },
+                    reply,
+                    &services,
+                );
+            }
+            Request::AuthorityList => {
+                let list = AuthorityList::of(&self.membership.authorities());
+                let _ = reply.send(Response::Authorities(list));
+            }
             // The daemon answers status itself.
             Request::Status => {
                 let _ = reply.send(Response::Error("not a mesh request".into()));
+            }
+        }
+    }
+
+    /// `weft authority add NAME`: asks member `name` for a key of its own
+    /// (on a task of its own); [`MeshNode::nominated`] takes the answer.
+    fn nominate(&mut self, name: String, reply: oneshot::Sender<Response>) {
+        let m = &self.membership;
+        if m.authority().is_none() {
+            let _ = reply.send(Response::Error(
+                "this member holds no key of the current authority set, so it cannot add one"
+                    .into(),
+            ));
+            return;
+        }
+        if m.authorities()
+            .verified
+            .current()
+            .holder_named(&name)
+            .is_some()
+        {
+            let _ = reply.send(Response::Error(format!(
+                "{name} is already an authority holder"
+            )));
+            return;
+        }
+        let peer = self
+            .gossip
+            .members
+            .iter()
+            .find(|x| x.cert.name == name)
+            .and_then(|x| super::members::peer_id_of(&x.cert.identity));
+        let Some(peer) = peer else {
+            let _ = reply.send(Response::Error(format!("no member is named {name:?}")));
+            return;
+        };
+        authorities::nominate(
+            self.gossip.control().clone(),
+            m,
+            name,
+            peer,
+            reply,
+            self.nominated.clone(),
+            &self.services,
+        );
+    }
+
+    /// A nominated member answered: its key goes into the next version.
+    pub fn nominated(&mut self, n: Nominated) {
+        match n.answer {
+            Ok(key) => {
+                let services = self.services.clone();
+                self.gossip.change_authorities(
+                    &self.membership,
+                    SetChange::Add { name: n.name, key },
+                    n.reply,
+                    &services,
+                );
+            }
+            Err(e) => {
+                let _ = n.reply.send(Response::Error(e));
             }
         }
     }
@@ -225,7 +311,7 @@ impl MeshNode {
             ),
         ];
         MeshStats {
-            network: m.info.id().to_string(),
+            network: m.info().id().to_string(),
             members: self.gossip.members.len() as u64 + 1,
             gossip_published: pairs(&self.gossip.published),
             gossip_received: pairs(&self.gossip.received),
@@ -262,12 +348,12 @@ impl MeshNode {
             certificate: {
                 let signed = m.certificate();
                 signed
-                    .verify_signed(&m.info)
+                    .verify_signed(&m.info())
                     .ok()
                     .map(|cert| crate::status::CertificateInfo {
                         serial: cert.serial,
                         issuer: signed
-                            .issuer(&m.info)
+                            .issuer(&m.info())
                             .map(|k| k.to_string())
                             .unwrap_or_default(),
                         not_before: cert.not_before,
@@ -277,7 +363,7 @@ impl MeshNode {
             },
             certificate_expiry: m
                 .certificate()
-                .verify_signed(&m.info)
+                .verify_signed(&m.info())
                 .ok()
                 .map(|c| (c.name, c.not_after))
                 .into_iter()
@@ -291,7 +377,7 @@ impl MeshNode {
             certificate_renewals: pairs(&self.gossip.renewal.results),
             renewals_answered: pairs(&self.gossip.renewal.answered),
             members_expired: self.gossip.expired,
-            authorities: m.info.issuers().len() as u64,
+            authorities: m.authorities().verified.current().holders.len() as u64,
         }
     }
 
@@ -315,8 +401,8 @@ impl MeshNode {
         device: &mut Device,
     ) -> anyhow::Result<super::revocation::Pending> {
         let m = self.membership.clone();
-        let authority = m.authority.as_ref().ok_or_else(|| {
-            anyhow!("this member does not hold the authority key, so it cannot revoke")
+        let authority = m.authority().ok_or_else(|| {
+            anyhow!("this member holds no key of the current authority set, so it cannot revoke")
         })?;
         if name == m.config.name {
             anyhow::bail!("a member cannot revoke itself");
@@ -329,11 +415,11 @@ impl MeshNode {
             .map(|x| x.cert.clone())
             .ok_or_else(|| anyhow!("no member is named {name:?}"))?;
         let revocation = Revocation::sign(
-            m.info.id(),
+            m.info().id(),
             IdentityKey(cert.identity.0),
             cert.serial,
             now_unix(),
-            authority,
+            &authority,
         );
         Ok(self.gossip.publish_revocation(&m, revocation, device))
     }

@@ -162,7 +162,7 @@ impl Renewal {
     ) -> Option<SignedCertificate> {
         let now = Instant::now();
         let current = m.certificate();
-        if let Ok(cert) = current.verify_signed(&m.info) {
+        if let Ok(cert) = current.verify_signed(&m.info()) {
             if now_unix() >= cert.not_after
                 && self
                     .last_expired_warning
@@ -184,14 +184,14 @@ impl Renewal {
                 }
                 Ok(outcome) => {
                     self.in_flight = None;
-                    return self.finished(outcome, &current, &m.info);
+                    return self.finished(outcome, &current, &m.info());
                 }
                 Err(oneshot::error::TryRecvError::Closed) => {
                     self.in_flight = None;
                     return self.finished(
                         Outcome::Failed("internal", Vec::new()),
                         &current,
-                        &m.info,
+                        &m.info(),
                     );
                 }
             }
@@ -199,20 +199,16 @@ impl Renewal {
         if now_unix() < self.due_unix {
             return None;
         }
-        if let Some(authority) = &m.authority {
+        if let Some(authority) = &m.authority() {
             // A holder renews its own certificate itself.
-            let Ok(old) = current.verify_signed(&m.info) else {
+            let Ok(old) = current.verify_signed(&m.info()) else {
                 return self.finished(
                     Outcome::Failed("own_certificate_invalid", Vec::new()),
                     &current,
-                    &m.info,
+                    &m.info(),
                 );
             };
-            let new = renewal::renewed_certificate(
-                &old,
-                m.config.certificate_lifetime_secs(),
-                now_unix(),
-            );
+            let new = renewal::renewed_certificate(&old, m.certificate_lifetime_secs(), now_unix());
             let signed = Authority::issue(&new, authority);
             let holder = Holder {
                 name: m.config.name.clone(),
@@ -245,7 +241,7 @@ impl Renewal {
             return self.finished(
                 Outcome::Failed("no_authority", Vec::new()),
                 &current,
-                &m.info,
+                &m.info(),
             );
         }
         // After a failure, start one further along; then the holder that
@@ -270,7 +266,7 @@ impl Renewal {
                 certificate: current,
             }
             .to_bytes(),
-            info: m.info.clone(),
+            info: m.info(),
             path: m.config.certificate_file.clone(),
             services: self.services.clone(),
         };
@@ -473,7 +469,7 @@ pub fn answer(
     lifetime_secs: u64,
 ) -> (RenewalResponse, &'static str) {
     let refused = |why: RenewalRefusal| (RenewalResponse::Refused(why), why.as_str());
-    let Some(authority) = &m.authority else {
+    let Some(authority) = &m.authority() else {
         return refused(RenewalRefusal::NotAnAuthority);
     };
     let Some(request) = RenewalRequest::from_bytes(request) else {
@@ -483,16 +479,16 @@ pub fn answer(
     // peer's, and otherwise none that `check` could accept.
     let requester = request
         .certificate
-        .verify_signed(&m.info)
+        .verify_signed(&m.info())
         .ok()
         .map(|c| c.identity)
         .filter(|id| peer_id_of(id).as_ref() == Some(peer))
         .unwrap_or(IdentityKey([0; 32]));
     let now = now_unix();
-    match request.check(&requester, &m.info, revoked, now) {
+    match request.check(&requester, &m.info(), revoked, now) {
         Ok(old) => {
             let new = renewal::renewed_certificate(&old, lifetime_secs, now);
-            if new.check(&m.info, now).is_err() {
+            if new.check(&m.info(), now).is_err() {
                 return refused(RenewalRefusal::Failed);
             }
             info!(member = %new.name, serial = new.serial, "renewed a member's certificate");

@@ -1,0 +1,527 @@
+//! The network's authority set on a running member: the chain it adopted,
+//! which of its keys this member holds, and the changes a holder makes.
+//!
+//! At start the chain comes from the store and is verified from the
+//! network's anchor again (a damaged or forged one on disk is refused and
+//! the anchor alone trusted until gossip brings the chain). A network
+//! created before authority sets existed gets its first version from the
+//! holder of the anchor key at its next start. A chain that reaches the
+//! node later (gossip, a push from a member it connects to) is adopted by
+//! the rule of `Authorities::compare`; the keys it trusts replace the
+//! network's issuers at once, also in the control plane's gate.
+//!
+//! A holder changes the set (`weft authority add` and `remove`) by
+//! signing the next version; a member another holder nominates generates
+//! its authority key here, writes it with mode 0600 beside its identity
+//! key, and signs with it once a version holding it arrives. Nothing here
+//! waits on the network: the caller publishes, and the key is written on a
+//! blocking thread.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use rand_core::OsRng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+use weft_protocol::membership::{
+    Adoption, Authorities, AuthorityChain, IdentityKey, IdentitySecret, NetworkInfo, Nomination,
+    NominationAnswer, NominationRefusal, RecordBody, SetChange, SetError, SignedRecord,
+};
+use weft_store::Store;
+
+use super::gossip::Gossip;
+use super::{now_unix, read_identity, write_identity, Membership, MeshConfig};
+use crate::admin::Response;
+use crate::control::{ControlHandle, Verdict};
+
+/// Serialises nominations: each may write the key file.
+static NOMINATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The chain a member adopted, and what it verified to.
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// The chain, if the member has one (a network's members all have one
+    /// once its first holder started with this version of weft).
+    pub chain: Option<AuthorityChain>,
+    /// Its versions, or the anchor alone without a chain.
+    pub verified: Authorities,
+}
+
+/// Loads the stored chain, or starts one (version 1, the anchor alone) on
+/// the holder of the anchor key of a network that has none yet.
+pub fn load(
+    store: &Store,
+    info: &NetworkInfo,
+    config: &MeshConfig,
+    key: Option<&IdentitySecret>,
+) -> anyhow::Result<Held> {
+    let stored = match store.authorities().get() {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            warn!(error = %e, "stored authority set unreadable; trusting the anchor alone");
+            None
+        }
+    };
+    if let Some(bytes) = stored {
+        let checked = AuthorityChain::from_bytes(&bytes).and_then(|chain| {
+            let verified = chain.verify(info.id(), info.authority())?;
+            Ok(Held {
+                chain: Some(chain),
+                verified,
+            })
+        });
+        match checked {
+            Ok(held) => return Ok(held),
+            Err(e) => {
+                warn!(error = %e, "stored authority set refused; trusting the anchor alone");
+            }
+        }
+    }
+    match key.filter(|k| k.identity() == *info.authority()) {
+        Some(anchor) => {
+            let chain = AuthorityChain::genesis(
+                *info.id(),
+                &config.name,
+                anchor,
+                config.certificate_lifetime_secs(),
+                now_unix(),
+            )
+            .map_err(|e| anyhow!("cannot start the authority set: {e}"))?;
+            let verified = chain
+                .verify(info.id(), info.authority())
+                .map_err(|e| anyhow!("the new authority set does not verify: {e}"))?;
+            store
+                .authorities()
+                .put(&chain.to_bytes())
+                .map_err(|e| anyhow!("cannot store the authority set: {e}"))?;
+            info!("authority set started: version 1 holds this member's anchor key");
+            Ok(Held {
+                chain: Some(chain),
+                verified,
+            })
+        }
+        None => Ok(Held {
+            chain: None,
+            verified: Authorities::anchor_only(*info.id(), *info.authority()),
+        }),
+    }
+}
+
+/// What became of a chain offered to the member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Considered {
+    /// Adopted: the set is now at `version`.
+    Adopted {
+        /// The version adopted.
+        version: u64,
+    },
+    /// The chain the member holds already.
+    Same,
+    /// A fork that loses to the chain held; kept ours.
+    Kept,
+    /// Refused: an older version, a fork signed by a removed key, or a
+    /// chain that does not verify from the anchor.
+    Refused(&'static str),
+}
+
+impl Membership {
+    /// The authority chain adopted and its versions.
+    pub fn authorities(&self) -> Held {
+        match self.authorities.read() {
+            Ok(h) => h.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// This member's authority key, while it is in the current set.
+    pub fn authority(&self) -> Option<IdentitySecret> {
+        let key = match self.authority_key.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }?;
+        let held = self.authorities.read().ok()?;
+        held.verified
+            .current()
+            .holder(&key.identity())
+            .is_some()
+            .then_some(key)
+    }
+
+    /// How long the certificates this member issues are valid: the
+    /// current set's lifetime, or the configured one without a chain.
+    pub fn certificate_lifetime_secs(&self) -> u64 {
+        let held = self.authorities();
+        match held.chain {
+            Some(_) => held.verified.current().certificate_lifetime_secs,
+            None => self.config.certificate_lifetime_secs(),
+        }
+    }
+
+    /// Offers `chain` (from gossip, a push or a join answer): adopted if
+    /// it verifies from the anchor and wins by `Authorities::compare`.
+    /// The caller stores an adopted chain.
+    pub fn consider_authorities(&self, chain: AuthorityChain) -> Considered {
+        let info = self.info();
+        let verified = match chain.verify(info.id(), info.authority()) {
+            Ok(v) => v,
+            Err(_) => return Considered::Refused("bad_authority_set"),
+        };
+        let Ok(mut held) = self.authorities.write() else {
+            return Considered::Kept;
+        };
+        match held.verified.compare(&verified) {
+            Adoption::Same => Considered::Same,
+            Adoption::LosingFork => Considered::Kept,
+            Adoption::Older => Considered::Refused("authority_older"),
+            Adoption::RetiredSigner => Considered::Refused("authority_retired_signer"),
+            Adoption::Extends | Adoption::WinningFork => {
+                let version = verified.version();
+                let issuers = verified.issuers();
+                *held = Held {
+                    chain: Some(chain),
+                    verified,
+                };
+                drop(held);
+                if let Ok(mut n) = self.network.write() {
+                    n.set_issuers(issuers);
+                }
+                Considered::Adopted { version }
+            }
+        }
+    }
+
+    /// Signs the next version with `change` and adopts it; returns the
+    /// new chain for the caller to store and publish.
+    pub fn change_authorities(&self, change: SetChange) -> anyhow::Result<AuthorityChain> {
+        let signer = self.authority().ok_or_else(|| {
+            anyhow!("this member holds no key of the current authority set, so it cannot change it")
+        })?;
+        let held = self.authorities();
+        let chain = held
+            .chain
+            .as_ref()
+            .ok_or_else(|| anyhow!("this member has no authority set yet"))?;
+        let next = chain
+            .extend(&held.verified, change, &signer, now_unix())
+            .map_err(|e| match e {
+                SetError::Empty => anyhow!("an authority set may not become empty"),
+                SetError::Duplicate => anyhow!("that member or key is already in the set"),
+                SetError::NoSuchHolder => anyhow!("no authority holder has that name"),
+                other => anyhow!("{other}"),
+            })?;
+        match self.consider_authorities(next.clone()) {
+            Considered::Adopted { .. } => Ok(next),
+            other => Err(anyhow!("the new authority set was not adopted: {other:?}")),
+        }
+    }
+
+    /// Answers a nomination from member `asker`: checks it, then
+    /// generates this member's authority key (or keeps the one it already
+    /// has, for a repeated nomination) and writes it. Blocking: it
+    /// fsyncs; never on the main task.
+    pub fn accept_nomination(&self, asker: &str, request: &[u8]) -> NominationAnswer {
+        let Some(nomination) = Nomination::from_bytes(request) else {
+            return NominationAnswer::Refused(NominationRefusal::Malformed);
+        };
+        let held = self.authorities();
+        if let Err(refusal) =
+            nomination.check(self.info().id(), &held.verified, asker, &self.config.name)
+        {
+            return NominationAnswer::Refused(refusal);
+        }
+        // One nomination at a time writes the key file; the key slot is
+        // locked only to read and to swap, never across the fsync (the
+        // main task reads it to sign).
+        let _one_at_a_time = NOMINATING.lock();
+        let current = match self.authority_key.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        // A key this member has and that no version holds yet (an earlier
+        // nomination whose answer was lost) is offered again; one that
+        // was in the set and left is never taken back.
+        let reusable = current.filter(|k| {
+            held.verified
+                .versions()
+                .iter()
+                .all(|v| v.holder(&k.identity()).is_none())
+        });
+        if let Some(key) = reusable {
+            return NominationAnswer::Key(key.identity());
+        }
+        let key = IdentitySecret::generate(&mut OsRng);
+        let path = self.config.authority_key_path();
+        if let Err(e) = write_key(&path, &key) {
+            warn!(error = %e, "cannot write a new authority key");
+            return NominationAnswer::Refused(NominationRefusal::Failed);
+        }
+        info!(asker, key_file = %path.display(), "nominated as an authority holder: key generated");
+        let public = key.identity();
+        match self.authority_key.write() {
+            Ok(mut slot) => *slot = Some(key),
+            Err(poisoned) => *poisoned.into_inner() = Some(key),
+        }
+        NominationAnswer::Key(public)
+    }
+}
+
+/// Writes `key` to `path` (mode 0600) so that a crash leaves the old file
+/// or the new one: written beside it, then renamed over it.
+fn write_key(path: &Path, key: &IdentitySecret) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    write_identity(&tmp, key)?;
+    std::fs::rename(&tmp, path)
+        .and_then(|()| std::fs::File::open(dir)?.sync_all())
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            anyhow!("cannot write {}: {e}", path.display())
+        })?;
+    // Read back: what signs later is what is on disk.
+    let back = read_identity(path, "authority key")?;
+    if back.identity() != key.identity() {
+        anyhow::bail!("{} does not hold the key just written", path.display());
+    }
+    Ok(())
+}
+
+/// The set as `weft authority list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorityList {
+    /// The current version (0: the anchor alone, no chain yet).
+    pub version: u64,
+    /// The hash of the chain's last version, hex.
+    pub head: String,
+    /// How long certificates are valid, in seconds.
+    pub certificate_lifetime_secs: u64,
+    /// The holders, in the order they were added.
+    pub holders: Vec<HolderEntry>,
+    /// The chain's encoding, standard base64 (empty without a chain).
+    pub chain: String,
+}
+
+/// One holder in [`AuthorityList`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HolderEntry {
+    /// The holder's member name.
+    pub name: String,
+    /// Its authority key, hex.
+    pub key: String,
+    /// When the key entered the set (unix time).
+    pub since_unix: u64,
+}
+
+impl AuthorityList {
+    /// The set `held` shows.
+    pub fn of(held: &Held) -> Self {
+        let current = held.verified.current();
+        AuthorityList {
+            version: current.version,
+            head: held
+                .verified
+                .head()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            certificate_lifetime_secs: current.certificate_lifetime_secs,
+            holders: current
+                .holders
+                .iter()
+                .map(|h| HolderEntry {
+                    name: h.name.clone(),
+                    key: h.key.to_hex(),
+                    since_unix: h.since_unix,
+                })
+                .collect(),
+            chain: held
+                .chain
+                .as_ref()
+                .map(|c| {
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, c.to_bytes())
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A nominated member's answer, back on the main task from the task that
+/// asked: the main task signs the version that adds its key.
+#[derive(Debug)]
+pub struct Nominated {
+    /// The member nominated.
+    pub name: String,
+    /// Its new authority key, or why there is none.
+    pub answer: Result<IdentityKey, String>,
+    /// Where the admin request that started it is answered.
+    pub reply: oneshot::Sender<Response>,
+}
+
+impl Gossip {
+    /// A verified record's authority chain: adopted and stored if it wins,
+    /// and the verdict for gossipsub (an older version or a fork signed by
+    /// a removed key scores its sender down, like any invalid record).
+    pub(super) fn take_authorities(&mut self, m: &Membership, chain: AuthorityChain) -> Verdict {
+        match m.consider_authorities(chain.clone()) {
+            Considered::Adopted { version } => {
+                let holders = m.authorities().verified.current().holders.len();
+                info!(version, holders, "authority set adopted");
+                self.store_authorities(&chain, None);
+                Verdict::Accept
+            }
+            Considered::Same => Verdict::Accept,
+            // The fork that wins travels too; this one goes no further.
+            Considered::Kept => Verdict::Ignore,
+            Considered::Refused(reason) => {
+                *self.rejected.entry(reason).or_default() += 1;
+                warn!(reason, "authority set refused");
+                Verdict::Reject
+            }
+        }
+    }
+
+    /// Stores `chain` (flushed) on the store writer; `reply` hears how
+    /// that went.
+    pub(super) fn store_authorities(
+        &self,
+        chain: &AuthorityChain,
+        reply: Option<oneshot::Sender<anyhow::Result<()>>>,
+    ) {
+        let bytes = chain.to_bytes();
+        let queued = self.writer().submit(move |m| {
+            let stored = m.store.authorities().put(&bytes);
+            let failed = stored.as_ref().err().map(|e| anyhow!("{e}"));
+            m.counters.store("authorities", stored);
+            if let Some(reply) = reply {
+                let _ = reply.send(failed.map_or(Ok(()), Err));
+            }
+        });
+        if !queued {
+            warn!("authority set not stored: the store writer is full");
+        }
+    }
+
+    /// Signs `change` into the next version, adopts it, and stores and
+    /// publishes it; `reply` is answered once it is stored.
+    pub fn change_authorities(
+        &mut self,
+        m: &Membership,
+        change: SetChange,
+        reply: oneshot::Sender<Response>,
+        services: &tokio::runtime::Handle,
+    ) {
+        let what = match &change {
+            SetChange::Add { name, .. } => format!("{name} is an authority holder"),
+            SetChange::Remove { name } => format!("{name} is no longer an authority holder"),
+            SetChange::Lifetime { secs } => format!("certificates are now issued for {secs} s"),
+        };
+        let chain = match m.change_authorities(change) {
+            Ok(chain) => chain,
+            Err(e) => {
+                let _ = reply.send(Response::Error(format!("{e:#}")));
+                return;
+            }
+        };
+        let version = chain.len();
+        info!(version, "{what}");
+        let (stored_tx, stored) = oneshot::channel();
+        self.store_authorities(&chain, Some(stored_tx));
+        let seq = self.next_seq();
+        let record = SignedRecord::sign(&m.identity, seq, RecordBody::AuthoritySet(chain));
+        let published = self.control().try_publish(record.to_bytes()).is_ok();
+        if published {
+            *self.published.entry("authority_set").or_default() += 1;
+        }
+        services.spawn(async move {
+            let response = match stored.await {
+                Ok(Ok(())) if published => {
+                    Response::Done(format!("{what}; authority set version {version}"))
+                }
+                Ok(Ok(())) => Response::Done(format!(
+                    "{what}; authority set version {version} (stored; not published: \
+                     members learn it when they next connect)"
+                )),
+                Ok(Err(e)) => Response::Error(format!(
+                    "{what} in force here, but the authority set was not stored: {e}"
+                )),
+                Err(_) => Response::Error("the store writer stopped".into()),
+            };
+            let _ = reply.send(response);
+        });
+    }
+
+    /// A nomination from member `peer`: answered from a blocking thread
+    /// (the key is written and fsynced there).
+    pub(super) fn nominated(
+        &mut self,
+        m: &Arc<Membership>,
+        peer: libp2p::PeerId,
+        id: u64,
+        request: Vec<u8>,
+        services: &tokio::runtime::Handle,
+    ) {
+        let asker = self
+            .members
+            .iter()
+            .find(|x| super::members::peer_id_of(&x.cert.identity).as_ref() == Some(&peer))
+            .map(|x| x.cert.name.clone())
+            .unwrap_or_default();
+        let (m, handle) = (m.clone(), self.control().clone());
+        services.spawn_blocking(move || {
+            let answer = m.accept_nomination(&asker, &request);
+            if let NominationAnswer::Refused(why) = &answer {
+                warn!(asker, reason = why.as_str(), "nomination refused");
+            }
+            let _ = handle.try_answer_nomination(id, answer.to_bytes());
+        });
+    }
+}
+
+/// Asks member `peer` (named `name`) to become a holder, on a task of its
+/// own, and hands its answer to the main task through `done`.
+pub fn nominate(
+    handle: ControlHandle,
+    m: &Membership,
+    name: String,
+    peer: libp2p::PeerId,
+    reply: oneshot::Sender<Response>,
+    done: mpsc::Sender<Nominated>,
+    services: &tokio::runtime::Handle,
+) {
+    let request = Nomination {
+        network: *m.info().id(),
+        version: m.authorities().verified.version(),
+    }
+    .to_bytes();
+    services.spawn(async move {
+        let answer = match handle.nominate(peer, request).await {
+            Ok(bytes) => match NominationAnswer::from_bytes(&bytes) {
+                Some(NominationAnswer::Key(key)) => Ok(key),
+                Some(NominationAnswer::Refused(why)) => Err(format!("{name} refused: {why}")),
+                None => Err(format!("{name} sent an answer that does not decode")),
+            },
+            Err(e) => Err(format!("{name} did not answer: {e}")),
+        };
+        let nominated = Nominated {
+            name,
+            answer,
+            reply,
+        };
+        if let Err(mpsc::error::TrySendError::Full(n) | mpsc::error::TrySendError::Closed(n)) =
+            done.try_send(nominated)
+        {
+            let _ = n
+                .reply
+                .send(Response::Error("the daemon is busy; try again".into()));
+        }
+    });
+}
