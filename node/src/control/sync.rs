@@ -9,7 +9,8 @@
 //! This file owns only the framing: a request is a 4-byte big-endian count
 //! of records, then each record as a 2-byte big-endian length and its
 //! bytes; the response is one byte, 1. At most [`MAX_SYNC_RECORDS`] records
-//! of at most [`MAX_SYNC_RECORD_LEN`] bytes each: a larger push is refused
+//! of at most [`MAX_SYNC_RECORD_LEN`] bytes each, except one (the authority
+//! chain) of up to [`MAX_SYNC_LONG_RECORD_LEN`]: a larger push is refused
 //! as invalid data before anything is allocated for it.
 
 use std::io;
@@ -26,6 +27,12 @@ pub(super) const PROTOCOL: StreamProtocol = StreamProtocol::new("/weft/sync/1");
 pub const MAX_SYNC_RECORDS: usize = 16_384;
 /// Largest record in a push (a gossip record's own limit).
 pub const MAX_SYNC_RECORD_LEN: usize = weft_protocol::membership::records::MAX_RECORD_LEN;
+/// Largest record in a push that carries the authority chain; one such
+/// record per push at most.
+pub const MAX_SYNC_LONG_RECORD_LEN: usize =
+    weft_protocol::membership::records::MAX_AUTHORITY_RECORD_LEN;
+// Its length travels in two bytes.
+const _: () = assert!(MAX_SYNC_LONG_RECORD_LEN <= u16::MAX as usize);
 
 /// How long a push may take end to end.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -109,12 +116,16 @@ where
     }
     // Grown as records arrive, not allocated from the peer's count.
     let mut records = Vec::new();
+    let mut long_seen = false;
     for _ in 0..count {
         let mut len = [0u8; 2];
         io.read_exact(&mut len).await?;
         let len = usize::from(u16::from_be_bytes(len));
         if len > MAX_SYNC_RECORD_LEN {
-            return Err(invalid("sync: record longer than the limit"));
+            if long_seen || len > MAX_SYNC_LONG_RECORD_LEN {
+                return Err(invalid("sync: record longer than the limit"));
+            }
+            long_seen = true;
         }
         let mut record = vec![0; len];
         io.read_exact(&mut record).await?;
@@ -134,12 +145,20 @@ where
             "sync: too many records",
         ));
     }
+    let long = records
+        .iter()
+        .filter(|r| r.len() > MAX_SYNC_RECORD_LEN)
+        .count();
+    if long > 1 || records.iter().any(|r| r.len() > MAX_SYNC_LONG_RECORD_LEN) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "sync: record too long",
+        ));
+    }
     io.write_all(&(records.len() as u32).to_be_bytes()).await?;
     for record in records {
-        let len = u16::try_from(record.len())
-            .ok()
-            .filter(|len| usize::from(*len) <= MAX_SYNC_RECORD_LEN)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "sync: record too long"))?;
+        // Checked above: every length fits.
+        let len = u16::try_from(record.len()).unwrap_or(u16::MAX);
         io.write_all(&len.to_be_bytes()).await?;
         io.write_all(record).await?;
     }
@@ -174,8 +193,24 @@ mod tests {
     }
 
     #[test]
+    fn one_long_record_the_authority_chain_passes_and_a_second_does_not() {
+        let one = vec![vec![7u8; MAX_SYNC_LONG_RECORD_LEN], vec![1; 10]];
+        let read = block_on(read_records(&mut Cursor::new(framed(&one)))).unwrap();
+        assert_eq!(read, one);
+        let two = vec![vec![7u8; MAX_SYNC_RECORD_LEN + 1]; 2];
+        assert!(block_on(write_records(&mut Vec::new(), &two)).is_err());
+        let mut stream = 2u32.to_be_bytes().to_vec();
+        for _ in 0..2 {
+            stream.extend_from_slice(&((MAX_SYNC_RECORD_LEN + 1) as u16).to_be_bytes());
+            stream.extend_from_slice(&vec![0; MAX_SYNC_RECORD_LEN + 1]);
+        }
+        let error = block_on(read_records(&mut Cursor::new(stream))).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
     fn an_oversized_record_is_neither_written_nor_read() {
-        let big = vec![vec![0u8; MAX_SYNC_RECORD_LEN + 1]];
+        let big = vec![vec![0u8; MAX_SYNC_LONG_RECORD_LEN + 1]];
         assert!(block_on(write_records(&mut Vec::new(), &big)).is_err());
         let mut stream = 1u32.to_be_bytes().to_vec();
         stream.extend_from_slice(&u16::MAX.to_be_bytes());

@@ -1,4 +1,5 @@
-//! Fuzzing harness for the authority-set chain and the renewal messages,
+//! Fuzzing harness for the authority-set chain, the renewal messages and
+//! the nomination messages,
 //! shared by the cargo-fuzz target `authority` in `protocol/fuzz` and the
 //! stable no-panic test below. Not part of the API: compiled only with the
 //! `fuzzing` feature or for tests.
@@ -7,7 +8,10 @@
 //! [`AuthorityChain::from_bytes`] then `verify` against the fixture
 //! network's anchor, and to [`RenewalRequest::from_bytes`] then `check`
 //! (as the holder would, for fixture member 3) and
-//! [`RenewalResponse::from_bytes`]. With [`RESIGN`], every link of a chain
+//! [`RenewalResponse::from_bytes`], and to [`Nomination::from_bytes`] then
+//! `check` (from fixture holder "first") and [`NominationAnswer::from_bytes`].
+//! A chain that verifies is also compared with a fixture chain a node could
+//! hold (`Authorities::compare`). With [`RESIGN`], every link of a chain
 //! that decodes is signed again by the fixture key its signer field names,
 //! so mutated contents reach the checks behind the signatures.
 //!
@@ -18,9 +22,10 @@
 
 use std::sync::OnceLock;
 
-use super::authority_set::{AuthorityChain, SetChange, MAX_AUTHORITIES};
+use super::authority_set::{Adoption, AuthorityChain, SetChange, MAX_AUTHORITIES};
 use super::fixtures::{self, NETWORK_ID, NOW};
 use super::identity::IdentitySecret;
+use super::nomination::{Nomination, NominationAnswer};
 use super::renewal::{RenewalRefusal, RenewalRequest, RenewalResponse};
 
 /// Flags bit: sign every link of a decoded chain again.
@@ -45,6 +50,10 @@ pub struct Outcome {
     pub request: &'static str,
     /// The renewal response: "renewed", "refused" or "undecodable".
     pub response: &'static str,
+    /// The nomination: "ok", the refusal, or "undecodable".
+    pub nomination: &'static str,
+    /// The nomination answer: "key", "refused" or "undecodable".
+    pub answer: &'static str,
 }
 
 /// The `authority` fuzz target's body.
@@ -66,6 +75,35 @@ pub fn authority(data: &[u8]) -> Outcome {
             }
             None => "undecodable",
         },
+        nomination: nomination(payload),
+        answer: match NominationAnswer::from_bytes(payload) {
+            Some(a) => {
+                assert_eq!(a.to_bytes(), payload, "a second encoding was accepted");
+                match a {
+                    NominationAnswer::Key(_) => "key",
+                    NominationAnswer::Refused(_) => "refused",
+                }
+            }
+            None => "undecodable",
+        },
+    }
+}
+
+fn nomination(payload: &[u8]) -> &'static str {
+    let Some(n) = Nomination::from_bytes(payload) else {
+        return "undecodable";
+    };
+    assert_eq!(n.to_bytes(), payload, "a second encoding was accepted");
+    let k = keys();
+    let held = AuthorityChain::genesis(NETWORK_ID, "first", &k[0], 3600, NOW)
+        .and_then(|c| c.verify(&NETWORK_ID, &k[0].identity()))
+        .expect("the fixture chain verifies");
+    match n.check(&NETWORK_ID, &held, "first", "second") {
+        Ok(()) => {
+            assert_eq!(n.network, NETWORK_ID);
+            "ok"
+        }
+        Err(why) => why.as_str(),
     }
 }
 
@@ -85,6 +123,17 @@ fn chain(flags: u8, payload: &[u8]) -> &'static str {
             assert_eq!(a.version() as usize, chain.len());
             assert!(!set.holders.is_empty() && set.holders.len() <= MAX_AUTHORITIES);
             assert!(!a.issuers().is_empty());
+            // Against the first version a node holds: every verified chain
+            // from the same anchor starts with that version or forks from
+            // nothing it could hold, and is never "older" than it.
+            let held = AuthorityChain::genesis(NETWORK_ID, "first", &keys()[0], 3600, NOW)
+                .and_then(|c| c.verify(&NETWORK_ID, &anchor))
+                .expect("the fixture chain verifies");
+            let verdict = held.compare(&a);
+            assert_ne!(verdict, Adoption::Older);
+            if verdict == Adoption::Extends {
+                assert!(a.version() > held.version());
+            }
             "ok"
         }
         Err(e) => {
@@ -162,6 +211,21 @@ pub fn seed_corpus() -> Vec<(&'static str, Vec<u8>)> {
                 RenewalResponse::Renewed(fixtures::signed_certificate(3)).to_bytes(),
             ),
         ),
+        (
+            "nomination",
+            with(
+                0,
+                Nomination {
+                    network: NETWORK_ID,
+                    version: 1,
+                }
+                .to_bytes(),
+            ),
+        ),
+        (
+            "nomination-answer",
+            with(0, NominationAnswer::Key(k[2].identity()).to_bytes()),
+        ),
     ]
 }
 
@@ -188,6 +252,8 @@ mod tests {
         assert_eq!(authority(&seeds["chain-rotated"]).chain, "ok");
         assert_eq!(authority(&seeds["renewal-request"]).request, "ok");
         assert_eq!(authority(&seeds["renewal-response"]).response, "renewed");
+        assert_eq!(authority(&seeds["nomination"]).nomination, "ok");
+        assert_eq!(authority(&seeds["nomination-answer"]).answer, "key");
     }
 
     #[test]
@@ -220,6 +286,8 @@ mod tests {
                 ("chain", o.chain),
                 ("request", o.request),
                 ("response", o.response),
+                ("nomination", o.nomination),
+                ("answer", o.answer),
             ] {
                 *tally.entry(format!("{what}:{v}")).or_default() += 1;
             }
@@ -232,6 +300,9 @@ mod tests {
             "request:ok",
             "request:undecodable",
             "response:renewed",
+            "nomination:ok",
+            "nomination:undecodable",
+            "answer:key",
         ] {
             assert!(
                 tally.get(layer).is_some_and(|n| *n > 0),
