@@ -335,7 +335,7 @@ const MESH: &[(&str, &str, Source)] = &[
     ),
     (
         "weft_authorities",
-        "Keys trusted to sign this network's certificates, current and retired",
+        "Holders (keys) of the network's current authority set",
         Source::One(|s| Some(Value::Int(s.mesh.as_ref()?.authorities as i64))),
     ),
 ];

@@ -169,7 +169,7 @@ pub struct MeshStats {
     /// Members dropped from the data plane when their certificate expired.
     #[serde(default)]
     pub members_expired: u64,
-    /// Keys trusted to sign certificates (current and retired).
+    /// Holders of the current authority set.
     #[serde(default)]
     pub authorities: u64,
 }

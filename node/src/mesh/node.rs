@@ -114,6 +114,31 @@ impl MeshNode {
             Gossip::start(&membership, config.join_port, source, members, writer)?
         };
         gossip.load_own_observations(&membership);
+        // A holder whose configuration names another certificate lifetime
+        // than the set's changes the set: the lifetime is the network's,
+        // set by its authority.
+        let wanted = config.certificate_lifetime.map(|d| d.as_secs());
+        let held = membership.authorities();
+        if let (Some(secs), Some(_), Some(_)) = (wanted, &held.chain, membership.authority()) {
+            if secs != held.verified.current().certificate_lifetime_secs {
+                let (reply, answer) = oneshot::channel();
+                gossip.change_authorities(
+                    &membership,
+                    SetChange::Lifetime { secs },
+                    reply,
+                    &services,
+                );
+                services.spawn(async move {
+                    match answer.await {
+                        Ok(Response::Done(text)) => info!("{text}"),
+                        Ok(Response::Error(e)) => {
+                            warn!(error = %e, "certificate lifetime not changed")
+                        }
+                        _ => {}
+                    }
+                });
+            }
+        }
         let (admitted_tx, admitted) = mpsc::channel(16);
         let (nominated_tx, nominated) = mpsc::channel(4);
         let listener = services
