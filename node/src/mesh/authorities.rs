@@ -525,3 +525,180 @@ pub fn nominate(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// A member directory `weft init` made, removed on drop.
+    struct Network {
+        dir: PathBuf,
+    }
+
+    impl Network {
+        fn init(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "weft-authorities-{tag}-{}-{}",
+                std::process::id(),
+                now_unix()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            crate::cli::init::run("a", "100.64.0.0/24", "lab", "1h", &dir).unwrap();
+            Network { dir }
+        }
+
+        fn open(&self) -> Membership {
+            let config = crate::config::Config::load(&self.dir.join("weft.toml")).unwrap();
+            Membership::open(&config.mesh.unwrap()).unwrap()
+        }
+    }
+
+    impl Drop for Network {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn key(n: u8) -> IdentityKey {
+        IdentitySecret::from_bytes([n; 32]).identity()
+    }
+
+    #[test]
+    fn a_new_network_holds_version_1_with_its_first_member_who_signs_with_it() {
+        let net = Network::init("genesis");
+        let m = net.open();
+        let held = m.authorities();
+        assert!(held.chain.is_some());
+        assert_eq!(held.verified.version(), 1);
+        assert_eq!(held.verified.current().holders[0].name, "a");
+        assert_eq!(held.verified.current().certificate_lifetime_secs, 3600);
+        assert_eq!(m.certificate_lifetime_secs(), 3600);
+        assert!(m.authority().is_some());
+        // Stored: a restart holds the same chain.
+        let head = held.verified.head();
+        m.store.close().unwrap();
+        assert_eq!(net.open().authorities().verified.head(), head);
+    }
+
+    #[test]
+    fn a_holder_that_removed_itself_signs_nothing_and_older_or_retired_forks_are_refused() {
+        let net = Network::init("rotate");
+        let m = net.open();
+        let v1 = m.authorities().chain.unwrap();
+        let first = m.authority().unwrap();
+        m.change_authorities(SetChange::Add {
+            name: "b".into(),
+            key: key(2),
+        })
+        .unwrap();
+        let v2 = m.authorities().chain.unwrap();
+        m.change_authorities(SetChange::Remove { name: "a".into() })
+            .unwrap();
+        assert_eq!(m.authorities().verified.version(), 3);
+        assert!(m.authority().is_none(), "a removed key still signs");
+        assert!(m
+            .change_authorities(SetChange::Remove { name: "b".into() })
+            .is_err());
+        // Replayed: version 1 and 2 again.
+        assert_eq!(
+            m.consider_authorities(v1),
+            Considered::Refused("authority_older")
+        );
+        assert_eq!(
+            m.consider_authorities(v2.clone()),
+            Considered::Refused("authority_older")
+        );
+        // The removed key forks from version 2 and makes the fork longer.
+        let at2 = v2.verify(m.info().id(), m.info().authority()).unwrap();
+        let f3 = v2
+            .extend(
+                &at2,
+                SetChange::Remove { name: "b".into() },
+                &first,
+                now_unix(),
+            )
+            .unwrap();
+        let at3 = f3.verify(m.info().id(), m.info().authority()).unwrap();
+        let f4 = f3
+            .extend(
+                &at3,
+                SetChange::Add {
+                    name: "mallory".into(),
+                    key: key(9),
+                },
+                &first,
+                now_unix(),
+            )
+            .unwrap();
+        assert_eq!(
+            m.consider_authorities(f4),
+            Considered::Refused("authority_retired_signer")
+        );
+        assert_eq!(m.authorities().verified.version(), 3);
+        // The trusted keys follow the set: the removed key is retired.
+        let info = m.info();
+        let retired = info.issuers().iter().find(|i| i.key == first.identity());
+        assert!(retired.is_some_and(|i| i.retired_unix.is_some()));
+    }
+
+    #[test]
+    fn a_nominated_member_writes_its_key_0600_and_answers_a_repeated_nomination_alike() {
+        let net = Network::init("nominate");
+        let m = net.open();
+        // "a" hands the set to "b" and leaves it; "b" then nominates "a"
+        // back, which gets a key of its own (the retired one is replaced).
+        m.change_authorities(SetChange::Add {
+            name: "b".into(),
+            key: key(2),
+        })
+        .unwrap();
+        m.change_authorities(SetChange::Remove { name: "a".into() })
+            .unwrap();
+        let nomination = Nomination {
+            network: *m.info().id(),
+            version: 3,
+        }
+        .to_bytes();
+        let NominationAnswer::Key(first) = m.accept_nomination("b", &nomination) else {
+            panic!("refused");
+        };
+        let NominationAnswer::Key(again) = m.accept_nomination("b", &nomination) else {
+            panic!("refused");
+        };
+        assert_eq!(first, again);
+        let path = m.config.authority_key_path();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            read_identity(&path, "authority key").unwrap().identity(),
+            first
+        );
+        // Not a holder's word: refused.
+        assert_eq!(
+            m.accept_nomination("c", &nomination),
+            NominationAnswer::Refused(NominationRefusal::NotAHolder)
+        );
+        // Once a version holds it, the member signs with it.
+        assert!(m.authority().is_none());
+        m.consider_authorities({
+            let held = m.authorities();
+            let chain = held.chain.unwrap();
+            let b = IdentitySecret::from_bytes([2; 32]);
+            chain
+                .extend(
+                    &held.verified,
+                    SetChange::Add {
+                        name: "a".into(),
+                        key: first,
+                    },
+                    &b,
+                    now_unix(),
+                )
+                .unwrap()
+        });
+        assert_eq!(m.authority().map(|k| k.identity()), Some(first));
+    }
+}
