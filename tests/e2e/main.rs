@@ -9,6 +9,7 @@
 mod harness;
 
 mod adversary;
+mod authorities;
 mod certificates;
 mod cli;
 mod deploy;
