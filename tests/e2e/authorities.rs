@@ -1,8 +1,12 @@
-//! The network's authority set end to end: authority sets forged by a key outside the set,
-//! signed by a removed key, or replayed from an older version change no node's view and are
-//! counted by every node; and a member that was down while the set changed learns the current
+//! The network's authority set end to end: `weft authority add` and `remove` hand the right to
+//! sign certificates from the member that created the network to another, which then invites,
+//! and renews everyone, alone after the first is gone for good; authority sets forged by a key
+//! outside the set, signed by a removed key, or replayed from an older version change no node's
+//! view and are counted; and a member that was down while the set changed learns the current
 //! set when it comes back. Every node reads its view with `weft authority list --json`.
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -14,9 +18,13 @@ use weft_protocol::membership::{
 };
 
 use crate::harness::{
-    ping, poll, wait_reachable, Lab, MemberFlood, Netns, Node, RoutedHosts, DEFAULT_PORT,
+    ping, ping_in_background, poll, wait_reachable, Lab, MemberFlood, Netns, Node, RoutedHosts,
+    DEFAULT_PORT,
 };
 use crate::mesh::{addresses, invite, v4, weft};
+
+/// The certificate lifetime of the rotation scenario: renewals come a minute apart.
+const SHORT_LIFETIME: &str = "60s";
 
 /// `weft_gossip_rejected_total` for an authority chain that does not verify from the anchor.
 const REJECTED_BAD_SET: &str = "weft_gossip_rejected_total{reason=\"bad_authority_set\"}";
@@ -147,6 +155,17 @@ impl<'n> Member<'n> {
         })
     }
 
+    /// This node's certificate in force, from `weft status --json`: (serial, issuer).
+    fn certificate(&self) -> Option<(u64, String)> {
+        let (ok, out, _) = self.try_weft(&["status", "--json"]);
+        if !ok {
+            return None;
+        }
+        let status: serde_json::Value = serde_json::from_str(&out).ok()?;
+        let c = &status["mesh"]["certificate"];
+        Some((c["serial"].as_u64()?, c["issuer"].as_str()?.to_owned()))
+    }
+
     /// A field of the `[mesh]` table of its config.
     fn mesh_field(&self, key: &str) -> toml::Value {
         let text = std::fs::read_to_string(&self.config)
@@ -233,6 +252,21 @@ impl SetView {
     fn names(&self) -> Vec<&str> {
         self.holders.iter().map(|(n, _)| n.as_str()).collect()
     }
+
+    /// The key of holder `name`, 64 hex digits.
+    fn key(&self, name: &str) -> &str {
+        self.holders
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, k)| k.as_str())
+            .unwrap_or_else(|| panic!("no holder {name} in {self:?}"))
+    }
+}
+
+/// Whether `shown` (an issuer in `weft status`: the whole key or its fingerprint, a prefix of
+/// at least 16 hex digits) names `key` (64 hex digits).
+fn names_key(shown: &str, key: &str) -> bool {
+    shown.len() >= 16 && key.starts_with(&shown.to_ascii_lowercase())
 }
 
 /// Counters and gauges of the node in `ns` from its /metrics: `name{label="value"}` → value.
@@ -261,6 +295,109 @@ fn metrics(ns: &Netns) -> std::collections::BTreeMap<String, u64> {
 
 fn metric(m: &std::collections::BTreeMap<String, u64>, name: &str) -> u64 {
     m.get(name).copied().unwrap_or(0)
+}
+
+#[test]
+fn the_first_authority_retired_and_gone_leaves_a_mesh_that_invites_and_renews_through_the_second() {
+    let lab = Lab::new("auth-rotate");
+    let hosts = RoutedHosts::new(&lab, "ar", 3);
+    let mut a =
+        Member::at(&lab, "a", &hosts.hosts[0]).init(&["--certificate-lifetime", SHORT_LIFETIME]);
+    a.start(&lab);
+    let mut b = Member::at(&lab, "b", &hosts.hosts[1]).join(&a);
+    b.start(&lab);
+    wait_reachable(b.ns, a.overlay, Duration::from_secs(20));
+
+    // a makes b a holder: b generates its own key.
+    let added = a.weft(&["authority", "add", "b"]);
+    println!("rotation: a: {added}");
+    let key_file = b.dir.join("authority.key");
+    let mode = std::fs::metadata(&key_file)
+        .unwrap_or_else(|e| panic!("b has no {}: {e}", key_file.display()))
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "b's authority.key has mode {mode:o}");
+    assert_eq!(b.base64_file("authority.key").len(), 32, "a 32-byte key");
+    let both = b.wait_holders(&["a", "b"], Duration::from_secs(10));
+    let version = both.version.to_string();
+    assert!(
+        words(&added).any(|w| w == "b") && words(&added).any(|w| w == version),
+        "`weft authority add b` named neither b nor version {version}: {added}"
+    );
+    assert_eq!(a.wait_holders(&["a", "b"], Duration::from_secs(10)), both);
+    let b_key = both.key("b").to_owned();
+    assert_eq!(
+        b_key,
+        b.secret("authority.key").identity().to_hex(),
+        "the key in the set is the one b wrote"
+    );
+    assert_ne!(both.key("a"), b_key);
+
+    // b retires a; a is then lost for good.
+    let removed = b.weft(&["authority", "remove", "a"]);
+    println!("rotation: b: {removed}");
+    let only_b = b.wait_holders(&["b"], Duration::from_secs(10));
+    assert!(only_b.version > both.version, "{only_b:?} after {both:?}");
+    assert_eq!(only_b.key("b"), b_key);
+    assert_eq!(only_b.lifetime_secs, 60);
+    a.wait_holders(&["b"], Duration::from_secs(10));
+    a.stop();
+    std::fs::remove_dir_all(&a.dir).expect("delete a's directory");
+    let retired = Instant::now();
+    let (b_serial, b_issuer) = b.certificate().expect("b's certificate in weft status");
+    println!("rotation: a gone; b's certificate serial {b_serial}, issuer {b_issuer}");
+
+    // c joins with b's token; its first certificate is b's.
+    let mut c = Member::at(&lab, "c", &hosts.hosts[2]).join(&b);
+    c.start(&lab);
+    let c_view = c.wait_holders(&["b"], Duration::from_secs(10));
+    assert_eq!(
+        (c_view.version, &c_view.head),
+        (only_b.version, &only_b.head)
+    );
+    let (c_serial, c_issuer) = c.certificate().expect("c's certificate in weft status");
+    assert!(
+        names_key(&c_issuer, &b_key),
+        "c's first certificate was not issued by b's key {b_key}: issuer {c_issuer:?}"
+    );
+    wait_reachable(c.ns, b.overlay, Duration::from_secs(20));
+    wait_reachable(b.ns, c.overlay, Duration::from_secs(20));
+
+    // Every member renews through b while b pings c every 100 ms.
+    let pings = ping_in_background(b.ns, c.overlay, 750);
+    let renewed = poll(Duration::from_secs(90), Duration::from_millis(500), || {
+        let (bs, bi) = b.certificate()?;
+        let (cs, ci) = c.certificate()?;
+        (bs > b_serial && names_key(&bi, &b_key) && cs > c_serial && names_key(&ci, &b_key))
+            .then(|| (retired.elapsed(), bs, cs))
+    });
+    let stats = pings.finish(Duration::from_secs(90));
+    println!(
+        "rotation: renewed through b {:?} after a was gone; {} of {} pings b->c lost",
+        renewed.map(|r| r.0),
+        stats.lost(),
+        stats.transmitted
+    );
+    let (took, b_now, c_now) = renewed.unwrap_or_else(|| {
+        panic!(
+            "b and c did not both renew through b within 90 s: b {:?}, c {:?} (b's key {b_key})",
+            b.certificate(),
+            c.certificate()
+        )
+    });
+    println!(
+        "rotation: b serial {b_serial} -> {b_now}, c serial {c_serial} -> {c_now} in {took:?}"
+    );
+    assert!(stats.lost() <= 1, "{} pings b->c lost", stats.lost());
+    assert_eq!(ping(b.ns, c.overlay, 5).received, 5, "b -> c after renewal");
+    assert_eq!(ping(c.ns, b.overlay, 5).received, 5, "c -> b after renewal");
+    for m in [&b, &c] {
+        let view = m.authorities().expect("the set after renewal");
+        assert_eq!(view.names(), ["b"], "{}: {view:?}", m.name);
+        assert_eq!(view.head, only_b.head, "{}'s set changed", m.name);
+    }
+    assert!(!a.dir.exists(), "a came back");
 }
 
 /// The three authority chains a member gone bad publishes, each checked here first.
@@ -553,6 +690,12 @@ fn a_member_down_while_the_authority_set_changed_learns_the_current_set_when_it_
         3,
         "c -> b after its return"
     );
+}
+
+/// The words of `text` (runs of letters, digits and '-').
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| !w.is_empty())
 }
 
 /// Lowercase hex of `bytes`.

@@ -339,6 +339,33 @@ async fn serve(
     Ok(())
 }
 
+/// The overlay IPv4 addresses of every member this holder knows of other
+/// than `joiner`: its own and those in stored member certificates. The
+/// allocation table holds only the addresses this holder handed out itself;
+/// a holder that joined later, or one whose predecessor signed most
+/// certificates, must not hand out an address a member already holds.
+fn held_addresses(m: &Membership, joiner: &[u8; 32]) -> Result<Vec<u32>, JoinRefusal> {
+    let info = m.info();
+    let mut held = Vec::new();
+    if let Ok(own) = m.certificate().verify_signed(&info) {
+        held.push(u32::from(own.ipv4));
+    }
+    let members = m.store.members().list().map_err(|_| JoinRefusal::Unknown)?;
+    for (id, record) in members {
+        if id == *joiner {
+            continue;
+        }
+        // A certificate signed by a key of the set or a retired one; expired
+        // or revoked members keep their address out of reuse as well.
+        if let Ok(cert) =
+            SignedCertificate::from_bytes(&record.certificate).and_then(|c| c.verify_signed(&info))
+        {
+            held.push(u32::from(cert.ipv4));
+        }
+    }
+    Ok(held)
+}
+
 /// Redeems the invite, allocates an address and signs the certificate.
 fn decide(
     m: &Membership,
@@ -391,6 +418,7 @@ fn decide(
     if !weft_protocol::membership::is_valid_name(&name) || taken {
         return Err(JoinRefusal::BadName);
     }
+    let held = held_addresses(m, &req.identity)?;
     m.store
         .invites()
         .redeem(&hash, &req.identity, now)
@@ -407,7 +435,7 @@ fn decide(
             u32::from(prefix.network_address()),
             prefix.netmask(),
             &req.identity,
-            &[],
+            &held,
         )
         .map_err(|_| JoinRefusal::NoAddress)?;
     let serial = now;
@@ -694,6 +722,29 @@ mod tests {
             Some(JoinRefusal::AlreadyUsed),
             "same identity, other Noise key"
         );
+    }
+
+    #[test]
+    fn a_holder_that_allocated_nothing_itself_hands_out_no_address_a_member_holds() {
+        let net = Network::new("held");
+        net.invite([1; 32]);
+        let (_, beta) = decide(net.m(), &net.request([1; 32], 7, "beta"), &[]).unwrap();
+        // A second authority holder: it knows the members (gossip wrote
+        // their certificates) but its allocation table never saw them.
+        let allocations = net.m().store.allocations();
+        let own = net.m().identity.identity();
+        assert!(allocations.release(&own.0).unwrap().is_some());
+        assert_eq!(allocations.release(&[7; 32]).unwrap(), Some(beta.ipv4));
+        net.invite([2; 32]);
+        let (_, gamma) = decide(net.m(), &net.request([2; 32], 8, "gamma"), &[]).unwrap();
+        let alpha = net
+            .m()
+            .certificate()
+            .verify_signed(&net.m().info())
+            .unwrap();
+        assert_ne!(gamma.ipv4, alpha.ipv4, "the holder's own address");
+        assert_ne!(gamma.ipv4, beta.ipv4, "a member's address");
+        assert_eq!(gamma.ipv4, std::net::Ipv4Addr::new(100, 64, 0, 3));
     }
 
     #[test]
