@@ -1,9 +1,9 @@
 //! The network's authority set end to end: `weft authority add` and `remove` hand the right to
 //! sign certificates from the member that created the network to another, which then invites,
-//! and renews everyone, alone after the first is gone for good; authority sets forged by a key
-//! outside the set, signed by a removed key, or replayed from an older version change no node's
-//! view and are counted; and a member that was down while the set changed learns the current
-//! set when it comes back. Every node reads its view with `weft authority list --json`.
+//! renews everyone and revokes, alone after the first is gone for good; authority sets forged
+//! by a key outside the set, signed by a removed key, or replayed from an older version change
+//! no node's view and are counted; and a member that was down while the set changed learns the
+//! current set when it comes back. Every node reads its view with `weft authority list --json`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -300,7 +300,7 @@ fn metric(m: &std::collections::BTreeMap<String, u64>, name: &str) -> u64 {
 #[test]
 fn the_first_authority_retired_and_gone_leaves_a_mesh_that_invites_and_renews_through_the_second() {
     let lab = Lab::new("auth-rotate");
-    let hosts = RoutedHosts::new(&lab, "ar", 3);
+    let hosts = RoutedHosts::new(&lab, "ar", 4);
     let mut a =
         Member::at(&lab, "a", &hosts.hosts[0]).init(&["--certificate-lifetime", SHORT_LIFETIME]);
     a.start(&lab);
@@ -397,6 +397,26 @@ fn the_first_authority_retired_and_gone_leaves_a_mesh_that_invites_and_renews_th
         assert_eq!(view.names(), ["b"], "{}: {view:?}", m.name);
         assert_eq!(view.head, only_b.head, "{}'s set changed", m.name);
     }
+
+    // b also revokes: d joins with b's token, b revokes it, and c (which verifies the
+    // revocation against b's key, not the network's first) cuts it off.
+    let mut d = Member::at(&lab, "d", &hosts.hosts[3]).join(&b);
+    d.start(&lab);
+    wait_reachable(c.ns, d.overlay, Duration::from_secs(20));
+    let revoked = b.weft(&["revoke", "d"]);
+    println!("rotation: b: {revoked}");
+    let since = Instant::now();
+    let cut = poll(Duration::from_secs(10), Duration::from_millis(100), || {
+        (ping(c.ns, d.overlay, 1).received == 0 && ping(d.ns, c.overlay, 1).received == 0)
+            .then(|| since.elapsed())
+    });
+    println!("rotation: d revoked by b, cut off from c after {cut:?}");
+    assert!(cut.is_some(), "c still reaches d 10 s after b revoked it");
+    assert_eq!(
+        ping(b.ns, c.overlay, 3).received,
+        3,
+        "b -> c after the revocation"
+    );
     assert!(!a.dir.exists(), "a came back");
 }
 
