@@ -4,7 +4,8 @@
 //! transaction, so they never disagree.
 //!
 //! [`Allocations::allocate`] picks the lowest free host address of a prefix
-//! (never the network or broadcast address, never a reserved one) and is
+//! (never the network or broadcast address, never a reserved one;
+//! [`Allocations::allocate_in`] only among every n-th, a [`Stripe`]) and is
 //! idempotent: an identity that already holds an address in the prefix gets
 //! it again. [`Allocations::allocate`] and [`Allocations::release`] flush
 //! before they return, so an address handed out is never handed out again
@@ -144,6 +145,22 @@ fn abort_never(e: TransactionError<Infallible>) -> sled::Error {
     }
 }
 
+/// Every `count`-th host address of a prefix, from the `index`-th on
+/// (counted from the first host address): the share of one of `count`
+/// allocators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stripe {
+    /// Which share, below `count`.
+    pub index: u32,
+    /// How many shares; 0 counts as 1.
+    pub count: u32,
+}
+
+impl Stripe {
+    /// Every host address.
+    pub const ALL: Stripe = Stripe { index: 0, count: 1 };
+}
+
 /// The two allocation trees of a [`Store`].
 #[derive(Debug, Clone, Copy)]
 pub struct Allocations<'s> {
@@ -176,6 +193,21 @@ impl<'s> Allocations<'s> {
         identity: &Identity,
         reserved: &[u32],
     ) -> Result<Ipv4Addr, AllocError> {
+        self.allocate_in(prefix_network, prefix_len, identity, reserved, Stripe::ALL)
+    }
+
+    /// [`Allocations::allocate`] among the host addresses of `stripe` only
+    /// ([`AllocError::Exhausted`] when the stripe is full), so that several
+    /// allocators sharing a prefix without talking to each other each hand
+    /// out addresses the others do not.
+    pub fn allocate_in(
+        &self,
+        prefix_network: u32,
+        prefix_len: u8,
+        identity: &Identity,
+        reserved: &[u32],
+        stripe: Stripe,
+    ) -> Result<Ipv4Addr, AllocError> {
         let prefix = Prefix::new(prefix_network, prefix_len)?;
         let mut reserved = reserved.to_vec();
         reserved.sort_unstable();
@@ -189,7 +221,7 @@ impl<'s> Allocations<'s> {
             }
             let (first, last) = prefix.hosts().ok_or(AllocError::Exhausted)?;
             let candidate = self
-                .lowest_free(first, last, &reserved)?
+                .lowest_free(first, last, &reserved, stripe)?
                 .ok_or(AllocError::Exhausted)?;
             if self.claim(candidate, identity)? {
                 self.store.sync()?;
@@ -201,22 +233,24 @@ impl<'s> Allocations<'s> {
         }
     }
 
-    /// The lowest address in `first..=last` neither allocated nor reserved,
-    /// from a snapshot; [`Allocations::claim`] re-checks it.
+    /// The lowest address of `stripe` in `first..=last` neither allocated
+    /// nor reserved, from a snapshot; [`Allocations::claim`] re-checks it.
     fn lowest_free(
         &self,
         first: u32,
         last: u32,
         reserved: &[u32],
+        stripe: Stripe,
     ) -> Result<Option<u32>, StoreError> {
+        let step = u64::from(stripe.count.max(1));
         // u64, so stepping past `last` cannot overflow.
         let skip_reserved = |mut c: u64| {
             while c <= u64::from(last) && reserved.binary_search(&(c as u32)).is_ok() {
-                c += 1;
+                c += step;
             }
             c
         };
-        let mut candidate = skip_reserved(u64::from(first));
+        let mut candidate = skip_reserved(u64::from(first) + u64::from(stripe.index) % step);
         // Allocated addresses come in ascending order: walk them alongside
         // the candidate until one is above it.
         for key in self
@@ -237,7 +271,7 @@ impl<'s> Allocations<'s> {
                 break;
             }
             if address == candidate {
-                candidate = skip_reserved(candidate + 1);
+                candidate = skip_reserved(candidate + step);
             }
         }
         // Below `last`, a u32, when it converts.
@@ -372,6 +406,47 @@ mod tests {
             a.allocate(NET, 24, &[2; 32], &reserved).unwrap(),
             ip(10, 7, 0, 4)
         );
+    }
+
+    #[test]
+    fn two_stripes_interleave_skip_what_is_held_and_run_out_on_their_own() {
+        let (one, two) = (testing::store(), testing::store());
+        let first = Stripe { index: 0, count: 2 };
+        let second = Stripe { index: 1, count: 2 };
+        // Two allocators that never see each other's tables, .1 and .2
+        // already held by members both know of.
+        let held = [u32::from(ip(10, 7, 0, 1)), u32::from(ip(10, 7, 0, 2))];
+        let mut given = Vec::new();
+        for i in 0..3u8 {
+            given.push(
+                one.allocations()
+                    .allocate_in(NET, 24, &[10 + i; 32], &held, first),
+            );
+            given.push(
+                two.allocations()
+                    .allocate_in(NET, 24, &[20 + i; 32], &held, second),
+            );
+        }
+        let given: Vec<_> = given.into_iter().map(Result::unwrap).collect();
+        let expected = [3, 4, 5, 6, 7, 8].map(|d| ip(10, 7, 0, d));
+        assert_eq!(given, expected);
+        // A /29 has hosts .1 to .6; the second of three stripes holds .2 and .5.
+        let store = testing::store();
+        let a = store.allocations();
+        let stripe = Stripe { index: 1, count: 3 };
+        assert_eq!(
+            a.allocate_in(NET, 29, &[1; 32], &[], stripe).unwrap(),
+            ip(10, 7, 0, 2)
+        );
+        assert_eq!(
+            a.allocate_in(NET, 29, &[2; 32], &[], stripe).unwrap(),
+            ip(10, 7, 0, 5)
+        );
+        assert!(matches!(
+            a.allocate_in(NET, 29, &[3; 32], &[], stripe),
+            Err(AllocError::Exhausted)
+        ));
+        assert_eq!(a.allocate(NET, 29, &[3; 32], &[]).unwrap(), ip(10, 7, 0, 1));
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub mod fuzzing;
 #[cfg(test)]
 mod testing;
 
-pub use allocations::{AllocError, AllocationRecord, Allocations};
+pub use allocations::{AllocError, AllocationRecord, Allocations, Stripe};
 pub use authorities::Authorities;
 pub use error::{DecodeError, StoreError};
 pub use invites::{InviteError, InviteRecord, Invites};

@@ -334,6 +334,24 @@ fn the_first_authority_retired_and_gone_leaves_a_mesh_that_invites_and_renews_th
     );
     assert_ne!(both.key("a"), b_key);
 
+    // Both holders invite at the same moment, before either hears of the other's new member
+    // (x and y join and never start): each hands out an address from its own share.
+    let x = Member::at(&lab, "x", &hosts.hosts[2]).join(&a);
+    let y = Member::at(&lab, "y", &hosts.hosts[3]).join(&b);
+    println!(
+        "rotation: a gave x {}, b gave y {} (a holds {}, b {})",
+        x.overlay, y.overlay, a.overlay, b.overlay
+    );
+    let held = [a.overlay, b.overlay, x.overlay];
+    assert!(
+        !held.contains(&y.overlay) && x.overlay != a.overlay && x.overlay != b.overlay,
+        "two holders gave out one address: a {}, b {}, x {}, y {}",
+        a.overlay,
+        b.overlay,
+        x.overlay,
+        y.overlay
+    );
+
     // b retires a; a is then lost for good.
     let removed = b.weft(&["authority", "remove", "a"]);
     println!("rotation: b: {removed}");

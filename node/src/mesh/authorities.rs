@@ -29,7 +29,7 @@ use weft_protocol::membership::{
     Adoption, Authorities, AuthorityChain, IdentityKey, IdentitySecret, NetworkInfo, Nomination,
     NominationAnswer, NominationRefusal, RecordBody, SetChange, SetError, SignedRecord,
 };
-use weft_store::Store;
+use weft_store::{Store, Stripe};
 
 use super::gossip::Gossip;
 use super::{now_unix, read_identity, write_identity, Membership, MeshConfig};
@@ -147,6 +147,22 @@ impl Membership {
             .holder(&key.identity())
             .is_some()
             .then_some(key)
+    }
+
+    /// The share of the IPv4 prefix this holder allocates from: every
+    /// n-th host address for n holders, by its place in the current set
+    /// (all of them while it holds no key of the set).
+    pub fn address_stripe(&self, key: &IdentitySecret) -> Stripe {
+        let held = self.authorities();
+        let holders = &held.verified.current().holders;
+        let me = key.identity();
+        match holders.iter().position(|h| h.key == me) {
+            Some(index) => Stripe {
+                index: index as u32,
+                count: holders.len() as u32,
+            },
+            None => Stripe::ALL,
+        }
     }
 
     /// How long the certificates this member issues are valid: the
@@ -595,6 +611,11 @@ mod tests {
         })
         .unwrap();
         let v2 = m.authorities().chain.unwrap();
+        // Two holders share the prefix: a allocates every second address
+        // from the first, b every second from the second.
+        assert_eq!(m.address_stripe(&first), Stripe { index: 0, count: 2 });
+        let b = IdentitySecret::from_bytes([2; 32]);
+        assert_eq!(m.address_stripe(&b), Stripe { index: 1, count: 2 });
         m.change_authorities(SetChange::Remove { name: "a".into() })
             .unwrap();
         assert_eq!(m.authorities().verified.version(), 3);

@@ -41,7 +41,7 @@ use weft_protocol::membership::{
     Authority, Certificate, IdentityKey, InviteToken, SignedCertificate,
 };
 use weft_protocol::StaticSecret;
-use weft_store::{InviteError, InviteRecord, MemberRecord};
+use weft_store::{AllocError, InviteError, InviteRecord, MemberRecord, Stripe};
 
 use crate::bucket::TokenBucket;
 use crate::host::{Ipv6, Step, StepError};
@@ -428,16 +428,23 @@ fn decide(
             _ => JoinRefusal::Unknown,
         })?;
     let prefix = m.info().ipv4();
-    let ipv4 = m
-        .store
-        .allocations()
-        .allocate(
+    let allocate = |stripe| {
+        m.store.allocations().allocate_in(
             u32::from(prefix.network_address()),
             prefix.netmask(),
             &req.identity,
             &held,
+            stripe,
         )
-        .map_err(|_| JoinRefusal::NoAddress)?;
+    };
+    // This holder's share of the prefix first, so that two holders admitting
+    // joiners at once do not give out the same address; any free one once
+    // its share is full.
+    let ipv4 = match allocate(m.address_stripe(&authority)) {
+        Err(AllocError::Exhausted) => allocate(Stripe::ALL),
+        other => other,
+    }
+    .map_err(|_| JoinRefusal::NoAddress)?;
     let serial = now;
     let cert = Certificate {
         network: *m.info().id(),
