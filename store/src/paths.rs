@@ -35,7 +35,8 @@ pub struct PathRecord {
     pub nat: Option<String>,
     /// When it was measured, in unix seconds.
     pub measured_unix: u64,
-    /// Whether this node measured it (rather than a peer reporting it).
+    /// Whether this node measured it or held a session over it (rather
+    /// than a peer reporting it).
     pub own: bool,
 }
 

@@ -350,8 +350,9 @@ fn an_inviter_killed_20_times_while_serving_joins_and_gossip_keeps_every_member_
     // writes paths.
     let _traffic = ping_in_background(&hosts.hosts[1], m0, 100_000);
 
-    // A clean stop first: it stores the confirmed path to m1 and flushes, so every run in
-    // the loop starts warm, contacts m1 at once and rewrites that path.
+    // A clean stop first: it stores the path to m1 (its confirmed size, or at least that a
+    // session ran over it, when the stop comes before the size is confirmed) and flushes, so
+    // every run in the loop starts warm, contacts m1 at once and rewrites that path.
     let mut inviter = nodes.remove(0);
     assert!(inviter.stop().success(), "m0 did not stop cleanly");
     let log = inviter.log();

@@ -57,7 +57,8 @@ fn load_from(store: &Store, me: &Identity, now_unix: u64) -> HashMap<Identity, P
 /// Gives the device what was stored about the path to `peer` (its endpoint
 /// was given when the peer was added): the path MTU, to be confirmed by
 /// one probe, and the RTT; and contacts the peer at once if this node
-/// measured the path (its endpoint was last known good).
+/// measured the path or held a session over it (its endpoint was last known
+/// good, and the peer may still hold a session with our previous run).
 pub fn hint(device: &mut Device, peer: PeerId, name: &str, path: Option<&PathRecord>) {
     let Some(path) = path else {
         return;
@@ -73,7 +74,7 @@ pub fn hint(device: &mut Device, peer: PeerId, name: &str, path: Option<&PathRec
             confirmed_by_self: path.own,
         },
     );
-    if pmtu.is_some() {
+    if pmtu.is_some() || path.own {
         // This node exchanged data over the path: contact the peer at once,
         // so it drops its session with our previous run now.
         device.connect(peer, Instant::now());
@@ -93,7 +94,8 @@ pub fn hint(device: &mut Device, peer: PeerId, name: &str, path: Option<&PathRec
 
 /// Stores the path to every member as it is now, then flushes the store:
 /// its endpoint, and the confirmed path MTU and RTT where there is one (an
-/// earlier measurement of the same endpoint is kept otherwise). Called on a
+/// earlier measurement of the same endpoint is kept otherwise), or that a
+/// session ran over it. Called on a
 /// clean shutdown, so the next start resumes from the latest state.
 pub fn save(m: &Membership, members: &MemberTable, device: &Device) {
     let me = m.identity.identity();
@@ -119,8 +121,20 @@ pub fn save(m: &Membership, members: &MemberTable, device: &Device) {
                 measured_unix: now_unix(),
                 own: true,
             },
-            _ if previous.is_some_and(|p| p.endpoint == endpoint) => continue,
-            _ => PathRecord::unmeasured(endpoint, now_unix()),
+            // An earlier record of this endpoint says as much or more.
+            _ if previous
+                .as_ref()
+                .is_some_and(|p| p.endpoint == endpoint && (p.own || !status.has_session)) =>
+            {
+                continue
+            }
+            // No size confirmed yet (a stop right after the handshake), but
+            // a session over the endpoint: the next run contacts the peer at
+            // once all the same.
+            _ => PathRecord {
+                own: status.has_session,
+                ..PathRecord::unmeasured(endpoint, now_unix())
+            },
         };
         let put = m.store.paths().put(&me.0, &cert.identity.0, &record);
         if m.counters.store("paths", put).is_some() {
@@ -174,6 +188,50 @@ mod tests {
     }
 
     const NOW: u64 = 1_800_000_000;
+
+    /// A mesh member's device (no handshakes at start) with one peer at
+    /// the endpoint of [`path`]; how many datagrams it sends to it at once
+    /// after [`hint`] with `stored`.
+    fn sent_after_hint(stored: &PathRecord) -> usize {
+        let now = Instant::now();
+        let mut config =
+            weft_protocol::DeviceConfig::new(weft_protocol::StaticSecret::from_bytes([1; 32]));
+        config.auto_handshake_at_start = false;
+        let mut device = Device::new(config, now, Duration::from_secs(NOW), [7; 32]);
+        let peer = device
+            .add_peer(
+                weft_protocol::PeerConfig {
+                    name: "m1".into(),
+                    public_key: weft_protocol::StaticSecret::from_bytes([2; 32]).public_key(),
+                    preshared_key: None,
+                    endpoint: Some(stored.endpoint),
+                    allowed_ips: Vec::new(),
+                    keepalive: weft_protocol::Keepalive::Off,
+                },
+                now,
+            )
+            .unwrap();
+        hint(&mut device, peer, "m1", Some(stored));
+        let mut buf = vec![0; 2048];
+        std::iter::from_fn(|| device.poll_transmit(now, &mut buf))
+            .filter(|t| t.destination == stored.endpoint)
+            .count()
+    }
+
+    #[test]
+    fn a_restart_contacts_at_once_a_peer_it_held_a_session_with_even_before_a_size_was_confirmed() {
+        assert!(sent_after_hint(&path(1400, NOW)) > 0, "a measured path");
+        let session_only = PathRecord {
+            rtt_us: 0,
+            ..path(0, NOW)
+        };
+        assert!(
+            sent_after_hint(&session_only) > 0,
+            "stopped right after the handshake, before the size was confirmed"
+        );
+        let heard_of = PathRecord::unmeasured(session_only.endpoint, NOW);
+        assert_eq!(sent_after_hint(&heard_of), 0, "an endpoint only heard of");
+    }
 
     fn path(pmtu: u16, measured_unix: u64) -> PathRecord {
         PathRecord {
