@@ -60,6 +60,29 @@ where
     Some(value)
 }
 
+/// A message of the control-plane exchanges: its version byte, then
+/// postcard of `value`.
+pub(super) fn encode_versioned<T: serde::Serialize>(version: u8, value: &T) -> Vec<u8> {
+    let mut out = vec![version];
+    out.extend_from_slice(&encode(value));
+    out
+}
+
+/// Decodes what [`encode_versioned`] wrote with `version`; `None` for
+/// anything longer than `max_len`, of another version, or not canonical.
+pub(super) fn decode_versioned<T>(version: u8, max_len: usize, data: &[u8]) -> Option<T>
+where
+    T: for<'a> serde::Deserialize<'a> + serde::Serialize,
+{
+    if data.len() > max_len {
+        return None;
+    }
+    match data.split_first() {
+        Some((&v, rest)) if v == version => decode_canonical(rest),
+        _ => None,
+    }
+}
+
 /// Why an endpoint a member wrote into a record or a token cannot be
 /// right, if it cannot: a reason of [`addr::usable`], which judges an
 /// IPv4-mapped IPv6 address as the IPv4 address it stands for, or, for a

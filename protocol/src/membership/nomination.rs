@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::authority_set::{Authorities, MAX_AUTHORITIES};
-use super::encoding::{decode_canonical, encode};
+use super::encoding::{decode_versioned, encode_versioned};
 use super::identity::IdentityKey;
 use super::network::NetworkId;
 
@@ -81,22 +81,14 @@ impl NominationRefusal {
 }
 
 fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![NOMINATION_VERSION];
-    out.extend_from_slice(&encode(value));
-    out
+    encode_versioned(NOMINATION_VERSION, value)
 }
 
 fn from_bytes<T>(data: &[u8]) -> Option<T>
 where
     T: for<'a> Deserialize<'a> + Serialize,
 {
-    if data.len() > MAX_NOMINATION_LEN {
-        return None;
-    }
-    match data.split_first() {
-        Some((&NOMINATION_VERSION, rest)) => decode_canonical(rest),
-        _ => None,
-    }
+    decode_versioned(NOMINATION_VERSION, MAX_NOMINATION_LEN, data)
 }
 
 impl Nomination {

@@ -19,7 +19,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::cert::{CertError, Certificate, SignedCertificate};
-use super::encoding::{decode_canonical, encode};
+use super::encoding::{decode_versioned, encode_versioned};
 use super::identity::IdentityKey;
 use super::network::NetworkInfo;
 
@@ -100,22 +100,14 @@ impl RenewalRefusal {
 }
 
 fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![RENEWAL_VERSION];
-    out.extend_from_slice(&encode(value));
-    out
+    encode_versioned(RENEWAL_VERSION, value)
 }
 
 fn from_bytes<T>(data: &[u8]) -> Option<T>
 where
     T: for<'a> Deserialize<'a> + Serialize,
 {
-    if data.len() > MAX_RENEWAL_MESSAGE_LEN {
-        return None;
-    }
-    match data.split_first() {
-        Some((&RENEWAL_VERSION, rest)) => decode_canonical(rest),
-        _ => None,
-    }
+    decode_versioned(RENEWAL_VERSION, MAX_RENEWAL_MESSAGE_LEN, data)
 }
 
 impl RenewalRequest {
