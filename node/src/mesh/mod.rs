@@ -432,13 +432,14 @@ pub fn read_certificate(path: &Path) -> anyhow::Result<SignedCertificate> {
         .map_err(|e| anyhow!("certificate {}: {e}", path.display()))
 }
 
-/// Writes a certificate file atomically: a temporary file beside it,
-/// written and fsynced, renamed over it, and the directory fsynced, so a
-/// crash leaves either the old certificate or the new one, never a torn
-/// one.
-pub fn write_certificate(path: &Path, cert: &SignedCertificate) -> anyhow::Result<()> {
-    use std::io::Write;
-    let text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, cert.to_bytes());
+/// Replaces `path` so that a crash leaves the old file or the new one,
+/// never a torn one: `write` creates and fsyncs a temporary file beside it
+/// (the path it is given), which is renamed over `path`, then the directory
+/// is fsynced. The temporary file is removed if any step fails.
+pub fn replace_file(
+    path: &Path,
+    write: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -448,17 +449,29 @@ pub fn write_certificate(path: &Path, cert: &SignedCertificate) -> anyhow::Resul
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+    let _ = std::fs::remove_file(&tmp);
+    let replaced = write(&tmp).and_then(|()| {
+        std::fs::rename(&tmp, path)
+            .and_then(|()| std::fs::File::open(dir)?.sync_all())
+            .with_context(|| format!("cannot replace {}", path.display()))
+    });
+    if replaced.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    replaced
+}
+
+/// Writes a certificate file atomically ([`replace_file`]).
+pub fn write_certificate(path: &Path, cert: &SignedCertificate) -> anyhow::Result<()> {
+    use std::io::Write;
+    let text = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, cert.to_bytes());
+    replace_file(path, |tmp| {
+        let mut f = std::fs::File::create(tmp)?;
         f.write_all(format!("{text}\n").as_bytes())?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow!("cannot write certificate {}: {e}", path.display())
+        Ok(())
     })
+    .with_context(|| format!("cannot write certificate {}", path.display()))
 }
 
 /// The host's own addresses a peer could reach: every configured unicast
