@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 
 use crate::harness::{
-    cpu_ticks, ping_in_background, wait_reachable, Lab, Netns, Node, RoutedHosts,
+    cpu_ticks, ping_in_background, wait_reachable, Lab, Metrics, Netns, Node, RoutedHosts,
 };
 use crate::mesh::{addresses, init_alpha, invite, v4, weft};
 
@@ -340,33 +340,6 @@ fn record_flood_base64_file(path: &Path) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("{} is not base64: {e}", path.display()))
 }
 
-/// Counters of the node in `ns` from its /metrics: `name{label="value"}` → count.
-fn record_flood_metrics(ns: &Netns) -> std::collections::BTreeMap<String, u64> {
-    let body = ns.run(|| {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 9820));
-        let mut s =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect to /metrics");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .expect("send the /metrics request");
-        let mut body = String::new();
-        s.read_to_string(&mut body).expect("read /metrics");
-        body
-    });
-    body.lines()
-        .filter(|l| l.starts_with("weft_"))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_owned(), value.parse::<f64>().ok()? as u64))
-        })
-        .collect()
-}
-
-/// One counter of [`record_flood_metrics`], 0 if absent.
-fn record_flood_counter(m: &std::collections::BTreeMap<String, u64>, name: &str) -> u64 {
-    m.get(name).copied().unwrap_or(0)
-}
-
 /// Bytes under `dir`, recursively.
 fn record_flood_dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
@@ -484,21 +457,21 @@ fn a_member_flooding_500_valid_records_a_second_costs_others_no_ping_no_publish_
         .map(|d| record_flood_dir_bytes(d))
         .collect();
     let before = [
-        record_flood_metrics(&hosts.hosts[0]),
-        record_flood_metrics(&hosts.hosts[1]),
+        Metrics::scrape(&hosts.hosts[0]),
+        Metrics::scrape(&hosts.hosts[1]),
     ];
     let pings_wanted = (RECORD_FLOOD_FOR.as_millis() / 100) as u32 + 20;
     let pings = ping_in_background(&hosts.hosts[1], addrs[0].0, pings_wanted);
     let report = flood.run(&hosts.hosts[2], payload);
     let pinged = pings.finish(Duration::from_secs(20));
     let after = [
-        record_flood_metrics(&hosts.hosts[0]),
-        record_flood_metrics(&hosts.hosts[1]),
+        Metrics::scrape(&hosts.hosts[0]),
+        Metrics::scrape(&hosts.hosts[1]),
     ];
 
     // Afterwards m1's own publishes still reach m0: a new address makes m1 announce.
     let announcements = "weft_gossip_received_total{kind=\"announcement\"}";
-    let heard_before = record_flood_counter(&after[0], announcements);
+    let heard_before = after[0].get(announcements);
     hosts.hosts[1].ip(&[
         "addr",
         "add",
@@ -508,7 +481,7 @@ fn a_member_flooding_500_valid_records_a_second_costs_others_no_ping_no_publish_
     ]);
     let announced_at = Instant::now();
     let heard = crate::harness::poll(Duration::from_secs(20), Duration::from_millis(200), || {
-        let now = record_flood_counter(&record_flood_metrics(&hosts.hosts[0]), announcements);
+        let now = Metrics::scrape(&hosts.hosts[0]).get(announcements);
         (now > heard_before).then(|| announced_at.elapsed())
     });
     let ping_after = crate::harness::ping(&hosts.hosts[1], addrs[0].0, 3).received;
@@ -532,9 +505,7 @@ fn a_member_flooding_500_valid_records_a_second_costs_others_no_ping_no_publish_
         })
         .collect();
 
-    let delta = |i: usize, name: &str| {
-        record_flood_counter(&after[i], name) - record_flood_counter(&before[i], name)
-    };
+    let delta = |i: usize, name: &str| after[i].get(name) - before[i].get(name);
     for (i, name) in ["m0", "m1"].iter().enumerate() {
         println!(
             "record flood: {name}: records accepted: {} NAT lifetimes, {} observations; \
@@ -889,8 +860,7 @@ fn weft_revoke_with_no_member_to_publish_to_succeeds_and_warns_that_it_was_not_p
     nodes[1].stop();
     let connections = "weft_control_connections";
     let alone = crate::harness::poll(Duration::from_secs(15), Duration::from_millis(200), || {
-        (record_flood_counter(&record_flood_metrics(&hosts.hosts[0]), connections) == 0)
-            .then_some(())
+        (Metrics::scrape(&hosts.hosts[0]).get(connections) == 0).then_some(())
     });
     assert!(
         alone.is_some(),
