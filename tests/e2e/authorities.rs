@@ -5,7 +5,7 @@
 //! no node's view and are counted; and a member that was down while the set changed learns the
 //! current set when it comes back. Every node reads its view with `weft authority list --json`.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -18,8 +18,8 @@ use weft_protocol::membership::{
 };
 
 use crate::harness::{
-    ping, ping_in_background, poll, wait_reachable, Lab, MemberFlood, Netns, Node, RoutedHosts,
-    DEFAULT_PORT,
+    ping, ping_in_background, poll, wait_reachable, Lab, MemberFlood, Metrics, Netns, Node,
+    RoutedHosts, DEFAULT_PORT,
 };
 use crate::mesh::{addresses, invite, v4, weft};
 
@@ -269,34 +269,6 @@ fn names_key(shown: &str, key: &str) -> bool {
     shown.len() >= 16 && key.starts_with(&shown.to_ascii_lowercase())
 }
 
-/// Counters and gauges of the node in `ns` from its /metrics: `name{label="value"}` → value.
-fn metrics(ns: &Netns) -> std::collections::BTreeMap<String, u64> {
-    let body = ns.run(|| {
-        use std::io::{Read, Write};
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 9820));
-        let mut s =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect to /metrics");
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("a read timeout");
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .expect("send the /metrics request");
-        let mut body = String::new();
-        s.read_to_string(&mut body).expect("read /metrics");
-        body
-    });
-    body.lines()
-        .filter(|l| l.starts_with("weft_"))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_owned(), value.parse::<f64>().ok()? as u64))
-        })
-        .collect()
-}
-
-fn metric(m: &std::collections::BTreeMap<String, u64>, name: &str) -> u64 {
-    m.get(name).copied().unwrap_or(0)
-}
-
 #[test]
 fn the_first_authority_retired_and_gone_leaves_a_mesh_that_invites_and_renews_through_the_second() {
     let lab = Lab::new("auth-rotate");
@@ -306,10 +278,16 @@ fn the_first_authority_retired_and_gone_leaves_a_mesh_that_invites_and_renews_th
     a.start(&lab);
     let mut b = Member::at(&lab, "b", &hosts.hosts[1]).join(&a);
     b.start(&lab);
-    wait_reachable(b.ns, a.overlay, Duration::from_secs(20));
 
-    // a makes b a holder: b generates its own key.
+    // a makes b a holder: b generates its own key. Asked the moment b starts, before b's
+    // announcement reached a: the command waits for b to connect.
+    let asked = Instant::now();
     let added = a.weft(&["authority", "add", "b"]);
+    println!(
+        "rotation: `weft authority add b` took {:?}",
+        asked.elapsed()
+    );
+    wait_reachable(b.ns, a.overlay, Duration::from_secs(20));
     println!("rotation: a: {added}");
     let key_file = b.dir.join("authority.key");
     let mode = std::fs::metadata(&key_file)
@@ -613,7 +591,7 @@ fn authority_sets_forged_by_an_outside_key_a_removed_key_or_replayed_change_no_n
         RecordBody::AuthoritySet(forged.older.clone()),
     ];
     let mut seq = 0u64;
-    let before: Vec<_> = members.iter().map(|m| metrics(m.ns)).collect();
+    let before: Vec<_> = members.iter().map(|m| Metrics::scrape(m.ns)).collect();
     for (i, m) in members.iter().enumerate() {
         let bodies: Vec<&RecordBody> = announcement
             .iter()
@@ -654,14 +632,14 @@ fn authority_sets_forged_by_an_outside_key_a_removed_key_or_replayed_change_no_n
     let rejected = [REJECTED_BAD_SET, REJECTED_RETIRED, REJECTED_OLDER];
     for (i, m) in members.iter().enumerate() {
         let counted = poll(Duration::from_secs(10), Duration::from_millis(250), || {
-            let now = metrics(m.ns);
+            let now = Metrics::scrape(m.ns);
             rejected
                 .iter()
-                .all(|r| metric(&now, r) > metric(&before[i], r))
+                .all(|r| now.get(r) > before[i].get(r))
                 .then_some(now)
         });
-        let after = counted.unwrap_or_else(|| metrics(m.ns));
-        let delta = |name: &str| metric(&after, name) as i64 - metric(&before[i], name) as i64;
+        let after = counted.unwrap_or_else(|| Metrics::scrape(m.ns));
+        let delta = |name: &str| after.get(name) as i64 - before[i].get(name) as i64;
         println!(
             "forged sets: {}: rejected {} foreign, {} by the retired key, {} older; \
              weft_authorities {} -> {}",
@@ -669,14 +647,14 @@ fn authority_sets_forged_by_an_outside_key_a_removed_key_or_replayed_change_no_n
             delta(REJECTED_BAD_SET),
             delta(REJECTED_RETIRED),
             delta(REJECTED_OLDER),
-            metric(&before[i], "weft_authorities"),
-            metric(&after, "weft_authorities"),
+            before[i].get("weft_authorities"),
+            after.get("weft_authorities"),
         );
         let view = m.authorities().expect("the set after the forgeries");
         assert_eq!(view, views[i], "{}'s authority set changed", m.name);
         assert_eq!(
-            metric(&after, "weft_authorities"),
-            metric(&before[i], "weft_authorities"),
+            after.get("weft_authorities"),
+            before[i].get("weft_authorities"),
             "{}: weft_authorities changed",
             m.name
         );

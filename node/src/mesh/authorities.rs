@@ -34,7 +34,7 @@ use weft_store::{Store, Stripe};
 use super::gossip::Gossip;
 use super::{now_unix, read_identity, write_identity, Membership, MeshConfig};
 use crate::admin::Response;
-use crate::control::{ControlHandle, Verdict};
+use crate::control::{ControlError, ControlHandle, Verdict};
 
 /// Serialises nominations: each may write the key file.
 static NOMINATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -286,23 +286,7 @@ impl Membership {
 /// Writes `key` to `path` (mode 0600) so that a crash leaves the old file
 /// or the new one: written beside it, then renamed over it.
 fn write_key(path: &Path, key: &IdentitySecret) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
-    write_identity(&tmp, key)?;
-    std::fs::rename(&tmp, path)
-        .and_then(|()| std::fs::File::open(dir)?.sync_all())
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            anyhow!("cannot write {}: {e}", path.display())
-        })?;
+    super::replace_file(path, |tmp| write_identity(tmp, key))?;
     // Read back: what signs later is what is on disk.
     let back = read_identity(path, "authority key")?;
     if back.identity() != key.identity() {
@@ -502,13 +486,31 @@ impl Gossip {
     }
 }
 
+/// The identity of the member named `name` in the store, if its
+/// certificate verifies.
+fn stored_member_named(m: &Membership, name: &str) -> Option<IdentityKey> {
+    let stored = m.store.members().list().ok()?;
+    stored
+        .iter()
+        .filter(|(_, r)| r.name == name)
+        .find_map(|(_, r)| m.verified(r))
+        .map(|cert| cert.identity)
+}
+
+/// How long `weft authority add` keeps asking a member that is not
+/// connected yet (a server invited a moment ago) before it gives up.
+pub const NOMINATION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Asks member `peer` (named `name`) to become a holder, on a task of its
-/// own, and hands its answer to the main task through `done`.
+/// own, and hands its answer to the main task through `done`. A request
+/// that reaches nobody (the member not connected yet) is sent again every
+/// half second for up to [`NOMINATION_PATIENCE`]; an answer, a refusal
+/// included, ends it.
 pub fn nominate(
     handle: ControlHandle,
-    m: &Membership,
+    m: Arc<Membership>,
     name: String,
-    peer: libp2p::PeerId,
+    known: Option<IdentityKey>,
     reply: oneshot::Sender<Response>,
     done: mpsc::Sender<Nominated>,
     services: &tokio::runtime::Handle,
@@ -519,13 +521,37 @@ pub fn nominate(
     }
     .to_bytes();
     services.spawn(async move {
-        let answer = match handle.nominate(peer, request).await {
-            Ok(bytes) => match NominationAnswer::from_bytes(&bytes) {
-                Some(NominationAnswer::Key(key)) => Ok(key),
-                Some(NominationAnswer::Refused(why)) => Err(format!("{name} refused: {why}")),
-                None => Err(format!("{name} sent an answer that does not decode")),
-            },
-            Err(e) => Err(format!("{name} did not answer: {e}")),
+        let identity = match known {
+            Some(identity) => Some(identity),
+            None => {
+                let (m, name) = (m.clone(), name.clone());
+                tokio::task::spawn_blocking(move || stored_member_named(&m, &name))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        };
+        let Some(peer) = identity.and_then(|i| super::members::peer_id_of(&i)) else {
+            let _ = reply.send(Response::Error(format!("no member is named {name:?}")));
+            return;
+        };
+        let give_up = tokio::time::Instant::now() + NOMINATION_PATIENCE;
+        let answer = loop {
+            match handle.nominate(peer, request.clone()).await {
+                Ok(bytes) => {
+                    break match NominationAnswer::from_bytes(&bytes) {
+                        Some(NominationAnswer::Key(key)) => Ok(key),
+                        Some(NominationAnswer::Refused(why)) => {
+                            Err(format!("{name} refused: {why}"))
+                        }
+                        None => Err(format!("{name} sent an answer that does not decode")),
+                    }
+                }
+                Err(ControlError::Nomination(_)) if tokio::time::Instant::now() < give_up => {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(e) => break Err(format!("{name} did not answer: {e}")),
+            }
         };
         let nominated = Nominated {
             name,

@@ -270,21 +270,19 @@ impl MeshNode {
             )));
             return;
         }
-        let peer = self
+        // Not in the member table: the task looks in the store (a member
+        // invited a moment ago is there before its announcement arrives).
+        let known = self
             .gossip
             .members
             .iter()
             .find(|x| x.cert.name == name)
-            .and_then(|x| super::members::peer_id_of(&x.cert.identity));
-        let Some(peer) = peer else {
-            let _ = reply.send(Response::Error(format!("no member is named {name:?}")));
-            return;
-        };
+            .map(|x| x.cert.identity);
         authorities::nominate(
             self.gossip.control().clone(),
-            m,
+            m.clone(),
             name,
-            peer,
+            known,
             reply,
             self.nominated.clone(),
             &self.services,
