@@ -344,15 +344,18 @@ async fn serve(
 /// allocation table holds only the addresses this holder handed out itself;
 /// a holder that joined later, or one whose predecessor signed most
 /// certificates, must not hand out an address a member already holds.
-fn held_addresses(m: &Membership, joiner: &[u8; 32]) -> Result<Vec<u32>, JoinRefusal> {
+fn held_addresses(
+    m: &Membership,
+    members: &[([u8; 32], MemberRecord)],
+    joiner: &[u8; 32],
+) -> Vec<u32> {
     let info = m.info();
     let mut held = Vec::new();
     if let Ok(own) = m.certificate().verify_signed(&info) {
         held.push(u32::from(own.ipv4));
     }
-    let members = m.store.members().list().map_err(|_| JoinRefusal::Unknown)?;
     for (id, record) in members {
-        if id == *joiner {
+        if id == joiner {
             continue;
         }
         // A certificate signed by a key of the set or a retired one; expired
@@ -363,7 +366,7 @@ fn held_addresses(m: &Membership, joiner: &[u8; 32]) -> Result<Vec<u32>, JoinRef
             held.push(u32::from(cert.ipv4));
         }
     }
-    Ok(held)
+    held
 }
 
 /// Redeems the invite, allocates an address and signs the certificate.
@@ -406,19 +409,15 @@ fn decide(
         .clone()
         .or_else(|| req.name.clone())
         .ok_or(JoinRefusal::BadName)?;
-    let taken = m
-        .store
-        .members()
-        .list()
-        .map(|l| {
-            l.iter()
-                .any(|(id, r)| r.name == name && *id != req.identity)
-        })
-        .unwrap_or(true);
+    // An unreadable member list counts as the name being taken.
+    let members = m.store.members().list().map_err(|_| JoinRefusal::BadName)?;
+    let taken = members
+        .iter()
+        .any(|(id, r)| r.name == name && *id != req.identity);
     if !weft_protocol::membership::is_valid_name(&name) || taken {
         return Err(JoinRefusal::BadName);
     }
-    let held = held_addresses(m, &req.identity)?;
+    let held = held_addresses(m, &members, &req.identity);
     m.store
         .invites()
         .redeem(&hash, &req.identity, now)
